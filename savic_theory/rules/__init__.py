@@ -1,0 +1,37 @@
+"""Scaling rules for SAVIC and their read-only registry.
+
+``RULES`` maps a name to the constructor of a rule; it is the one table used by the
+simulator, the CLI, the tests and the docs. Adding a rule costs one module and one line here.
+"""
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from ._base import BetaSchedule, ScalingRule, Statistic, clip
+from .adam import adam
+from .identity import identity
+from .oasis import oasis
+from .rmsprop import rmsprop
+
+RULES = MappingProxyType({
+    "identity": identity,
+    "rmsprop": rmsprop,
+    "adam": adam,
+    "oasis": oasis,
+})
+
+
+def make(name: str, **params) -> ScalingRule:
+    """Build the rule registered as ``name`` with keyword parameters (``beta``, ``e``)."""
+    try:
+        ctor = RULES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown scaling rule {name!r}; known rules: {', '.join(RULES)}") from None
+    if name == "identity" and params:
+        unknown = ", ".join(sorted(params))
+        raise TypeError(f"rule 'identity' takes no parameters, got: {unknown}")
+    return ctor(**params)
+
+
+__all__ = ["RULES", "make", "ScalingRule", "BetaSchedule", "Statistic", "clip",
+           "identity", "rmsprop", "adam", "oasis"]

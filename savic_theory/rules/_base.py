@@ -1,0 +1,165 @@
+"""The common shape of a scaling rule and its β schedule.
+
+A scaling rule builds the diagonal preconditioner ``D̂`` of SAVIC from a per-client statistic
+``S`` (``g ⊙ g`` or a Hutchinson probe ``z ⊙ (∇²f z)``). Following optax, a rule is data plus
+pure functions: ``init`` turns the first statistic into a state, ``update`` folds one more
+statistic into it, ``diagonal`` reads the unclipped diagonal off the state. The simulator
+applies ``clip(D) = max(e, |D|)``, so every rule satisfies ``D̂ ≥ e`` (``α = e``).
+
+All functions take the array namespace ``xp`` explicitly and use only array-API operations,
+so the same rule code runs on NumPy, CuPy and ``array_api_strict``. Arrays have shape
+``(runs, clients, d)``; in global scaling the client axis has length 1.
+"""
+from __future__ import annotations
+
+import enum
+import numbers
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = ["Statistic", "BetaSchedule", "ScalingRule", "clip"]
+
+
+class Statistic(enum.Enum):
+    """Which per-client statistic a rule consumes."""
+
+    NONE = "none"
+    GRAD_SQUARED = "grad_squared"  # g ⊙ g, same sample as the step's gradient
+    HESSIAN_PROBE = "hessian_probe"  # z ⊙ (∇²f_m(x, ξ) z), z Rademacher
+
+
+class BetaSchedule:
+    """β as a constant, one constant per run, or a schedule ``k ↦ β_k``.
+
+    ``k`` counts the updates of a rule's state, starting at 1. ``values(k)`` takes an integer
+    array of update indices (one per run) and returns the β of each run as float64.
+
+    Parameters
+    ----------
+    beta : float, array of shape (runs,), or callable
+        A callable is called with a Python ``int`` ``k ≥ 1`` and must return a float (or an
+        array of shape ``(runs,)``) in ``[0, 1)``.
+    """
+
+    def __init__(self, beta: Any):
+        self._fn: Callable[[int], Any] | None = None
+        self._const: np.ndarray | None = None
+        if isinstance(beta, BetaSchedule):
+            self._fn, self._const, self.label = beta._fn, beta._const, beta.label
+            return
+        if callable(beta):
+            self._fn = beta
+            self.label = getattr(beta, "__name__", "schedule")
+            return
+        if isinstance(beta, (bool, np.bool_)) or not (
+            isinstance(beta, numbers.Real) or isinstance(beta, (list, tuple, np.ndarray))
+        ):
+            raise TypeError(f"beta must be a number, an array of numbers or a callable k -> beta_k, got {beta!r}")
+        arr = np.asarray(beta, dtype=np.float64)
+        if arr.ndim > 1:
+            raise ValueError(f"beta must be a scalar or a 1-D array over runs, got shape {arr.shape}")
+        _check_beta(arr, "beta")
+        self._const = arr
+        self.label = f"{float(arr):g}" if arr.ndim == 0 else f"array{arr.shape}"
+
+    @property
+    def runs(self) -> int | None:
+        """Length of the run axis this β carries (``None`` when it carries none)."""
+        if self._const is not None and self._const.ndim == 1:
+            return int(self._const.shape[0])
+        return None
+
+    @property
+    def is_constant(self) -> bool:
+        return self._const is not None
+
+    def values(self, k: np.ndarray) -> np.ndarray:
+        """β for update index ``k`` (integer array of shape ``(runs,)``), float64 ``(runs,)``."""
+        k = np.asarray(k)
+        if self._const is not None:
+            return np.broadcast_to(self._const, k.shape).astype(np.float64)
+        out = np.empty(k.shape, dtype=np.float64)
+        for kk in np.unique(k):
+            val = np.asarray(self._fn(int(kk)), dtype=np.float64)
+            _check_beta(val, f"beta schedule at k={int(kk)}")
+            mask = k == kk
+            out[mask] = val if val.ndim == 0 else val[mask]
+        return out
+
+    def __repr__(self) -> str:
+        return f"BetaSchedule({self.label})"
+
+
+def _check_beta(arr: np.ndarray, name: str) -> None:
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {arr}")
+    if np.any(arr < 0.0) or np.any(arr >= 1.0):
+        raise ValueError(f"{name} must lie in [0, 1), got {arr}")
+
+
+def check_e(e: Any) -> np.ndarray:
+    """Validate the clipping level ``e > 0`` (scalar or one per run)."""
+    if isinstance(e, (bool, np.bool_)) or not isinstance(e, (numbers.Real, list, tuple, np.ndarray)):
+        raise TypeError(f"e must be a positive number or a 1-D array of them, got {e!r}")
+    arr = np.asarray(e, dtype=np.float64)
+    if arr.ndim > 1:
+        raise ValueError(f"e must be a scalar or a 1-D array over runs, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0.0):
+        raise ValueError(f"e must be finite and > 0, got {arr}")
+    return arr
+
+
+class ScalingRule(NamedTuple):
+    """A diagonal scaling rule: data plus pure functions.
+
+    Attributes
+    ----------
+    name : str
+        Registry name.
+    statistic : Statistic
+        The per-client statistic ``S`` the rule consumes.
+    init : callable ``(s, beta, xp) -> state``
+        State from the first statistic ``s = S(x⁰)``; ``beta`` is β of update 1, shape
+        broadcastable to ``s`` (used only by rules whose initialisation counts as an update).
+    update : callable ``(state, s, beta, xp) -> state``
+        Fold one more statistic into the state with the given β.
+    diagonal : callable ``(state, xp) -> D``
+        The unclipped diagonal; ``D̂ = clip(D) = max(e, |D|)``.
+    beta : BetaSchedule or None
+        β for each update (``None`` for rules without state).
+    e : numpy.ndarray
+        Clipping level (scalar or one per run); ``α = e``.
+    init_updates : int
+        How many β values ``init`` consumes: 0 when the first sync is update ``k = 1``
+        (rmsprop, oasis), 1 when initialisation is itself update ``k = 1`` (adam).
+    """
+
+    name: str
+    statistic: Statistic
+    init: Callable
+    update: Callable
+    diagonal: Callable
+    beta: BetaSchedule | None
+    e: np.ndarray
+    init_updates: int = 0
+
+    @property
+    def is_static(self) -> bool:
+        """True when ``D̂`` never changes (the identity rule)."""
+        return self.statistic is Statistic.NONE
+
+    @property
+    def runs(self) -> int | None:
+        """Length of the run axis carried by β or e (``None`` when neither carries one)."""
+        sizes = {n for n in ((self.beta.runs if self.beta else None),
+                             (int(self.e.shape[0]) if self.e.ndim == 1 else None)) if n is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"rule {self.name}: beta and e carry run axes of different lengths {sorted(sizes)}")
+        return sizes.pop() if sizes else None
+
+
+def clip(D, e, xp):
+    """``max(e, |D|)`` elementwise: the clip that gives ``αI ⪯ D̂`` with ``α = e``."""
+    return xp.maximum(xp.abs(D), e)

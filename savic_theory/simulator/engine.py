@@ -1,0 +1,353 @@
+"""The vectorised SAVIC simulator (reference path, array-API only).
+
+Every array has shape ``(runs, clients, d)``; the scaling ``D̂`` has shape ``(runs, 1, d)`` in
+global scaling and ``(runs, M, d)`` in local scaling, so one expression ``x − γ g / D̂`` serves
+both. Reductions over clients happen only at synchronisation (and when recording).
+"""
+from __future__ import annotations
+
+import numbers
+import time
+
+import numpy as np
+
+from .._backend import dtype_of, namespace, namespace_name, to_numpy
+from ..problems._base import Problem
+from ..rules import ScalingRule, Statistic, clip, make
+from .result import HISTORY_KEYS, SimulationResult
+from .schedule import SyncSchedule
+
+__all__ = ["simulate", "SCALINGS"]
+
+SCALINGS = ("global", "local")
+
+
+def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_every=1,
+             scaling: str = "global", x0=None, noise=None, seed=0, *, runs: int | None = None,
+             sync_at=None, record_every: int | None = None, dtype="float64", backend=None,
+             keep_iterates: bool = False, init_probes: int = 1, progress: bool = False,
+             divergence_factor: float = 1e12) -> SimulationResult:
+    r"""Run SAVIC (Local SGD with diagonal scaling) on ``problem``, many runs at once.
+
+    Every client takes ``x_m ← x_m − γ g_m / D̂`` and the clients average at sync moments.
+    In global scaling ``D̂`` is shared and updated at syncs from the clients' mean statistic;
+    in local scaling each client updates its own ``D̂_m`` after every step. See
+    ``docs/algorithm.md`` for the exact semantics.
+
+    Parameters
+    ----------
+    problem : Problem
+        ``Quadratic``, ``Logistic``, ... (a leading instance axis gives one problem per run).
+    rule : ScalingRule or str
+        From ``savic_theory.rules`` (a name uses the rule's default ``beta`` and ``e``).
+    gamma : float or array (runs,)
+        Step size ``γ > 0``.
+    steps : int
+        Number of local steps ``T ≥ 1``.
+    sync_every : int or array of ints (runs,)
+        Period ``H ≥ 1`` between averagings (``t_p = pH``).
+    scaling : {"global", "local"}
+    x0 : array (d,) or (runs, d), optional
+        Start point of every client (zeros by default). A CuPy array selects the GPU.
+    noise : float, optional
+        Replace the problem's additive gradient noise ``σ² = E‖ξ‖²``.
+    seed : int or numpy.random.SeedSequence
+        Seed of the host generator that draws all noise, minibatches and probes.
+    runs : int, optional
+        Number of independent runs (default: from the array parameters, else one run).
+    sync_at : sequence of ints (or one per run), optional
+        Explicit sync moments in ``[1, T]``; overrides ``sync_every``.
+    record_every : int, optional
+        Record the history every this many steps (default ``max(1, T // 500)``); step 0 and
+        ``T`` are always recorded.
+    dtype : {"float64", "float32"}
+    backend : {"numpy", "cupy", "array_api_strict"} or module, optional
+    keep_iterates : bool
+        Also keep ``x̄`` at each record in ``history["x_bar"]``.
+    init_probes : int
+        Number of Hutchinson probes averaged for OASIS's initial ``D₀``.
+    divergence_factor : float
+        A run whose ``‖x̄−x*‖²`` exceeds ``divergence_factor · max(1, ‖x⁰−x*‖²)`` or is not
+        finite is stopped with status ``"diverged"``.
+
+    Returns
+    -------
+    SimulationResult
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from savic_theory import Quadratic, rules, simulate
+    >>> prob = Quadratic.random(dim=4, n_clients=3, L=1.0, mu=0.1, heterogeneity=0.5, seed=1)
+    >>> res = simulate(prob, rules.adam(beta=0.9, e=1e-2), gamma=0.01, steps=40, sync_every=4)
+    >>> res.x.shape, res.history["dist_sq"].shape
+    ((3, 4), (41,))
+    """
+    t_start = time.perf_counter()
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem must be a savic_theory Problem, got {type(problem).__name__}")
+    if isinstance(rule, str):
+        rule = make(rule)
+    if not isinstance(rule, ScalingRule):
+        raise TypeError(f"rule must be a ScalingRule from savic_theory.rules or a rule name, got {rule!r}")
+    if scaling not in SCALINGS:
+        raise ValueError(f"unknown scaling {scaling!r}; expected one of {', '.join(SCALINGS)}")
+    steps = _positive_int("steps", steps)
+    if record_every is None:
+        record_every = max(1, steps // 500)
+    record_every = _positive_int("record_every", record_every)
+    init_probes = _positive_int("init_probes", init_probes)
+    gamma_arr = np.asarray(gamma, dtype=np.float64) if _is_real_array(gamma) else None
+    if gamma_arr is None:
+        raise TypeError(f"gamma must be a positive number or a 1-D array of them, got {gamma!r}")
+    if gamma_arr.ndim > 1 or not np.all(np.isfinite(gamma_arr)) or np.any(gamma_arr <= 0):
+        raise ValueError(f"gamma must be finite and > 0 (a scalar or a 1-D array over runs), got {gamma}")
+    if not (isinstance(divergence_factor, numbers.Real) and divergence_factor > 1):
+        raise ValueError(f"divergence_factor must be a number > 1, got {divergence_factor!r}")
+    if noise is not None:
+        problem = problem.with_noise(noise)
+    schedule = SyncSchedule(steps, sync_every, sync_at)
+
+    x0_host = np.zeros(problem.dim) if x0 is None else _as_host(x0)
+    if x0_host.ndim not in (1, 2) or x0_host.shape[-1] != problem.dim:
+        raise ValueError(f"x0 must have shape (d,) or (runs, d) with d = {problem.dim}, got {x0_host.shape}")
+    if not np.all(np.isfinite(x0_host)):
+        raise ValueError("x0 contains NaN or inf")
+
+    sizes = {
+        "runs": runs,
+        "gamma": gamma_arr.shape[0] if gamma_arr.ndim == 1 else None,
+        "rule (beta/e)": rule.runs,
+        "sync schedule": schedule.runs,
+        "problem instances": problem.instances if problem.batched else None,
+        "x0": x0_host.shape[0] if x0_host.ndim == 2 else None,
+    }
+    if runs is not None:
+        _positive_int("runs", runs)
+    given = {k: v for k, v in sizes.items() if v is not None}
+    if len(set(given.values())) > 1:
+        raise ValueError("run axes disagree: " + ", ".join(f"{k} has {v}" for k, v in given.items()))
+    R = next(iter(given.values()), 1)
+    batched = bool(given)
+
+    xp = namespace(backend, like=x0)
+    dt = dtype_of(xp, dtype)
+    oracle = problem.bind(xp, dt)
+    schedule.bind(R)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    M, d = problem.n_clients, problem.dim
+    local = scaling == "local"
+
+    def dev(a, shape):
+        return xp.asarray(np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=np.float64), shape)), dtype=dt)
+
+    gamma_x = dev(gamma_arr.reshape(-1, 1, 1) if gamma_arr.ndim else gamma_arr, (R, 1, 1))
+    e_x = dev(rule.e.reshape(-1, 1, 1) if rule.e.ndim else rule.e, (R, 1, 1))
+    const = problem.constants
+    x_star = dev(const.x_star, (R, d) if np.ndim(const.x_star) == 1 else const.x_star.shape)
+    f_star = dev(const.f_star, (R,))
+    x = xp.zeros((R, M, d), dtype=dt) + dev(x0_host if x0_host.ndim == 2 else x0_host[None], (R, d))[:, None, :]
+
+    beta_cache: dict = {}
+
+    def beta_of(k: np.ndarray):
+        if rule.beta is None:
+            return 0.0
+        if rule.beta.is_constant:
+            key = "const"
+        else:
+            key = k.tobytes()
+        if key not in beta_cache:
+            if len(beta_cache) > 64:
+                beta_cache.clear()
+            beta_cache[key] = dev(rule.beta.values(k).reshape(R, 1, 1), (R, 1, 1))
+        return beta_cache[key]
+
+    def statistic(x, sample, g):
+        if rule.statistic is Statistic.GRAD_SQUARED:
+            return g * g
+        z = xp.asarray(rng.integers(0, 2, size=(R, M, d)) * 2.0 - 1.0, dtype=dt)
+        return oracle.probe(x, sample, z)
+
+    # --- initial scaling from S(x⁰) -----------------------------------------------------
+    k = np.zeros(R, dtype=np.int64)  # updates folded into the state so far (per run)
+    if rule.is_static:
+        s0 = xp.zeros((R, 1 if not local else M, d), dtype=dt)
+    else:
+        sample0 = oracle.draw(rng, R)
+        g0 = oracle.grad(x, sample0)
+        s0 = statistic(x, sample0, g0)
+        for _ in range(init_probes - 1 if rule.statistic is Statistic.HESSIAN_PROBE else 0):
+            s0 = s0 + statistic(x, sample0, g0)
+        if rule.statistic is Statistic.HESSIAN_PROBE and init_probes > 1:
+            s0 = s0 / init_probes
+        if not local:
+            s0 = xp.mean(s0, axis=1, keepdims=True)
+    k += rule.init_updates
+    state = rule.init(s0, beta_of(np.ones(R, dtype=np.int64)), xp)
+    D = clip(rule.diagonal(state, xp), e_x, xp)
+
+    # --- bookkeeping ----------------------------------------------------------------------
+    rec_steps: list[int] = []
+    rec_vals: list[np.ndarray] = []
+    rec_iter: list[np.ndarray] = []
+    sync_steps: list[int] = []
+    drift_rows: list[np.ndarray] = []
+    drift_min_rows: list[np.ndarray] = []
+    alive = np.ones(R, dtype=bool)
+    diverged_at = np.full(R, -1, dtype=np.int64)
+    frozen_x = None
+    ref = None
+    run_max = run_min = None  # local scaling: drift since the last sync, per run
+
+    def record(t):
+        nonlocal ref, frozen_x
+        xbar = xp.mean(x, axis=1)
+        diff = xbar - x_star
+        dev_c = x - xbar[:, None, :]
+        vals = xp.stack([
+            xp.sum(diff * diff, axis=-1),
+            oracle.loss(xbar) - f_star,
+            xp.mean(xp.sum(dev_c * dev_c, axis=-1), axis=-1),
+            xp.min(D, axis=(1, 2)),
+            xp.max(D, axis=(1, 2)),
+        ])
+        host = np.array(to_numpy(vals), dtype=np.float64)
+        dist = host[0]
+        if ref is None:
+            ref = np.maximum(dist, 1.0)
+        bad = alive & (~np.isfinite(host).all(axis=0) | (dist > divergence_factor * ref))
+        if bad.any():
+            diverged_at[bad] = t
+            xh = to_numpy(x)
+            frozen_x = xh.copy() if frozen_x is None else np.where(bad[:, None, None], xh, frozen_x)
+            alive[bad] = False
+        host[:, ~alive] = np.nan
+        rec_steps.append(t)
+        rec_vals.append(host)
+        if keep_iterates:
+            xb = np.array(to_numpy(xbar), dtype=np.float64)
+            xb[~alive] = np.nan
+            rec_iter.append(xb)
+
+    bar = None
+    if progress:
+        from ..cli._common import progress as _progress
+
+        bar = _progress(steps, f"simulate {rule.name}/{scaling}")
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        record(0)
+        for t in range(steps):
+            if not alive.any():
+                break
+            t1 = t + 1
+            sample = oracle.draw(rng, R)
+            g = oracle.grad(x, sample)
+            sync = schedule.is_sync(t1)
+            any_sync = bool(sync.any())
+            s = None
+            if not rule.is_static and (local or any_sync):
+                s = statistic(x, sample, g)
+            x = x - gamma_x * g / D
+            if local and s is not None:
+                k += 1
+                state = rule.update(state, s, beta_of(k), xp)
+                D_new = clip(rule.diagonal(state, xp), e_x, xp)
+                ratio = D_new / D
+                hi, lo = xp.max(ratio, axis=(1, 2)), xp.min(ratio, axis=(1, 2))
+                run_max = hi if run_max is None else xp.maximum(run_max, hi)
+                run_min = lo if run_min is None else xp.minimum(run_min, lo)
+                D = D_new
+            if any_sync:
+                all_sync = bool(sync.all())
+                mask = None if all_sync else xp.asarray(sync[:, None, None])
+                xbar = xp.mean(x, axis=1, keepdims=True)
+                x = xp.broadcast_to(xbar, x.shape) if all_sync else xp.where(mask, xbar, x)
+                if rule.is_static:
+                    hi_h = lo_h = np.ones(R)
+                elif local:
+                    hi_h, lo_h = to_numpy(run_max), to_numpy(run_min)
+                    reset = xp.asarray(sync)
+                    run_max = xp.where(reset, xp.full((R,), -xp.inf, dtype=dt), run_max)
+                    run_min = xp.where(reset, xp.full((R,), xp.inf, dtype=dt), run_min)
+                else:
+                    k[sync] += 1
+                    new_state = rule.update(state, xp.mean(s, axis=1, keepdims=True), beta_of(k), xp)
+                    D_new = clip(rule.diagonal(new_state, xp), e_x, xp)
+                    ratio = D_new / D
+                    hi_h = to_numpy(xp.max(ratio, axis=(1, 2)))
+                    lo_h = to_numpy(xp.min(ratio, axis=(1, 2)))
+                    if all_sync:
+                        state, D = new_state, D_new
+                    else:
+                        state = type(state)(*(xp.where(mask, n, o) for n, o in zip(new_state, state)))
+                        D = xp.where(mask, D_new, D)
+                row_hi = np.where(sync & alive, np.asarray(hi_h, dtype=np.float64), np.nan)
+                row_lo = np.where(sync & alive, np.asarray(lo_h, dtype=np.float64), np.nan)
+                sync_steps.append(t1)
+                drift_rows.append(row_hi)
+                drift_min_rows.append(row_lo)
+            if t1 % record_every == 0 or t1 == steps:
+                record(t1)
+            if bar is not None and (t1 % max(1, steps // 100) == 0 or t1 == steps):
+                bar.update(t1 - bar.n)
+    if bar is not None:
+        bar.close()
+
+    # --- results back to the host -----------------------------------------------------
+    x_host = np.array(to_numpy(x), dtype=np.float64)
+    if frozen_x is not None:
+        x_host = np.where(alive[:, None, None], x_host, frozen_x)
+    vals = np.stack(rec_vals, axis=1)  # (n_keys, n_records, R)
+    history = {key: vals[i] for i, key in enumerate(HISTORY_KEYS)}
+    if keep_iterates:
+        history["x_bar"] = np.stack(rec_iter)
+    drift = np.array(drift_rows).reshape(len(sync_steps), R)
+    drift_min = np.array(drift_min_rows).reshape(len(sync_steps), R)
+    status = np.where(alive, "ok", "diverged")
+    params = {
+        "gamma": gamma_arr, "H": schedule.H.copy(), "scaling": scaling, "rule": rule.name,
+        "beta": rule.beta.label if rule.beta is not None else None, "e": rule.e,
+        "steps": steps, "record_every": record_every, "runs": R, "seed": seed if isinstance(seed, int) else None,
+        "dtype": np.dtype(dtype).name, "backend": namespace_name(xp), "batched": batched,
+    }
+    D_host = np.array(to_numpy(xp.broadcast_to(D, (R, M if local else 1, d))), dtype=np.float64)
+    x_bar = x_host.mean(axis=1)
+    if not batched:
+        history = {k_: v[:, 0] if k_ != "x_bar" else v[:, 0, :] for k_, v in history.items()}
+        x_host, x_bar, D_host = x_host[0], x_bar[0], D_host[0]
+        drift, drift_min = drift[:, 0], drift_min[:, 0]
+        status, diverged_at = str(status[0]), int(diverged_at[0])
+        params["gamma"] = float(gamma_arr)
+        params["H"] = int(schedule.H[0])
+    return SimulationResult(
+        x=x_host, x_bar=x_bar, D=D_host, steps=np.array(rec_steps), history=history,
+        sync_steps=np.array(sync_steps, dtype=np.int64), drift=drift, drift_min=drift_min,
+        status=status, diverged_at=diverged_at, problem=problem, rule=rule, params=params,
+        elapsed=time.perf_counter() - t_start,
+    )
+
+
+def _positive_int(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _is_real_array(a) -> bool:
+    if isinstance(a, (bool, np.bool_)):
+        return False
+    try:
+        arr = np.asarray(a)
+    except Exception:
+        return False
+    return arr.dtype.kind in "iuf"
+
+
+def _as_host(a) -> np.ndarray:
+    try:
+        return np.array(to_numpy(a) if not isinstance(a, (list, tuple)) else a, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError("x0 must be an array of real numbers") from exc

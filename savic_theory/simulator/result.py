@@ -1,0 +1,77 @@
+"""The typed result of a simulation."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["SimulationResult", "HISTORY_KEYS"]
+
+#: quantities recorded every ``record_every`` steps, one value per run
+HISTORY_KEYS = ("dist_sq", "f_gap", "consensus", "alpha_hat", "Gamma_hat")
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What :func:`savic_theory.simulate` returns (host NumPy arrays).
+
+    Shapes below are for a batched call; a call without a run axis drops the ``runs`` axis.
+
+    Attributes
+    ----------
+    x : (runs, M, d) final client iterates.
+    x_bar : (runs, d) final average ``x̄ = (1/M) Σ_m x_m``.
+    D : (runs, 1, d) global or (runs, M, d) local final scaling ``D̂``.
+    steps : (n_records,) steps ``t`` at which ``history`` was recorded (0 and ``T`` included).
+    history : name -> (n_records, runs): ``dist_sq`` ‖x̄−x*‖², ``f_gap`` f(x̄)−f*, ``consensus``
+        (1/M)Σ‖x_m−x̄‖², ``alpha_hat`` min D̂, ``Gamma_hat`` max D̂ (and ``x_bar`` (n, runs, d)
+        when ``keep_iterates``). Values after a run diverged are NaN.
+    sync_steps : (n_syncs,) moments at which some run synchronised.
+    drift, drift_min : (n_syncs, runs) max and min over coordinates (and clients, for local
+        scaling, and over the steps since the last sync) of ``D̂ᵏ⁺¹_i / D̂ᵏ_i``; NaN where a run
+        did not synchronise.
+    status : (runs,) ``"ok"`` or ``"diverged"``.
+    diverged_at : (runs,) first recorded step at which divergence was detected, −1 if none.
+    params : the call's parameters (gamma, H, scaling, rule, seed, ...).
+    """
+
+    x: np.ndarray
+    x_bar: np.ndarray
+    D: np.ndarray
+    steps: np.ndarray
+    history: Mapping[str, np.ndarray]
+    sync_steps: np.ndarray
+    drift: np.ndarray
+    drift_min: np.ndarray
+    status: Any
+    diverged_at: Any
+    problem: Any
+    rule: Any
+    params: Mapping[str, Any] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    @property
+    def batched(self) -> bool:
+        return bool(self.params.get("batched", True))
+
+    @property
+    def diverged(self) -> bool:
+        """True when any run diverged."""
+        return bool(np.any(np.asarray(self.status) == "diverged"))
+
+    def summary(self) -> dict:
+        """Final values and statuses as plain Python (JSON-ready)."""
+        final = {k: np.asarray(v[-1]).tolist() for k, v in self.history.items() if k != "x_bar"}
+        c = self.problem.constants
+        return {
+            "problem": repr(self.problem),
+            "rule": self.rule.name,
+            "params": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.params.items()},
+            "constants": {k: np.asarray(v).tolist() for k, v in c.as_dict().items() if k != "x_star"},
+            "final": final,
+            "max_drift": np.nanmax(self.drift, axis=0).tolist() if self.drift.size and not np.all(np.isnan(self.drift)) else None,
+            "status": np.asarray(self.status).tolist(),
+            "diverged_at": np.asarray(self.diverged_at).tolist(),
+            "elapsed_s": self.elapsed,
+        }

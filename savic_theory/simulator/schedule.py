@@ -1,0 +1,93 @@
+"""Synchronisation moments: every ``H`` steps (``t_p = pH``), or an explicit list, per run."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["SyncSchedule"]
+
+
+class SyncSchedule:
+    """When the clients average: ``is_sync(t+1)`` gives a boolean per run.
+
+    Parameters
+    ----------
+    steps : int
+        Total number of local steps ``T``.
+    sync_every : int or array of ints (runs,), optional
+        Period ``H ≥ 1``; step ``t+1`` is a sync moment when ``(t+1) % H == 0``.
+    sync_at : sequence of ints, or a sequence of such sequences (one per run), optional
+        Explicit sync moments in ``[1, T]``, strictly increasing. Overrides ``sync_every``.
+    """
+
+    def __init__(self, steps: int, sync_every=1, sync_at=None):
+        self.steps = steps
+        self._table = None
+        self._period = None
+        if sync_at is not None:
+            lists = _as_lists(sync_at)
+            for lst in lists:
+                if lst.size and (lst[0] < 1 or lst[-1] > steps or np.any(np.diff(lst) <= 0)):
+                    raise ValueError(f"sync_at must be strictly increasing integers in [1, steps={steps}]")
+            self._table = np.zeros((steps + 1, len(lists)), dtype=bool)
+            for r, lst in enumerate(lists):
+                self._table[lst, r] = True
+            self.runs = len(lists) if _is_nested(sync_at) else None
+            gaps = [np.diff(np.concatenate(([0], lst, [steps]))) for lst in lists]
+            self.max_gap = np.array([int(g.max()) if g.size else steps for g in gaps])
+        else:
+            arr = np.asarray(sync_every)
+            if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or
+                                         (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)))):
+                raise TypeError(f"sync_every must be an integer or an array of integers, got {sync_every!r}")
+            arr = arr.astype(np.int64)
+            if arr.ndim > 1:
+                raise ValueError(f"sync_every must be a scalar or a 1-D array over runs, got shape {arr.shape}")
+            if np.any(arr < 1):
+                raise ValueError(f"sync_every must be >= 1, got {sync_every}")
+            self._period = arr
+            self.runs = int(arr.shape[0]) if arr.ndim == 1 else None
+            self.max_gap = np.minimum(arr, steps)
+
+    def bind(self, runs: int) -> "SyncSchedule":
+        """Fix the run count (broadcasting a shared schedule)."""
+        if self.runs is not None and self.runs != runs:
+            raise ValueError(f"the sync schedule has {self.runs} runs, expected {runs}")
+        if self._period is not None:
+            self._period = np.broadcast_to(self._period, (runs,))
+        else:
+            self._table = np.broadcast_to(self._table, (self.steps + 1, runs))
+        self.max_gap = np.broadcast_to(self.max_gap, (runs,))
+        return self
+
+    def is_sync(self, t1: int) -> np.ndarray:
+        """Boolean array (runs,): whether moment ``t1`` (after ``t1`` steps) is a sync."""
+        if self._period is not None:
+            return t1 % self._period == 0
+        return self._table[t1]
+
+    @property
+    def H(self) -> np.ndarray:
+        """Largest gap between consecutive sync moments (the theory's ``H``), per run."""
+        return self.max_gap
+
+
+def _is_nested(sync_at) -> bool:
+    return len(sync_at) > 0 and not isinstance(sync_at[0], numbers.Integral) and np.ndim(sync_at[0]) == 1
+
+
+def _as_lists(sync_at):
+    if isinstance(sync_at, (str, bytes)):
+        raise TypeError("sync_at must be a sequence of integers (or one per run)")
+    items = sync_at if _is_nested(sync_at) else [sync_at]
+    out = []
+    for it in items:
+        arr = np.asarray(it)
+        if arr.size == 0:
+            out.append(np.zeros(0, dtype=np.int64))
+            continue
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError("sync_at must be a sequence of integers (or one such sequence per run)")
+        out.append(arr.astype(np.int64))
+    return out
