@@ -67,6 +67,13 @@ class Oracle(abc.ABC):
     def probe(self, x, sample, z):
         """Hutchinson probes ``z ⊙ (∇²f_m(x_m, ξ) z)`` (exact Hessian-vector products)."""
 
+    def hessian_diag(self, x, sample):
+        """Exact ``diag ∇²f_m(x_m, ξ)`` = ``E_z[z ⊙ (∇²f_m z)]`` (the noise-free OASIS statistic)."""
+        raise NotImplementedError(f"{type(self).__name__} has no exact Hessian diagonal")
+
+    #: True when ``grad`` is deterministic (no additive noise, no minibatch sampling)
+    deterministic: bool = False
+
     @abc.abstractmethod
     def loss(self, x):
         """Full objective ``f(x)`` for ``x`` of shape ``(runs, d)``; returns ``(runs,)``."""

@@ -236,6 +236,9 @@ class _QuadraticOracle(Oracle):
         self.A_mean, self.b_mean = a(prob.A.mean(axis=1)), a(prob.b.mean(axis=1))
         if prob.form == "eigenbasis":
             self.Q, self.QT = a(prob.Q), a(prob.Q.T)
+        self.deterministic = prob.noise == 0.0
+        self._diag = None
+        self._prob = prob
 
     def draw(self, rng, runs):
         xi = additive_noise(rng, self.noise, (runs, self.A.shape[1], self.dim))
@@ -255,6 +258,18 @@ class _QuadraticOracle(Oracle):
 
     def probe(self, x, sample, z):
         return z * self._hess_vec(z)
+
+    def hessian_diag(self, x, sample):
+        if self._diag is None:
+            p = self._prob
+            if p.form == "diagonal":
+                diag = p.A
+            elif p.form == "dense":
+                diag = np.diagonal(p.A, axis1=-2, axis2=-1)
+            else:
+                diag = p.A @ (p.Q**2).T  # Σ_j Q_ij² λ_j
+            self._diag = self.xp.asarray(np.ascontiguousarray(diag), dtype=self.dtype)
+        return self._diag
 
     def loss(self, x):
         xp = self.xp

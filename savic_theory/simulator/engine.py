@@ -25,7 +25,8 @@ SCALINGS = ("global", "local")
 def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_every=1,
              scaling: str = "global", x0=None, noise=None, seed=0, *, runs: int | None = None,
              sync_at=None, record_every: int | None = None, dtype="float64", backend=None,
-             keep_iterates: bool = False, init_probes: int = 1, progress: bool = False,
+             keep_iterates: bool = False, init_probes: int = 1, probes: str = "auto",
+             progress: bool = False,
              divergence_factor: float = 1e12) -> SimulationResult:
     r"""Run SAVIC (Local SGD with diagonal scaling) on ``problem``, many runs at once.
 
@@ -66,6 +67,11 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
         Also keep ``x̄`` at each record in ``history["x_bar"]``.
     init_probes : int
         Number of Hutchinson probes averaged for OASIS's initial ``D₀``.
+    probes : {"auto", "rademacher", "exact"}
+        OASIS statistic: Hutchinson probes ``z ⊙ (∇²f_m z)`` with Rademacher ``z``, or their
+        expectation ``diag ∇²f_m`` computed exactly. ``"auto"`` uses the exact diagonal when the
+        gradient oracle is deterministic (noise-free, full batch) so that a noise-free run is
+        deterministic, and Rademacher probes otherwise. Both coincide for diagonal Hessians.
     divergence_factor : float
         A run whose ``‖x̄−x*‖²`` exceeds ``divergence_factor · max(1, ‖x⁰−x*‖²)`` or is not
         finite is stopped with status ``"diverged"``.
@@ -133,6 +139,9 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
     xp = namespace(backend, like=x0)
     dt = dtype_of(xp, dtype)
     oracle = problem.bind(xp, dt)
+    if probes not in ("auto", "rademacher", "exact"):
+        raise ValueError(f"probes must be 'auto', 'rademacher' or 'exact', got {probes!r}")
+    exact_probe = probes == "exact" or (probes == "auto" and oracle.deterministic)
     schedule.bind(R)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     M, d = problem.n_clients, problem.dim
@@ -166,6 +175,8 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
     def statistic(x, sample, g):
         if rule.statistic is Statistic.GRAD_SQUARED:
             return g * g
+        if exact_probe:
+            return xp.zeros_like(x) + oracle.hessian_diag(x, sample)
         z = xp.asarray(rng.integers(0, 2, size=(R, M, d)) * 2.0 - 1.0, dtype=dt)
         return oracle.probe(x, sample, z)
 
@@ -177,13 +188,15 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
         sample0 = oracle.draw(rng, R)
         g0 = oracle.grad(x, sample0)
         s0 = statistic(x, sample0, g0)
-        for _ in range(init_probes - 1 if rule.statistic is Statistic.HESSIAN_PROBE else 0):
+        for _ in range(init_probes - 1 if rule.statistic is Statistic.HESSIAN_PROBE and not exact_probe else 0):
             s0 = s0 + statistic(x, sample0, g0)
-        if rule.statistic is Statistic.HESSIAN_PROBE and init_probes > 1:
+        if rule.statistic is Statistic.HESSIAN_PROBE and init_probes > 1 and not exact_probe:
             s0 = s0 / init_probes
+        s0_max = xp.max(xp.abs(s0), axis=(1, 2))
         if not local:
             s0 = xp.mean(s0, axis=1, keepdims=True)
     k += rule.init_updates
+    stat_max = xp.zeros((R,), dtype=dt) if rule.is_static else s0_max
     state = rule.init(s0, beta_of(np.ones(R, dtype=np.int64)), xp)
     D = clip(rule.diagonal(state, xp), e_x, xp)
 
@@ -211,6 +224,7 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
             xp.mean(xp.sum(dev_c * dev_c, axis=-1), axis=-1),
             xp.min(D, axis=(1, 2)),
             xp.max(D, axis=(1, 2)),
+            xp.sqrt(stat_max) if rule.statistic is Statistic.GRAD_SQUARED else stat_max,
         ])
         host = np.array(to_numpy(vals), dtype=np.float64)
         dist = host[0]
@@ -249,6 +263,12 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
             if not rule.is_static and (local or any_sync):
                 s = statistic(x, sample, g)
             x = x - gamma_x * g / D
+            if s is not None:
+                s_max = xp.max(xp.abs(s), axis=(1, 2))
+                if local or bool(sync.all()):
+                    stat_max = xp.maximum(stat_max, s_max)
+                else:
+                    stat_max = xp.where(xp.asarray(sync), xp.maximum(stat_max, s_max), stat_max)
             if local and s is not None:
                 k += 1
                 state = rule.update(state, s, beta_of(k), xp)
@@ -308,6 +328,7 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
     params = {
         "gamma": gamma_arr, "H": schedule.H.copy(), "scaling": scaling, "rule": rule.name,
         "beta": rule.beta.label if rule.beta is not None else None, "e": rule.e,
+        "probes": ("exact" if exact_probe else "rademacher") if rule.statistic is Statistic.HESSIAN_PROBE else None,
         "steps": steps, "record_every": record_every, "runs": R, "seed": seed if isinstance(seed, int) else None,
         "dtype": np.dtype(dtype).name, "backend": namespace_name(xp), "batched": batched,
     }

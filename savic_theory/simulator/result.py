@@ -9,7 +9,7 @@ import numpy as np
 __all__ = ["SimulationResult", "HISTORY_KEYS"]
 
 #: quantities recorded every ``record_every`` steps, one value per run
-HISTORY_KEYS = ("dist_sq", "f_gap", "consensus", "alpha_hat", "Gamma_hat")
+HISTORY_KEYS = ("dist_sq", "f_gap", "consensus", "alpha_hat", "Gamma_hat", "G_hat")
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,9 @@ class SimulationResult:
     D : (runs, 1, d) global or (runs, M, d) local final scaling ``D̂``.
     steps : (n_records,) steps ``t`` at which ``history`` was recorded (0 and ``T`` included).
     history : name -> (n_records, runs): ``dist_sq`` ‖x̄−x*‖², ``f_gap`` f(x̄)−f*, ``consensus``
-        (1/M)Σ‖x_m−x̄‖², ``alpha_hat`` min D̂, ``Gamma_hat`` max D̂ (and ``x_bar`` (n, runs, d)
+        (1/M)Σ‖x_m−x̄‖², ``alpha_hat`` min D̂, ``Gamma_hat`` max D̂, ``G_hat`` the largest
+        ``|S_i|`` folded into D̂ so far (``√`` of it for ``g ⊙ g`` rules, i.e. the spec's
+        ``G = sup‖g‖_∞`` over the gradients used; 0 for identity) (and ``x_bar`` (n, runs, d)
         when ``keep_iterates``). Values after a run diverged are NaN.
     sync_steps : (n_syncs,) moments at which some run synchronised.
     drift, drift_min : (n_syncs, runs) max and min over coordinates (and clients, for local
