@@ -1,0 +1,198 @@
+"""Experiments declared as data: a problem, a rule and a run, validated before anything runs.
+
+A config is a mapping with three tables, each key optional (defaults below), e.g. in TOML::
+
+    [problem]
+    kind = "quadratic"      # or "logistic"
+    dim = 20
+    clients = 8
+    heterogeneity = 1.0
+
+    [rule]
+    name = "adam"
+    beta = 0.99
+    e = 0.01
+
+    [run]
+    gamma = 0.05
+    steps = 2000
+    sync_every = 10
+    scaling = ["global", "local"]
+
+Unknown tables or keys and values of the wrong type are errors that name the key.
+"""
+from __future__ import annotations
+
+import copy
+import numbers
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .problems import Quadratic
+from .rules import RULES
+
+__all__ = ["DEFAULTS", "load_config", "resolve", "build_problem", "build_rule"]
+
+#: every key with its default; the type of the default is the type a value must have
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "problem": {
+        "kind": "quadratic",        # quadratic | logistic
+        "dim": 20,                  # quadratic: dimension d
+        "clients": 8,               # number of clients M
+        "L": 1.0,                   # quadratic: smoothness
+        "mu": 0.05,                 # quadratic: strong convexity
+        "heterogeneity": 1.0,       # spread of the clients' minimisers (0: identical data)
+        "form": "diagonal",         # quadratic: diagonal | dense | eigenbasis
+        "client_spectra": "random",  # quadratic: identical | random
+        "noise": 0.01,              # additive gradient noise σ² = E‖ξ‖²
+        "dataset": "breast_cancer",  # logistic: bundled name or a LIBSVM file path
+        "split": "dirichlet",       # logistic: iid | dirichlet | shards
+        "alpha": 0.5,               # logistic: Dirichlet concentration
+        "lam": 1e-2,                # logistic: L2 weight λ (= μ)
+        "batch_size": 16,           # logistic: minibatch size (0: full gradients)
+        "seed": 0,                  # problem generator seed
+    },
+    "rule": {"name": "adam", "beta": 0.99, "e": 1e-2},
+    "run": {
+        "gamma": 0.05,
+        "steps": 2000,
+        "sync_every": 10,
+        "scaling": ["global", "local"],
+        "runs": 8,
+        "seed": 0,
+        "record_every": 0,          # 0: automatic (about 500 records)
+        "dtype": "float64",
+        "backend": "numpy",
+    },
+}
+
+_CHOICES = {
+    ("problem", "kind"): ("quadratic", "logistic"),
+    ("problem", "form"): ("diagonal", "dense", "eigenbasis"),
+    ("problem", "client_spectra"): ("identical", "random"),
+    ("problem", "split"): ("iid", "dirichlet", "shards"),
+    ("rule", "name"): tuple(RULES),
+    ("run", "dtype"): ("float64", "float32"),
+    ("run", "backend"): ("numpy", "cupy", "array_api_strict"),
+}
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a TOML config file (errors name the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file") from None
+
+
+def resolve(config: dict | None = None, overrides: dict | None = None) -> dict:
+    """Defaults, updated by ``config`` then by ``overrides`` (both ``{table: {key: value}}``),
+    with every key and value checked."""
+    out = copy.deepcopy(DEFAULTS)
+    for source in (config or {}, overrides or {}):
+        if not isinstance(source, dict):
+            raise TypeError("a config must be a table of tables: [problem], [rule], [run]")
+        for table, values in source.items():
+            if table not in DEFAULTS:
+                raise ValueError(f"unknown config table [{table}]; known: {', '.join(DEFAULTS)}")
+            if not isinstance(values, dict):
+                raise TypeError(f"[{table}] must be a table of keys")
+            for key, value in values.items():
+                if key not in DEFAULTS[table]:
+                    raise ValueError(f"unknown key {table}.{key}; known keys: {', '.join(DEFAULTS[table])}")
+                out[table][key] = _check(table, key, value)
+    return out
+
+
+def _check(table: str, key: str, value: Any) -> Any:
+    default = DEFAULTS[table][key]
+    name = f"{table}.{key}"
+    if key == "scaling":
+        vals = [value] if isinstance(value, str) else value
+        if not isinstance(vals, list) or not vals or any(v not in ("global", "local") for v in vals):
+            raise ValueError(f"{name} must be 'global', 'local' or a list of them, got {value!r}")
+        return list(dict.fromkeys(vals))
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise TypeError(f"{name} must be of type {type(default).__name__}, got {value!r}")
+    choices = _CHOICES.get((table, key))
+    if choices and value not in choices and not (name == "problem.dataset"):
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    if isinstance(value, (int, float)) and key in ("dim", "clients", "steps", "sync_every", "runs") and value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    if key in ("gamma", "L", "mu", "lam", "e") and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if key in ("noise", "heterogeneity", "batch_size", "record_every") and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    if key == "beta" and not 0 <= value < 1:
+        raise ValueError(f"{name} must lie in [0, 1), got {value}")
+    return value
+
+
+def build_problem(cfg: dict):
+    """The problem described by a resolved config's ``[problem]`` table."""
+    p = cfg["problem"]
+    if p["kind"] == "quadratic":
+        return Quadratic.random(p["dim"], p["clients"], L=p["L"], mu=p["mu"],
+                                heterogeneity=p["heterogeneity"], form=p["form"],
+                                client_spectra=p["client_spectra"], noise=p["noise"], seed=p["seed"])
+    from .problems import Logistic
+
+    return Logistic.from_dataset(p["dataset"], n_clients=p["clients"], split=p["split"],
+                                 alpha=p["alpha"], lam=p["lam"],
+                                 batch_size=p["batch_size"] or None, noise=p["noise"], seed=p["seed"])
+
+
+def build_rule(cfg: dict):
+    """The scaling rule described by a resolved config's ``[rule]`` table."""
+    r = cfg["rule"]
+    from .rules import make
+
+    return make(r["name"]) if r["name"] == "identity" else make(r["name"], beta=r["beta"], e=r["e"])
+
+
+#: one line of help per key (shown by ``savic simulate --help`` with the default)
+HELP = {
+    ("problem", "kind"): "problem family",
+    ("problem", "dim"): "quadratic: dimension d",
+    ("problem", "clients"): "number of clients M",
+    ("problem", "L"): "quadratic: smoothness L (largest eigenvalue)",
+    ("problem", "mu"): "quadratic: strong convexity μ (smallest eigenvalue)",
+    ("problem", "heterogeneity"): "spread of the clients' minimisers (0 = identical data)",
+    ("problem", "form"): "quadratic storage: diagonal, dense or shared eigenbasis",
+    ("problem", "client_spectra"): "quadratic: identical or random spectra per client",
+    ("problem", "noise"): "additive gradient noise σ² = E‖ξ‖²",
+    ("problem", "dataset"): "logistic: breast_cancer, digits or a LIBSVM file path",
+    ("problem", "split"): "logistic: split of the rows over clients",
+    ("problem", "alpha"): "logistic: Dirichlet concentration of the label split",
+    ("problem", "lam"): "logistic: L2 weight λ (the strong convexity μ)",
+    ("problem", "batch_size"): "logistic: minibatch size, 0 for full gradients",
+    ("problem", "seed"): "seed of the problem generator / data split",
+    ("rule", "name"): "scaling rule",
+    ("rule", "beta"): "β of the rule's moving average, in [0, 1)",
+    ("rule", "e"): "clip level e > 0 (α = e)",
+    ("run", "gamma"): "step size γ",
+    ("run", "steps"): "number of local steps T",
+    ("run", "sync_every"): "H: clients average every H steps",
+    ("run", "scaling"): "global, local, or both (one run each)",
+    ("run", "runs"): "independent runs (seeds) in one batched call",
+    ("run", "seed"): "seed of the run's noise, minibatches and probes",
+    ("run", "record_every"): "record the history every this many steps (0 = about 500 records)",
+    ("run", "dtype"): "floating-point type",
+    ("run", "backend"): "array backend",
+}
