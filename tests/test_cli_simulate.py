@@ -1,0 +1,125 @@
+"""`savic simulate`: results written atomically, configs, and errors as one line."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from savic_theory.cli import main
+from savic_theory.cli._common import atomic_dir
+
+SMALL = ["--dim", "4", "--clients", "3", "--steps", "40", "--runs", "2", "--no-progress"]
+
+
+def test_simulate_writes_all_result_files(tmp_path, capsys):
+    out = tmp_path / "res"
+    assert main(["simulate", *SMALL, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "drift.csv", "history.csv",
+                                                     "plot.png", "summary.json"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"global", "local"} and summary["global"]["rule"] == "adam"
+    with (out / "history.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * 2 * 41  # scalings × runs × records
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = capsys.readouterr().out
+    assert "global scaling" in text and "local scaling" in text
+
+
+def test_resolved_config_reruns_identically(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["simulate", *SMALL, "--rule", "oasis", "--beta", "0.9", "--scaling", "local",
+                 "--out", str(a)]) == 0
+    assert main(["simulate", "--config", str(a / "config.toml"), "--no-progress", "--out", str(b)]) == 0
+    ha = np.loadtxt(a / "history.csv", delimiter=",", skiprows=1, usecols=range(3, 9))
+    hb = np.loadtxt(b / "history.csv", delimiter=",", skiprows=1, usecols=range(3, 9))
+    np.testing.assert_array_equal(ha, hb)
+
+
+def test_config_file_and_flag_override(tmp_path):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text('[problem]\ndim = 3\nclients = 2\n[rule]\nname = "rmsprop"\n[run]\nsteps = 10\nruns = 1\n')
+    out = tmp_path / "o"
+    assert main(["simulate", "--config", str(cfg), "--steps", "12", "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["global"]["rule"] == "rmsprop" and summary["global"]["params"]["steps"] == 12
+
+
+BAD_CONFIGS = {
+    "unknown table": ("[solver]\nx = 1\n", "unknown config table [solver]"),
+    "unknown key": ("[run]\nstepz = 3\n", "unknown key run.stepz"),
+    "wrong type": ('[run]\nsteps = "many"\n', "run.steps must be of type int"),
+    "bool for int": ("[run]\nsteps = true\n", "run.steps must be of type int"),
+    "out of range beta": ("[rule]\nbeta = 1.0\n", "rule.beta must lie in [0, 1)"),
+    "negative gamma": ("[run]\ngamma = -0.1\n", "run.gamma must be > 0"),
+    "bad scaling": ('[run]\nscaling = "both"\n', "run.scaling must be"),
+    "bad rule": ('[rule]\nname = "lion"\n', "rule.name must be one of"),
+    "not toml": ("[run\nsteps = 3", "not valid TOML"),
+    "table not a table": ("run = 3\n", "[run] must be a table"),
+    "zero sync": ("[run]\nsync_every = 0\n", "run.sync_every must be >= 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_configs_give_one_line_errors(tmp_path, capsys, case):
+    text, expected = BAD_CONFIGS[case]
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    out = tmp_path / "never"
+    assert main(["simulate", "--config", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and expected in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--config", "/nonexistent/exp.toml"], "config file not found: /nonexistent/exp.toml"),
+    (["--gamma", "0"], "run.gamma must be > 0"),
+    (["--beta", "-0.5"], "rule.beta must lie in [0, 1)"),
+    (["--e", "0"], "rule.e must be > 0"),
+    (["--problem", "logistic", "--dataset", "/nonexistent.svm"], "/nonexistent.svm"),
+])
+def test_bad_arguments_give_one_line_errors(tmp_path, capsys, argv, expected):
+    assert main(["simulate", *argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and expected in err
+
+
+def test_argparse_errors_exit_nonzero_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "savic_theory", "simulate", "--steps", "ten"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "invalid int value: 'ten'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_documents_every_option_with_default():
+    from savic_theory.cli.simulate import _option
+    from savic_theory.config import DEFAULTS
+
+    proc = subprocess.run([sys.executable, "-m", "savic_theory", "simulate", "--help"],
+                          capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
+    assert proc.returncode == 0
+    for table, keys in DEFAULTS.items():
+        for key, default in keys.items():
+            assert _option(table, key) in proc.stdout
+            assert f"(default: {default})" in proc.stdout
+
+
+def test_interrupted_result_folder_leaves_nothing(tmp_path):
+    target = tmp_path / "res"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(target) as tmp:
+            (tmp / "history.csv").write_text("partial")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "b").write_text("2")
+            raise RuntimeError("boom")
+    assert [p.name for p in tmp_path.iterdir()] == ["res"] and (target / "a").exists()
