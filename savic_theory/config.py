@@ -19,6 +19,8 @@ A config is a mapping with three tables, each key optional (defaults below), e.g
     sync_every = 10
     scaling = ["global", "local"]
 
+``run.gamma``, ``run.sync_every``, ``rule.beta``, ``rule.e`` and ``rule.name`` also take a list:
+a grid, expanded by :mod:`savic_theory.experiment` into one batched call per rule and scaling.
 Unknown tables or keys and values of the wrong type are errors that name the key.
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 from .problems import Quadratic
 from .rules import RULES
 
-__all__ = ["DEFAULTS", "load_config", "resolve", "build_problem", "build_rule"]
+__all__ = ["DEFAULTS", "GRID_KEYS", "HELP", "load_config", "resolve", "build_problem"]
 
 #: every key with its default; the type of the default is the type a value must have
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -111,7 +113,26 @@ def resolve(config: dict | None = None, overrides: dict | None = None) -> dict:
     return out
 
 
+#: keys that accept a list of values: a grid axis, expanded into one batched run
+GRID_KEYS = (("run", "gamma"), ("run", "sync_every"), ("rule", "beta"), ("rule", "e"), ("rule", "name"))
+
+
 def _check(table: str, key: str, value: Any) -> Any:
+    name = f"{table}.{key}"
+    if isinstance(value, list) and key != "scaling":
+        if (table, key) not in GRID_KEYS:
+            grid = ", ".join(f"{t}.{k}" for t, k in GRID_KEYS)
+            raise TypeError(f"{name} takes one value; lists (grids) are accepted for {grid}")
+        if not value:
+            raise ValueError(f"{name}: an empty list gives an empty grid")
+        values = [_check_one(table, key, v) for v in value]
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name}: the grid lists a value twice")
+        return values
+    return _check_one(table, key, value)
+
+
+def _check_one(table: str, key: str, value: Any) -> Any:
     default = DEFAULTS[table][key]
     name = f"{table}.{key}"
     if key == "scaling":
@@ -158,12 +179,6 @@ def build_problem(cfg: dict):
                                  batch_size=p["batch_size"] or None, noise=p["noise"], seed=p["seed"])
 
 
-def build_rule(cfg: dict):
-    """The scaling rule described by a resolved config's ``[rule]`` table."""
-    r = cfg["rule"]
-    from .rules import make
-
-    return make(r["name"]) if r["name"] == "identity" else make(r["name"], beta=r["beta"], e=r["e"])
 
 
 #: one line of help per key (shown by ``savic simulate --help`` with the default)

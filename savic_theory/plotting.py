@@ -22,13 +22,14 @@ def _band(ax, steps, values, label, color, log=True):
         ax.set_yscale("log")
 
 
-def plot_scalings(results: dict, path: str | Path, title: str = "") -> Path:
-    """Distance to the optimum and the empirical ``α̂``, ``Γ̂`` against steps, one colour per
-    scaling variant (mean over runs, band = min..max).
+def plot_scalings(curves: dict, path: str | Path, title: str = "") -> Path:
+    """Distance to the optimum and the empirical ``α̂``, ``Γ̂`` against steps.
 
     Parameters
     ----------
-    results : mapping ``scaling name -> SimulationResult``
+    curves : mapping ``label -> SimulationResult`` or ``label -> (SimulationResult, runs)``
+        where ``runs`` selects columns of the run axis (a slice or index array); each label is
+        drawn as the mean over its runs with a min..max band.
     path : where to write the PNG (written atomically)
     """
     import matplotlib
@@ -38,23 +39,29 @@ def plot_scalings(results: dict, path: str | Path, title: str = "") -> Path:
 
     from .cli._common import atomic_write
 
-    colors = {"global": "tab:blue", "local": "tab:orange"}
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for name, res in results.items():
-        c = colors.get(name, None)
-        dist = np.maximum(res.history["dist_sq"], np.finfo(float).tiny)
-        _band(ax1, res.steps, dist, f"{name} scaling", c)
-        _band(ax2, res.steps, res.history["Gamma_hat"], f"Γ̂ {name}", c)
-        vals = np.asarray(res.history["alpha_hat"]).reshape(len(res.steps), -1)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, item) in enumerate(curves.items()):
+        res, cols = item if isinstance(item, tuple) else (item, slice(None))
+        c = colors[i % len(colors)]
+
+        def pick(key):
+            return np.asarray(res.history[key]).reshape(len(res.steps), -1)[:, cols]
+
+        _band(ax1, res.steps, np.maximum(pick("dist_sq"), np.finfo(float).tiny), label, c)
+        _band(ax2, res.steps, pick("Gamma_hat"), f"Γ̂ {label}", c)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            ax2.plot(res.steps, np.nanmean(vals, axis=1), color=c, linestyle="--", label=f"α̂ {name}")
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN after a divergence
+            ax2.plot(res.steps, np.nanmean(pick("alpha_hat"), axis=1), color=c, linestyle="--",
+                     label=f"α̂ {label}")
     ax1.set_xlabel("step t")
-    ax1.set_ylabel("‖x̄ − x*‖²")
-    ax1.legend()
+    ax1.set_ylabel("‖x̄ − x*‖²  (mean over runs, band: min..max)")
     ax2.set_xlabel("step t")
-    ax2.set_ylabel("scaling D̂: min (α̂, dashed) and max (Γ̂)")
-    ax2.legend(fontsize=8)
+    ax2.set_ylabel("D̂: max Γ̂ (solid), min α̂ (dashed)")
+    small = len(curves) > 4
+    ax1.legend(fontsize=7 if small else 9)
+    if not small:
+        ax2.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     path = Path(path)

@@ -21,13 +21,15 @@ def test_simulate_writes_all_result_files(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["config.toml", "drift.csv", "history.csv",
                                                      "plot.png", "summary.json"]
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"global", "local"} and summary["global"]["rule"] == "adam"
+    assert set(summary) == {"adam-global", "adam-local"}
+    assert summary["adam-global"]["rule"] == "adam" and summary["adam-local"]["scaling"] == "local"
+    assert summary["adam-global"]["points"][0]["runs"] == 2
     with (out / "history.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * 2 * 41  # scalings × runs × records
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = capsys.readouterr().out
-    assert "global scaling" in text and "local scaling" in text
+    assert "adam global" in text and "adam  local" in text
 
 
 def test_resolved_config_reruns_identically(tmp_path):
@@ -35,8 +37,8 @@ def test_resolved_config_reruns_identically(tmp_path):
     assert main(["simulate", *SMALL, "--rule", "oasis", "--beta", "0.9", "--scaling", "local",
                  "--out", str(a)]) == 0
     assert main(["simulate", "--config", str(a / "config.toml"), "--no-progress", "--out", str(b)]) == 0
-    ha = np.loadtxt(a / "history.csv", delimiter=",", skiprows=1, usecols=range(3, 9))
-    hb = np.loadtxt(b / "history.csv", delimiter=",", skiprows=1, usecols=range(3, 9))
+    ha = np.loadtxt(a / "history.csv", delimiter=",", skiprows=1, usecols=range(8, 14))
+    hb = np.loadtxt(b / "history.csv", delimiter=",", skiprows=1, usecols=range(8, 14))
     np.testing.assert_array_equal(ha, hb)
 
 
@@ -46,7 +48,9 @@ def test_config_file_and_flag_override(tmp_path):
     out = tmp_path / "o"
     assert main(["simulate", "--config", str(cfg), "--steps", "12", "--no-progress", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["global"]["rule"] == "rmsprop" and summary["global"]["params"]["steps"] == 12
+    assert list(summary) == ["rmsprop-global", "rmsprop-local"]
+    steps = np.loadtxt(out / "history.csv", delimiter=",", skiprows=1, usecols=7, dtype=int)
+    assert steps.max() == 12
 
 
 BAD_CONFIGS = {

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
-        print("savic: interrupted; no partial results were kept", file=sys.stderr)
+        print("savic: interrupted; no result folder was written (rerun with --resume to reuse finished blocks)",
+              file=sys.stderr)
         return 130
     except (UserError, ValueError, TypeError, FileNotFoundError, KeyError, OSError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,18 +1,20 @@
-"""``savic simulate``: run one problem and rule with global and local scaling, write results.
+"""``savic simulate``: run a problem and a rule with global and local scaling, write results.
 
-Writes, atomically, into ``--out``: ``config.toml`` (the resolved config, re-runnable with
-``--config``), ``history.csv``, ``drift.csv``, ``summary.json`` and ``plot.png``.
+Options come from a TOML config file (``--config``) and flags, flags winning. Lists in the
+config (``run.gamma``, ``run.sync_every``, ``rule.beta``, ``rule.e``, ``rule.name``) are grids,
+run as one batched call per rule and scaling. Writes, atomically, into ``--out``:
+``config.toml`` (the resolved config, re-runnable), ``history.csv``, ``drift.csv``,
+``summary.json`` and ``plot.png``. ``--resume`` continues an interrupted run of the same config.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
+import warnings
 
 import numpy as np
 
-from ..config import DEFAULTS, HELP, build_problem, build_rule, load_config, resolve
-from ._common import atomic_dir, write_json
+from ..config import DEFAULTS, HELP, load_config, resolve
 
 #: option names that differ from the config key
 _RENAMED = {("problem", "kind"): "problem", ("rule", "name"): "rule", ("problem", "seed"): "problem-seed"}
@@ -54,63 +56,51 @@ def add_parser(sub) -> None:
     p = sub.add_parser("simulate", help="simulate SAVIC with global and local scaling",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="FILE", help="TOML config file ([problem], [rule], [run])")
-    p.add_argument("--out", metavar="DIR", default="results/simulate",
-                   help="result folder, replaced atomically (default: results/simulate)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_run_options(p, default_out="results/simulate")
     add_config_options(p)
     p.set_defaults(handler=run)
 
 
+def add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument("--out", metavar="DIR", default=default_out,
+                   help=f"result folder, replaced atomically (default: {default_out})")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the finished blocks of an interrupted run of the same config (default: off)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (default: shown)")
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(load_config(args.config) if args.config else None, overrides_from(args))
-    problem = build_problem(cfg)
-    rule = build_rule(cfg)
-    r = cfg["run"]
-    from .. import simulate
+    return execute(cfg, args)
 
-    results = {}
-    for scaling in r["scaling"]:
-        results[scaling] = simulate(
-            problem, rule, gamma=r["gamma"], steps=r["steps"], sync_every=r["sync_every"],
-            scaling=scaling, runs=r["runs"], seed=r["seed"], record_every=r["record_every"] or None,
-            dtype=r["dtype"], backend=r["backend"], progress=not args.no_progress)
-    write_results(args.out, cfg, results)
-    for scaling, res in results.items():
-        d = res.history["dist_sq"]
-        status = ", ".join(f"{s}: {int(np.sum(res.status == s))}" for s in ("ok", "diverged") if np.any(res.status == s))
-        print(f"{scaling:>6} scaling: ‖x̄−x*‖² {np.nanmean(d[0]):.3e} -> {np.nanmean(d[-1]):.3e} "
-              f"(mean of {res.x.shape[0]} runs; {status}); α̂ {np.nanmin(res.history['alpha_hat']):.3g}, "
-              f"Γ̂ {np.nanmax(res.history['Gamma_hat']):.3g}, max drift {np.nanmax(res.drift) if res.drift.size else 1:.4f}")
+
+def execute(cfg: dict, args: argparse.Namespace) -> int:
+    """Run a resolved config, print one line per block and grid point, write ``args.out``."""
+    from ..experiment import expand, run_experiment
+
+    results = run_experiment(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    lines = 0
+    for block in expand(cfg):
+        res = results[block.key]
+        dist = np.asarray(res.history["dist_sq"]).reshape(len(res.steps), -1)
+        status = np.asarray(res.status).reshape(-1)
+        drift = np.asarray(res.drift)
+        for i, point in enumerate(block.points):
+            if lines == 20:
+                print("... (more grid points in summary.json)")
+            lines += 1
+            if lines > 20:
+                continue
+            sl = slice(i * block.runs, (i + 1) * block.runs)
+            grid = " ".join(f"{k}={v:g}" for k, v in point.items() if v == v) if len(block.points) > 1 else ""
+            n_div = int(np.sum(status[sl] == "diverged"))
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of diverged runs
+                final = np.nanmean(dist[-1, sl]) if n_div < block.runs else float("nan")
+                dmax = np.nanmax(drift.reshape(len(res.sync_steps), -1)[:, sl]) if drift.size else 1.0
+            print(f"{block.rule} {block.scaling:>6} {grid}: ‖x̄−x*‖² {np.mean(dist[0, sl]):.3e} -> "
+                  f"{final:.3e} (mean of {block.runs} runs, {n_div} diverged); α̂ "
+                  f"{np.nanmin(res.history['alpha_hat']):.3g}, Γ̂ {np.nanmax(res.history['Gamma_hat']):.3g}, "
+                  f"max drift {dmax:.4f}")
     print(f"results written to {args.out}/", file=sys.stderr)
     return 0
-
-
-def write_results(out, cfg: dict, results: dict) -> None:
-    import tomli_w
-
-    from ..plotting import plot_scalings
-    from ..simulator import HISTORY_KEYS
-
-    with atomic_dir(out) as tmp:
-        (tmp / "config.toml").write_text(tomli_w.dumps(cfg))
-        with open(tmp / "history.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["scaling", "run", "step", *HISTORY_KEYS])
-            for scaling, res in results.items():
-                cols = [res.history[k] for k in HISTORY_KEYS]
-                for i, t in enumerate(res.steps):
-                    for run_ in range(res.x.shape[0]):
-                        w.writerow([scaling, run_, int(t), *(repr(float(c[i, run_])) for c in cols)])
-        with open(tmp / "drift.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["scaling", "run", "sync_step", "drift", "drift_min"])
-            for scaling, res in results.items():
-                for i, t in enumerate(res.sync_steps):
-                    for run_ in range(res.x.shape[0]):
-                        if not np.isnan(res.drift[i, run_]):
-                            w.writerow([scaling, run_, int(t), repr(float(res.drift[i, run_])),
-                                        repr(float(res.drift_min[i, run_]))])
-        write_json(tmp / "summary.json", {s: res.summary() for s, res in results.items()})
-        p = cfg["problem"]
-        plot_scalings(results, tmp / "plot.png",
-                      title=f"{p['kind']} (M={p['clients']}), {cfg['rule']['name']}, H={cfg['run']['sync_every']}")

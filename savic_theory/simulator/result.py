@@ -62,6 +62,46 @@ class SimulationResult:
         """True when any run diverged."""
         return bool(np.any(np.asarray(self.status) == "diverged"))
 
+    _ARRAYS = ("x", "x_bar", "D", "steps", "sync_steps", "drift", "drift_min", "status", "diverged_at")
+
+    def save(self, path) -> None:
+        """Write the arrays and parameters to an ``.npz`` file atomically (not the problem)."""
+        import json
+        import os
+        import tempfile
+        from pathlib import Path
+
+        path = Path(path)
+        arrays = {k: np.asarray(getattr(self, k)) for k in self._ARRAYS}
+        arrays.update({f"history.{k}": np.asarray(v) for k, v in self.history.items()})
+        params = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.params.items()}
+        arrays["meta"] = np.array(json.dumps({"params": params, "elapsed": self.elapsed}))
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path, problem, rule) -> "SimulationResult":
+        """Read a result written by :meth:`save`; ``problem`` and ``rule`` are supplied again."""
+        import json
+
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        params = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
+        history = {k.split(".", 1)[1]: arrays.pop(k) for k in list(arrays) if k.startswith("history.")}
+        fields_ = {k: arrays[k] for k in cls._ARRAYS}
+        if not params.get("batched", True):
+            fields_["status"] = str(fields_["status"])
+            fields_["diverged_at"] = int(fields_["diverged_at"])
+        return cls(history=history, problem=problem, rule=rule, params=params,
+                   elapsed=meta["elapsed"], **fields_)
+
     def summary(self) -> dict:
         """Final values and statuses as plain Python (JSON-ready)."""
         final = {k: np.asarray(v[-1]).tolist() for k, v in self.history.items() if k != "x_bar"}

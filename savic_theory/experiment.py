@@ -1,0 +1,206 @@
+"""Run a resolved config: expand its grids into batched calls, resume, write the results.
+
+A config's grid axes (``run.gamma``, ``run.sync_every``, ``rule.beta``, ``rule.e``) expand into
+their product; each point gets ``run.runs`` independent runs, and all of them go through *one*
+``simulate`` call per rule name and scaling variant (a "block"). Finished blocks are kept in a
+hidden work folder beside the result folder, so an interrupted experiment resumes where it
+stopped (``resume=True``); the result folder appears only when every block is done.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import build_problem
+from .rules import make
+from .simulator import HISTORY_KEYS, SimulationResult, simulate
+
+__all__ = ["Block", "expand", "run_experiment", "write_results"]
+
+GRID_COLUMNS = ("gamma", "sync_every", "beta", "e")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One batched ``simulate`` call: a rule and a scaling over grid points × runs."""
+
+    rule: str
+    scaling: str
+    points: list  # list of dicts {gamma, sync_every, beta, e}, one per grid point
+    runs: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.rule}-{self.scaling}"
+
+    def column(self, name: str) -> np.ndarray:
+        """Per-run values of a grid column (grid point major, seed minor)."""
+        return np.repeat(np.array([p[name] for p in self.points]), self.runs)
+
+
+def _as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def expand(cfg: dict) -> list[Block]:
+    """The blocks of a resolved config (identity ignores ``beta`` and ``e``)."""
+    blocks = []
+    for name in _as_list(cfg["rule"]["name"]):
+        axes = {
+            "gamma": _as_list(cfg["run"]["gamma"]),
+            "sync_every": _as_list(cfg["run"]["sync_every"]),
+            "beta": _as_list(cfg["rule"]["beta"]) if name != "identity" else [float("nan")],
+            "e": _as_list(cfg["rule"]["e"]) if name != "identity" else [float("nan")],
+        }
+        points = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+        for scaling in cfg["run"]["scaling"]:
+            blocks.append(Block(name, scaling, points, cfg["run"]["runs"]))
+    return blocks
+
+
+def _rule_of(block: Block):
+    if block.rule == "identity":
+        return make("identity")
+    return make(block.rule, beta=block.column("beta"), e=block.column("e"))
+
+
+def _run_block(problem, block: Block, cfg: dict, progress: bool) -> SimulationResult:
+    r = cfg["run"]
+    batched = len(block.points) > 1 or block.runs > 1
+    return simulate(problem, _rule_of(block), gamma=block.column("gamma"), steps=r["steps"],
+                    sync_every=block.column("sync_every").astype(np.int64), scaling=block.scaling,
+                    runs=len(block.points) * block.runs if batched else None, seed=r["seed"],
+                    record_every=r["record_every"] or None, dtype=r["dtype"], backend=r["backend"],
+                    progress=progress)
+
+
+def config_digest(cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_experiment(cfg: dict, out: str | Path, *, resume: bool = False, progress: bool = True):
+    """Run every block of ``cfg`` and write the result folder ``out`` atomically.
+
+    Returns ``{block key: SimulationResult}``. With ``resume``, blocks finished by an earlier,
+    interrupted call of the same config are loaded instead of run again.
+    """
+    from .cli._common import UserError, atomic_dir
+    from .cli._common import progress as bar_of
+
+    out = Path(out)
+    work = out.with_name(f".{out.name}.work")
+    digest = config_digest(cfg)
+    if work.exists():
+        stamp = work / "config.sha"
+        same = stamp.exists() and stamp.read_text() == digest
+        if resume and not same:
+            raise UserError(f"cannot resume: {work} holds an unfinished run of a different config")
+        if not resume:
+            shutil.rmtree(work)
+    elif resume and not out.exists():
+        raise UserError(f"nothing to resume: no unfinished run at {work}")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.sha").write_text(digest)
+
+    problem = build_problem(cfg)
+    blocks = expand(cfg)
+    results = {}
+    bar = bar_of(len(blocks), "blocks", enabled=progress and len(blocks) > 1)
+    for block in blocks:
+        saved = work / f"{block.key}.npz"
+        if resume and saved.exists():
+            results[block.key] = SimulationResult.load(saved, problem=problem, rule=_rule_of(block))
+        else:
+            results[block.key] = res = _run_block(problem, block, cfg, progress)
+            res.save(saved)
+        bar.update(1)
+    bar.close()
+    with atomic_dir(out) as tmp:
+        write_results(tmp, cfg, blocks, results)
+    shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def write_results(folder: Path, cfg: dict, blocks: list[Block], results: dict) -> None:
+    """``config.toml``, ``history.csv``, ``drift.csv``, ``summary.json`` and ``plot.png``."""
+    import tomli_w
+
+    from .cli._common import write_json
+    from .plotting import plot_scalings
+
+    (folder / "config.toml").write_text(tomli_w.dumps(_tomlable(cfg)))
+    with open(folder / "history.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["rule", "scaling", *GRID_COLUMNS, "run", "step", *HISTORY_KEYS])
+        for block in blocks:
+            res = results[block.key]
+            hist = [np.asarray(res.history[k]).reshape(len(res.steps), -1) for k in HISTORY_KEYS]
+            grid = [block.column(c) for c in GRID_COLUMNS]
+            for r in range(hist[0].shape[1]):
+                head = [block.rule, block.scaling, *(_fmt(g[r]) for g in grid), r % block.runs]
+                for i, t in enumerate(res.steps):
+                    w.writerow([*head, int(t), *(repr(float(h[i, r])) for h in hist)])
+    with open(folder / "drift.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["rule", "scaling", *GRID_COLUMNS, "run", "sync_step", "drift", "drift_min"])
+        for block in blocks:
+            res = results[block.key]
+            hi = np.asarray(res.drift).reshape(len(res.sync_steps), -1)
+            lo = np.asarray(res.drift_min).reshape(len(res.sync_steps), -1)
+            grid = [block.column(c) for c in GRID_COLUMNS]
+            for r in range(hi.shape[1]):
+                head = [block.rule, block.scaling, *(_fmt(g[r]) for g in grid), r % block.runs]
+                for i, t in enumerate(res.sync_steps):
+                    if not np.isnan(hi[i, r]):
+                        w.writerow([*head, int(t), repr(float(hi[i, r])), repr(float(lo[i, r]))])
+    write_json(folder / "summary.json", {b.key: _summary(b, results[b.key]) for b in blocks})
+    p = cfg["problem"]
+    curves = {}
+    for b in blocks:
+        for i, point in enumerate(b.points):
+            grid = " ".join(f"{k}={v:g}" for k, v in point.items() if v == v) if len(b.points) > 1 else ""
+            curves[f"{b.rule} {b.scaling} {grid}".strip()] = (results[b.key], slice(i * b.runs, (i + 1) * b.runs))
+    if len(curves) > 12:  # too many to tell apart: one curve per block
+        curves = {f"{b.rule} {b.scaling}": results[b.key] for b in blocks}
+    plot_scalings(curves, folder / "plot.png",
+                  title=f"{p['kind']}, M = {p['clients']}, T = {cfg['run']['steps']}")
+
+
+def _summary(block: Block, res: SimulationResult) -> dict:
+    """Per grid point: mean ± std over runs of the final values, and the run statuses."""
+    n = block.runs
+    status = np.asarray(res.status).reshape(-1)
+    points = []
+    for i, point in enumerate(block.points):
+        sl = slice(i * n, (i + 1) * n)
+        final = {}
+        for k in HISTORY_KEYS:
+            v = np.asarray(res.history[k]).reshape(len(res.steps), -1)[-1, sl]
+            final[k] = {"mean": _nanstat(np.nanmean, v), "std": _nanstat(np.nanstd, v)}
+        points.append({**{k: _fmt(v) for k, v in point.items()}, "final": final,
+                       "diverged": int(np.sum(status[sl] == "diverged")), "runs": n})
+    return {"rule": block.rule, "scaling": block.scaling, "elapsed_s": res.elapsed,
+            "constants": {k: np.asarray(v).tolist() for k, v in res.problem.constants.as_dict().items()
+                          if k != "x_star"},
+            "points": points}
+
+
+def _nanstat(fn, v):
+    v = np.asarray(v, dtype=np.float64)
+    return None if np.all(np.isnan(v)) else float(fn(v))
+
+
+def _fmt(v):
+    v = v.item() if isinstance(v, np.generic) else v
+    return None if isinstance(v, float) and np.isnan(v) else v
+
+
+def _tomlable(cfg: dict) -> dict:
+    return {t: {k: v for k, v in vals.items()} for t, vals in cfg.items()}

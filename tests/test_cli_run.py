@@ -1,0 +1,114 @@
+"""`savic run`: grids expanded into batched calls, interruption and --resume."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from savic_theory import experiment, rules, simulate
+from savic_theory.cli import main
+from savic_theory.config import build_problem, resolve
+
+GRID = """
+[problem]
+dim = 4
+clients = 3
+noise = 0.0
+[rule]
+name = ["rmsprop", "identity"]
+beta = [0.9, 0.99]
+[run]
+gamma = [0.02, 0.05]
+sync_every = [1, 4]
+steps = 30
+runs = 2
+scaling = ["global", "local"]
+"""
+
+
+@pytest.fixture
+def grid_file(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID)
+    return path
+
+
+def test_grid_is_one_batched_call_per_block(grid_file, tmp_path):
+    out = tmp_path / "out"
+    assert main(["run", str(grid_file), "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == ["rmsprop-global", "rmsprop-local", "identity-global", "identity-local"]
+    assert len(summary["rmsprop-global"]["points"]) == 8  # 2 γ × 2 H × 2 β
+    assert len(summary["identity-local"]["points"]) == 4  # identity has no β
+
+
+def test_grid_point_equals_a_separate_simulate_call(tmp_path, grid_file):
+    from savic_theory.config import load_config
+
+    cfg = resolve(load_config(grid_file))
+    results = experiment.run_experiment(cfg, tmp_path / "o", progress=False)
+    block = experiment.expand(cfg)[0]  # rmsprop, global
+    res = results[block.key]
+    prob = build_problem(cfg)
+    i = block.points.index({"gamma": 0.05, "sync_every": 4, "beta": 0.99, "e": 0.01})
+    single = simulate(prob, rules.rmsprop(beta=0.99, e=0.01), gamma=0.05, steps=30, sync_every=4)
+    assert res.x.shape == (16, 3, 4)
+    for seed_run in (2 * i, 2 * i + 1):  # noise-free: both runs of the point equal the single call
+        np.testing.assert_allclose(res.x[seed_run], single.x, rtol=1e-12)
+
+
+def test_interrupted_run_resumes_identically(grid_file, tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    assert main(["run", str(grid_file), "--no-progress", "--out", str(full)]) == 0
+
+    out = tmp_path / "resumed"
+    real = experiment._run_block
+    calls = []
+
+    def interrupt_third(problem, block, cfg, progress):
+        calls.append(block.key)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(problem, block, cfg, progress)
+
+    monkeypatch.setattr(experiment, "_run_block", interrupt_third)
+    assert main(["run", str(grid_file), "--no-progress", "--out", str(out)]) == 130
+    assert not out.exists()  # no half-written result folder
+    monkeypatch.setattr(experiment, "_run_block", lambda *a: calls.append(a[1].key) or real(*a))
+    calls.clear()
+    assert main(["run", str(grid_file), "--no-progress", "--resume", "--out", str(out)]) == 0
+    assert calls == ["identity-global", "identity-local"]  # the two finished blocks were reused
+    for name in ("history.csv", "drift.csv"):
+        assert (out / name).read_text() == (full / name).read_text()
+    assert not (tmp_path / ".resumed.work").exists()
+
+
+def test_resume_refuses_a_different_config(grid_file, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "o"
+
+    def boom(*a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "_run_block", boom)
+    assert main(["run", str(grid_file), "--no-progress", "--out", str(out)]) == 130
+    assert main(["run", str(grid_file), "--steps", "31", "--resume", "--no-progress", "--out", str(out)]) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_nothing_to_resume(grid_file, tmp_path, capsys):
+    assert main(["run", str(grid_file), "--resume", "--out", str(tmp_path / "none")]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("[problem]\ndim = [3, 4]\n", "problem.dim takes one value"),
+    ("[run]\ngamma = []\n", "empty grid"),
+    ("[run]\ngamma = [0.1, 0.1]\n", "lists a value twice"),
+    ("[run]\ngamma = [0.1, -1]\n", "run.gamma must be > 0"),
+])
+def test_bad_grids(tmp_path, capsys, text, expected):
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(text)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert expected in capsys.readouterr().err
