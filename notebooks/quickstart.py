@@ -1,0 +1,70 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Quickstart: a problem, a rule, global vs local scaling
+#
+# SAVIC runs Local SGD — M clients, each taking local steps, averaging every H steps — with
+# every local step scaled by a diagonal preconditioner D̂. This notebook builds a quadratic with
+# known constants, runs Adam-like scaling in both variants, and looks at what the theory cares
+# about: the distance to the optimum, the bounds αI ⪯ D̂ ⪯ ΓI and how fast D̂ drifts.
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+from savic_theory import Quadratic, rules, simulate
+
+prob = Quadratic.random(dim=30, n_clients=8, L=1.0, mu=0.02, heterogeneity=1.0,
+                        client_spectra="random", noise=0.01, seed=0)
+c = prob.constants
+print(f"L = {c.L:.3g}, μ = {c.mu:.3g}, κ = {c.L / c.mu:.0f}")
+print(f"σ² = {c.sigma2:.3g}, ζ*² = {c.zeta2:.3g}, σ²_dif = {c.sigma_dif2:.3g}, f* = {c.f_star:.4g}")
+
+# %% [markdown]
+# One call runs 32 independent runs of each variant (the run axis is an array axis).
+
+# %%
+rule = rules.adam(beta=0.999, e=0.05)
+results = {
+    scaling: simulate(prob, rule, gamma=0.02, steps=2000, sync_every=10, scaling=scaling,
+                      runs=32, seed=1)
+    for scaling in ("global", "local")
+}
+for scaling, res in results.items():
+    d = res.history["dist_sq"]
+    print(f"{scaling:>6}: ‖x̄−x*‖² {d[0].mean():.3f} -> {d[-1].mean():.2e} ± {d[-1].std():.1e}, "
+          f"{res.elapsed:.2f} s for 32 runs")
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+for scaling, res in results.items():
+    ax1.semilogy(res.steps, res.history["dist_sq"].mean(axis=1), label=f"{scaling} scaling")
+    ax2.semilogy(res.steps, res.history["Gamma_hat"].mean(axis=1), label=f"Γ̂ {scaling}")
+    ax2.semilogy(res.steps, res.history["alpha_hat"].mean(axis=1), "--", label=f"α̂ {scaling}")
+ax1.set(xlabel="step t", ylabel="E‖x̄ − x*‖²")
+ax2.set(xlabel="step t", ylabel="min and max of D̂")
+ax1.legend()
+ax2.legend()
+plt.show()
+
+# %% [markdown]
+# The empirical bounds obey the rule's guarantees: α̂ ≥ e = α, and Γ̂ ≤ max(e, G) with G the
+# largest gradient coordinate that entered D̂ (`G_hat`). The drift D̂ᵏ⁺¹/D̂ᵏ at each sync is
+# close to 1 because β is close to 1 — the condition under which the theory keeps Local SGD's
+# rate up to factors in Γ/α.
+
+# %%
+for scaling, res in results.items():
+    h = res.history
+    assert np.all(h["alpha_hat"] >= rule.e)
+    assert np.all(h["Gamma_hat"] <= np.maximum(rule.e, h["G_hat"]) * (1 + 1e-12))
+    print(f"{scaling:>6}: α̂ ≥ {h['alpha_hat'].min():.3g}, Γ̂ ≤ {h['Gamma_hat'].max():.3g}, "
+          f"max drift {np.nanmax(res.drift):.5f}, min drift {np.nanmin(res.drift_min):.5f}")
