@@ -98,7 +98,8 @@ def execute(cfg: dict, args: argparse.Namespace) -> int:
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of diverged runs
                 final = np.nanmean(dist[-1, sl]) if n_div < block.runs else float("nan")
                 dmax = np.nanmax(drift.reshape(len(res.sync_steps), -1)[:, sl]) if drift.size else 1.0
-            print(f"{block.rule} {block.scaling:>6} {grid}: ‖x̄−x*‖² {np.mean(dist[0, sl]):.3e} -> "
+            label = " ".join(filter(None, (block.rule, f"{block.scaling:>6}", grid)))
+            print(f"{label}: ‖x̄−x*‖² {np.mean(dist[0, sl]):.3e} -> "
                   f"{final:.3e} (mean of {block.runs} runs, {n_div} diverged); α̂ "
                   f"{np.nanmin(res.history['alpha_hat']):.3g}, Γ̂ {np.nanmax(res.history['Gamma_hat']):.3g}, "
                   f"max drift {dmax:.4f}")
