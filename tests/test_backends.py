@@ -26,3 +26,23 @@ def test_numpy_and_array_api_strict_agree(rule, scaling, form):
         np.testing.assert_allclose(a.history[k], b.history[k], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(a.drift, b.drift, rtol=1e-13)
     assert b.params["backend"] == "array_api_strict"
+
+
+def test_cupy_is_never_imported_at_module_import():
+    import subprocess
+    import sys
+
+    code = ("import sys, savic_theory, savic_theory.cli, savic_theory.experiment; "
+            "print('cupy' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_cupy_backend_without_cupy_is_a_clear_error():
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here; tests/test_gpu.py covers it")
+    prob = Quadratic.random(dim=2, n_clients=1, mu=1.0)
+    with pytest.raises(ValueError, match="backend 'cupy' needs CuPy"):
+        simulate(prob, rules.adam(), gamma=0.1, steps=2, backend="cupy")
