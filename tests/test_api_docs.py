@@ -29,7 +29,8 @@ def test_public_name_has_docstring(qualname, obj):
 
 @pytest.mark.parametrize("modname", ["savic_theory.rules.identity", "savic_theory.rules.rmsprop",
                                      "savic_theory.rules.adam", "savic_theory.rules.oasis",
-                                     "savic_theory.problems.quadratic", "savic_theory.simulator.engine"])
+                                     "savic_theory.problems.quadratic", "savic_theory.problems.logistic",
+                                     "savic_theory.problems.data", "savic_theory.simulator.engine"])
 def test_docstring_examples_run(modname):
     mod = importlib.import_module(modname)
     failures, tried = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
