@@ -135,7 +135,7 @@ def write_results(folder: Path, cfg: dict, blocks: list[Block], results: dict) -
     from .cli._common import write_json
     from .plotting import plot_scalings
 
-    (folder / "config.toml").write_text(tomli_w.dumps(_tomlable(cfg)))
+    (folder / "config.toml").write_text(tomli_w.dumps(cfg))
     with open(folder / "history.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["rule", "scaling", *GRID_COLUMNS, "run", "step", *HISTORY_KEYS])
@@ -200,7 +200,3 @@ def _nanstat(fn, v):
 def _fmt(v):
     v = v.item() if isinstance(v, np.generic) else v
     return None if isinstance(v, float) and np.isnan(v) else v
-
-
-def _tomlable(cfg: dict) -> dict:
-    return {t: {k: v for k, v in vals.items()} for t, vals in cfg.items()}

@@ -12,11 +12,12 @@ scikit-learn (the ``data`` extra) is imported only when a loader is called.
 """
 from __future__ import annotations
 
-import numbers
 import os
 from typing import Callable, NamedTuple
 
 import numpy as np
+
+from .._validation import check_int, check_positive
 
 __all__ = ["DATASETS", "SPLITS", "load_dataset", "load_libsvm", "load_data", "binary_labels",
            "split_clients"]
@@ -242,7 +243,7 @@ def split_clients(X, y, n_clients: int, method: str = "iid", *, alpha: float = 0
     if y.dtype.kind in "fc":
         check_data(y, "y")
     n = X.shape[0]
-    n_clients = _check_int("n_clients", n_clients, 1)
+    n_clients = check_int("n_clients", n_clients, 1)
     if n_clients > n:
         raise ValueError(f"n_clients = {n_clients} exceeds the number of rows n = {n}")
     if method not in SPLITS:
@@ -253,7 +254,7 @@ def split_clients(X, y, n_clients: int, method: str = "iid", *, alpha: float = 0
     elif method == "dirichlet":
         parts = _dirichlet_parts(y, n_clients, _check_alpha(alpha), rng)
     else:
-        shards_per_client = _check_int("shards_per_client", shards_per_client, 1)
+        shards_per_client = check_int("shards_per_client", shards_per_client, 1)
         n_shards = n_clients * shards_per_client
         if n_shards > n:
             raise ValueError(f"n_clients * shards_per_client = {n_shards} exceeds the number of rows n = {n}")
@@ -282,16 +283,4 @@ def _dirichlet_parts(y, M, alpha, rng):
 
 
 def _check_alpha(alpha):
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real):
-        raise TypeError(f"alpha must be a positive number (Dirichlet concentration), got {alpha!r}")
-    if not np.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be finite and > 0 (Dirichlet concentration), got {alpha}")
-    return float(alpha)
-
-
-def _check_int(name, value, low):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
+    return check_positive("alpha", alpha, "Dirichlet concentration")

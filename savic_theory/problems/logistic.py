@@ -25,6 +25,7 @@ import numpy as np
 import scipy.linalg
 from scipy.special import expit
 
+from .._validation import check_int, check_positive
 from ._base import Constants, Oracle, Problem, additive_noise, check_finite, check_noise
 from .data import binary_labels, load_data, split_clients
 
@@ -96,7 +97,7 @@ class Logistic(Problem):
         if d < 1:
             raise ValueError("features_per_client must have d >= 1 columns")
         self.lam = _check_lam(lam)
-        self.batch_size = None if batch_size is None else _check_int("batch_size", batch_size, 1)
+        self.batch_size = None if batch_size is None else check_int("batch_size", batch_size, 1)
         self.noise = check_noise(noise)
         M = len(feats)
         counts = np.array([a.shape[0] for a in feats], dtype=np.int64)
@@ -191,15 +192,15 @@ class Logistic(Problem):
         >>> bool(Logistic.random(3, 20, 4, lam=0.1, heterogeneity=1.0).zeta2 > 1e-3)
         True
         """
-        M = _check_int("n_clients", n_clients, 1)
-        d = _check_int("dim", dim, 1)
+        M = check_int("n_clients", n_clients, 1)
+        d = check_int("dim", dim, 1)
         if isinstance(n_per_client, (int, np.integer)) and not isinstance(n_per_client, (bool, np.bool_)):
-            counts = [_check_int("n_per_client", n_per_client, 1)] * M
+            counts = [check_int("n_per_client", n_per_client, 1)] * M
         else:
             counts = list(n_per_client) if isinstance(n_per_client, (list, tuple, np.ndarray)) else None
             if counts is None or len(counts) != M:
                 raise TypeError(f"n_per_client must be an integer or a sequence of {M} integers, got {n_per_client!r}")
-            counts = [_check_int(f"n_per_client[{m}]", c, 1) for m, c in enumerate(counts)]
+            counts = [check_int(f"n_per_client[{m}]", c, 1) for m, c in enumerate(counts)]
         if (isinstance(heterogeneity, (bool, np.bool_)) or not isinstance(heterogeneity, numbers.Real)
                 or not np.isfinite(heterogeneity) or heterogeneity < 0):
             raise ValueError(f"heterogeneity must be a finite number >= 0, got {heterogeneity!r}")
@@ -445,16 +446,4 @@ def _client_arrays(name, seq, ndim):
 
 
 def _check_lam(lam):
-    if isinstance(lam, (bool, np.bool_)) or not isinstance(lam, numbers.Real):
-        raise TypeError(f"lam must be a positive number (the L2 weight λ), got {lam!r}")
-    if not np.isfinite(lam) or lam <= 0:
-        raise ValueError(f"lam must be finite and > 0 (the L2 weight λ = μ), got {lam}")
-    return float(lam)
-
-
-def _check_int(name, value, low):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
+    return check_positive("lam", lam, "the L2 weight λ = μ")

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._validation import check_int
 from ._base import Constants, Oracle, Problem, additive_noise, check_finite, check_noise
 
 __all__ = ["Quadratic"]
@@ -122,8 +123,8 @@ class Quadratic(Problem):
             raise ValueError(f"unknown form {form!r}; known forms: {', '.join(_FORMS)}")
         if client_spectra not in ("identical", "random"):
             raise ValueError(f"client_spectra must be 'identical' or 'random', got {client_spectra!r}")
-        _check_int("dim", dim, 1)
-        _check_int("n_clients", n_clients, 1)
+        check_int("dim", dim, 1)
+        check_int("n_clients", n_clients, 1)
         if not (np.isfinite(L) and np.isfinite(mu) and 0 < mu <= L):
             raise ValueError(f"need 0 < mu <= L, got mu={mu}, L={L}")
         if not np.isfinite(heterogeneity) or heterogeneity < 0:
@@ -289,13 +290,6 @@ def _as_float_array(name, a):
         raise TypeError(f"{name} must be an array of real numbers") from exc
     check_finite(name, arr)
     return arr
-
-
-def _check_int(name, value, low):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
 def _orthogonal(rng, d):
