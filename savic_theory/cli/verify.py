@@ -1,0 +1,96 @@
+"""``savic verify``: check every derived bound against simulation; exit 0 only if none is violated.
+
+Runs a verification suite (each case one batched simulation of many seeds), checks each
+theorem at every recorded step and each lemma along the same trajectories, and writes into
+``--out`` (atomically): ``report.json``, ``report.md`` and ``plots/<theorem>.png``. With
+``--adversarial`` it also searches each rule's assumption class for the instance that maximises
+observed/bound (differential evolution over batched candidates, Nelder–Mead refinement) and
+confirms the worst one with fresh seeds. Exit status: 0 when no bound is violated, 1 when one
+is, 2 on bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("verify", help="check the derived bounds against simulation (exit 1 if one fails)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", default="default", help="suite of cases: default or quick (default: default)")
+    p.add_argument("--theorem", action="append", metavar="NAME",
+                   help="only the cases of this theorem (repeatable; default: all)")
+    p.add_argument("--level", type=float, default=0.99,
+                   help="one-sided confidence level of the upper limits (default: 0.99)")
+    p.add_argument("--adversarial", action="store_true",
+                   help="also search each rule for the instance maximising observed/bound (default: off)")
+    p.add_argument("--adversarial-only", action="store_true", help="run only the search (default: off)")
+    p.add_argument("--rules", default="identity,rmsprop,adam,oasis",
+                   help="rules searched by --adversarial, comma-separated (default: all four)")
+    p.add_argument("--generations", type=int, default=10,
+                   help="differential-evolution generations per search (default: 10)")
+    p.add_argument("--popsize", type=int, default=6,
+                   help="population multiplier per search (candidates = popsize × parameters; default: 6)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the search (default: 0)")
+    p.add_argument("--out", metavar="DIR", default="results/verify",
+                   help="result folder, replaced atomically (default: results/verify)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (default: shown)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..verify import SUITES, Report, adversarial, verify
+    from ._common import UserError, atomic_dir
+
+    if args.suite not in SUITES:
+        raise UserError(f"unknown suite {args.suite!r}; known suites: {', '.join(SUITES)}")
+    if not 0.5 <= args.level < 1.0:
+        raise UserError(f"--level must be in [0.5, 1), got {args.level}")
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    from ..theory import RULE_BOUNDS
+
+    bad = [r for r in rules if r not in RULE_BOUNDS]
+    if bad:
+        raise UserError(f"unknown rule(s) in --rules: {', '.join(bad)}; known: {', '.join(RULE_BOUNDS)}")
+    if args.generations < 1 or args.popsize < 1:
+        raise UserError("--generations and --popsize must be >= 1")
+    show = not args.no_progress
+    if args.adversarial_only:
+        report = Report(args.suite, args.level, [])
+    else:
+        report = verify(args.suite, level=args.level, theorems=args.theorem, progress=show)
+    if args.adversarial or args.adversarial_only:
+        import time
+
+        t0 = time.perf_counter()
+        report.adversarial = adversarial(rules, progress=show, maxiter=args.generations, popsize=args.popsize,
+                                         seed=args.seed, level=args.level)
+        report.elapsed += time.perf_counter() - t0
+    with atomic_dir(args.out) as tmp:
+        report.write(tmp)
+    _print_summary(report)
+    print(f"report written to {args.out}/ (report.md, report.json, plots/)", file=sys.stderr)
+    return 0 if report.passed else 1
+
+
+def _print_summary(report) -> None:
+    s = report.summary()
+    for name, d in s["theorems"].items():
+        verdict = {True: "holds", False: "VIOLATED", None: "not checked"}[d["passed"]]
+        extra = f", {d['attained']} attained within noise" if d["attained"] else ""
+        print(f"theorem {name}: {verdict} ({d['checked']} checks{extra}); tightness: worst "
+              f"{_g(d['worst_ratio'])}, late {_g(d['worst_ratio_late'])}")
+    for name, d in s["lemmas"].items():
+        verdict = {True: "holds", False: "VIOLATED", None: "not checked"}[d["passed"]]
+        extra = f", {d['attained']} attained within noise" if d.get("attained") else ""
+        print(f"lemma {name}: {verdict} ({d['checked']} checks{extra}, {d['unchecked']} not checked); "
+              f"worst ratio {_g(d['worst_ratio'])}")
+    for a in report.adversarial:
+        print(f"adversarial {a.rule}/{a.theorem}: {a.verdict}; late ratio {a.ratio_late_confirmed:.3g} "
+              f"(confirmed), instance {a.params_text()}")
+    print(f"{'no bound violated' if report.passed else 'A BOUND IS VIOLATED'} "
+          f"({len(report.cases)} cases, {report.elapsed:.1f} s)")
+
+
+def _g(v) -> str:
+    return "–" if v is None else f"{v:.3g}"

@@ -1,0 +1,192 @@
+r"""The verification suites declared as data: problems, and cases (theorem × problem × rule × H).
+
+A :class:`Case` names a theorem of ``savic_theory.theory.THEOREMS``, a problem of ``PROBLEMS``,
+a rule with its ``β`` and ``e``, the sync period ``H``, step sizes as fractions of the theorem's
+largest allowed ``γ`` (``gamma_max``), the horizon and the number of seeds. Every case of a suite
+satisfies its theorem's assumptions by construction: identical-data theorems get identical
+data; ``β = "auto"`` picks the smallest β allowed by the β-condition theorem; the complexity
+theorem's ``γ`` and ``T`` come from its own plan. Each case is one batched ``simulate`` call
+(seeds × step sizes on the run axis), plus one with local scaling when ``local`` is set.
+
+Example
+-------
+>>> from savic_theory.verify.suite import SUITES, PROBLEMS
+>>> len(SUITES["default"]) > len(SUITES["quick"]) > 0
+True
+>>> PROBLEMS["quad-identical"]().identical
+True
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from ..problems._base import Problem
+
+__all__ = ["Case", "PROBLEMS", "SUITES", "get_problem"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One verification case (all numbers explicit, so a report reproduces it).
+
+    Attributes
+    ----------
+    name : unique label.
+    theorem : key of ``THEOREMS``.
+    problem : key of ``PROBLEMS``.
+    rule : key of ``savic_theory.rules.RULES``.
+    beta : float, callable ``k -> β_k``, or ``"auto"`` (the smallest β the β-condition theorem allows).
+    e : clip level (``α = e``).
+    H : sync period.
+    gamma_fracs : step sizes as fractions of ``gamma_max``.
+    steps : horizon ``T`` (the complexity theorem plans its own).
+    seeds : independent runs per step size.
+    eps_frac : complexity theorem only: target ``ε = eps_frac · r0``.
+    local : also run local scaling (reported, no theorem).
+    seed : seed of the simulation's generator.
+    """
+
+    name: str
+    theorem: str
+    problem: str
+    rule: str = "identity"
+    beta: Any = 0.999
+    e: float = 0.5
+    H: int = 4
+    gamma_fracs: tuple = (1.0, 0.25)
+    steps: int = 400
+    seeds: int = 64
+    eps_frac: float | None = None
+    local: bool = False
+    seed: int = 0
+
+    def describe(self) -> dict:
+        """JSON-ready parameters of the case."""
+        beta = self.beta if isinstance(self.beta, (int, float, str)) else getattr(self.beta, "__name__", "schedule")
+        return {"name": self.name, "theorem": self.theorem, "problem": self.problem, "rule": self.rule,
+                "beta": beta, "e": self.e, "H": self.H, "gamma_fracs": list(self.gamma_fracs),
+                "steps": self.steps, "seeds": self.seeds, "eps_frac": self.eps_frac, "seed": self.seed}
+
+
+# ----------------------------------------------------------------------------- problems
+def _quad(**kw) -> Callable[[], Problem]:
+    def make():
+        from ..problems.quadratic import Quadratic
+
+        return Quadratic.random(**kw)
+    return make
+
+
+def _logistic_random(**kw) -> Callable[[], Problem]:
+    def make():
+        from ..problems.logistic import Logistic
+
+        return Logistic.random(**kw)
+    return make
+
+
+def _breast_cancer_identical() -> Problem:
+    """Every client holds all 569 rows: real data, identical clients."""
+    from ..problems.data import load_data
+    from ..problems.logistic import Logistic
+
+    X, y = load_data("breast_cancer")
+    return Logistic([X, X], [y, y], lam=0.1, batch_size=16)
+
+
+def _breast_cancer_dirichlet() -> Problem:
+    from ..problems.logistic import Logistic
+
+    return Logistic.from_dataset("breast_cancer", n_clients=4, split="dirichlet", alpha=0.5, lam=0.1,
+                                 batch_size=16, seed=0)
+
+
+#: name -> factory of the problem (built once per process, see :func:`get_problem`)
+PROBLEMS = MappingProxyType({
+    "quad-identical": _quad(dim=8, n_clients=4, L=1.0, mu=0.1, noise=0.02, seed=1),
+    "quad-identical-dense": _quad(dim=8, n_clients=4, L=1.0, mu=0.1, form="dense", noise=0.02, seed=2),
+    "quad-heterogeneous": _quad(dim=8, n_clients=4, L=1.0, mu=0.1, heterogeneity=1.0,
+                                client_spectra="random", noise=0.02, seed=3),
+    "quad-heterogeneous-mild": _quad(dim=8, n_clients=4, L=1.0, mu=0.2, heterogeneity=0.05,
+                                     client_spectra="random", noise=0.002, seed=4),
+    "logistic-identical": _logistic_random(n_clients=4, n_per_client=64, dim=8, lam=0.05, batch_size=4, seed=4),
+    "logistic-heterogeneous": _logistic_random(n_clients=4, n_per_client=64, dim=8, lam=0.05, heterogeneity=1.0,
+                                               batch_size=4, seed=5),
+    "breast-cancer-identical": _breast_cancer_identical,
+    "breast-cancer-dirichlet": _breast_cancer_dirichlet,
+})
+
+
+@functools.cache
+def get_problem(name: str) -> Problem:
+    """The problem registered as ``name`` (built once)."""
+    try:
+        factory = PROBLEMS[name]
+    except KeyError:
+        raise ValueError(f"unknown problem {name!r}; known problems: {', '.join(PROBLEMS)}") from None
+    return factory()
+
+
+# ----------------------------------------------------------------------------- suites
+def _default() -> tuple[Case, ...]:
+    I, Hh = "identical", "heterogeneous"
+    cases = [
+        # identical data: every rule, several H, quadratics (diagonal and dense) and logistic
+        Case("id/quad/identity/H1", I, "quad-identical", "identity", H=1, local=False),
+        Case("id/quad/identity/H8", I, "quad-identical", "identity", H=8),
+        Case("id/quad/rmsprop/H4", I, "quad-identical", "rmsprop", beta=0.999, e=0.5, H=4, local=True),
+        Case("id/quad/adam/H4", I, "quad-identical", "adam", beta=0.999, e=0.5, H=4, local=True),
+        Case("id/quad/oasis/H4", I, "quad-identical", "oasis", beta=0.99, e=0.1, H=4, local=True),
+        Case("id/quad-dense/oasis/H8", I, "quad-identical-dense", "oasis", beta=0.999, e=0.2, H=8),
+        Case("id/logistic/identity/H4", I, "logistic-identical", "identity", H=4),
+        Case("id/logistic/rmsprop/H8", I, "logistic-identical", "rmsprop", beta=0.999, e=1.0, H=8, local=True),
+        Case("id/breast-cancer/identity/H4", I, "breast-cancer-identical", "identity", H=4, gamma_fracs=(1.0,),
+             seeds=32, steps=300),
+        # heterogeneous data
+        Case("het/quad/identity/H2", Hh, "quad-heterogeneous", "identity", H=2),
+        Case("het/quad/identity/H8", Hh, "quad-heterogeneous", "identity", H=8, steps=600),
+        Case("het/quad/rmsprop/H4", Hh, "quad-heterogeneous", "rmsprop", beta=0.999, e=0.5, H=4, local=True),
+        Case("het/quad/adam/H4", Hh, "quad-heterogeneous", "adam", beta=0.999, e=0.5, H=4, local=True),
+        Case("het/quad/oasis/H4", Hh, "quad-heterogeneous", "oasis", beta=0.99, e=0.1, H=4, local=True),
+        Case("het/logistic/oasis/H4", Hh, "logistic-heterogeneous", "oasis", beta=0.999, e=0.5, H=4),
+        Case("het/logistic/identity/H1", Hh, "logistic-heterogeneous", "identity", H=1),
+        Case("het/breast-cancer/identity/H4", Hh, "breast-cancer-dirichlet", "identity", H=4, gamma_fracs=(1.0,),
+             seeds=32, steps=300),
+        Case("het/breast-cancer/adam/H2", Hh, "breast-cancer-dirichlet", "adam", beta=0.999, e=1.0, H=2,
+             gamma_fracs=(1.0,), seeds=32, steps=300),
+        # the condition on β: β = β_min (rates survive), and a schedule β_k → 1
+        Case("beta/quad/oasis-auto/H4", f"beta_condition[{I}]", "quad-identical", "oasis", beta="auto", e=0.1, H=4),
+        Case("beta/quad-het/oasis-auto/H4", f"beta_condition[{Hh}]", "quad-heterogeneous", "oasis", beta="auto",
+             e=0.1, H=4, steps=600),
+        Case("beta/quad/identity/H4", f"beta_condition[{I}]", "quad-identical", "identity", H=4),
+        # complexity: the planned γ and T reach ε
+        Case("complexity/quad/identity/H4", f"complexity[{I}]", "quad-identical", "identity", H=4, eps_frac=0.05,
+             gamma_fracs=(1.0,)),
+        Case("complexity/quad/oasis-auto/H4", f"complexity[{I}]", "quad-identical", "oasis", beta="auto", e=0.5,
+             H=4, eps_frac=0.1, gamma_fracs=(1.0,)),
+        Case("complexity/quad-het/identity/H2", f"complexity[{Hh}]", "quad-heterogeneous-mild", "identity", H=2,
+             eps_frac=0.1, gamma_fracs=(1.0,)),
+    ]
+    return tuple(cases)
+
+
+def _quick() -> tuple[Case, ...]:
+    """A few small cases (tests, smoke runs): one per theorem."""
+    I, Hh = "identical", "heterogeneous"
+    return (
+        Case("id/quad/rmsprop/H4", I, "quad-identical", "rmsprop", beta=0.999, e=0.5, H=4, steps=150, seeds=32,
+             local=True),
+        Case("het/quad/oasis/H4", Hh, "quad-heterogeneous", "oasis", beta=0.99, e=0.1, H=4, steps=150, seeds=32),
+        Case("beta/quad/oasis-auto/H4", f"beta_condition[{I}]", "quad-identical", "oasis", beta="auto", e=0.1, H=4,
+             steps=150, seeds=32, gamma_fracs=(1.0,)),
+        Case("complexity/quad/identity/H4", f"complexity[{I}]", "quad-identical", "identity", H=4, eps_frac=0.3,
+             gamma_fracs=(1.0,), seeds=32),
+    )
+
+
+#: suite name -> tuple of cases
+SUITES = MappingProxyType({"default": _default(), "quick": _quick()})

@@ -1,0 +1,257 @@
+"""`savic_theory.verify` and `savic verify`: suites, lemma checks, reports, counterexample search.
+
+Relations: the theorems are *upper bounds*; where the expectation is known exactly (diagonal
+quadratics with a noise-independent D̂, ``verify.exact``) they are checked without sampling, with
+relative slack 1e-9 for float64 round-off of a few hundred steps. Sampled checks use the
+report's own verdicts (upper confidence limits, Bonferroni over steps for violations).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from types import MappingProxyType
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from savic_theory import Quadratic, rules, simulate
+from savic_theory.cli import main
+from savic_theory.problems.logistic import Logistic
+from savic_theory.theory import THEOREMS
+from savic_theory.verify import SUITES, Case, run_case, verify
+from savic_theory.verify import checks as checks_mod
+from savic_theory.verify.adversarial import reproduce, search
+from savic_theory.verify.constants import hessian_row_bound, noise_model
+from savic_theory.verify.exact import exact_dist_sq
+from savic_theory.verify.stats import upper_limit, z_of
+
+RTOL = 1e-9  # float64 round-off of the exact recursion and of the bound over a few hundred steps
+
+
+# ----------------------------------------------------------------------------- exact checks
+def _diag_problem(rng, M, d, kappa, het):
+    lam = np.exp(rng.uniform(-np.log(kappa), 0.0, size=(1 if het == 0 else M, d)))
+    lam = np.broadcast_to(lam, (M, d)).copy()
+    lam[0, 0] = 1.0
+    xs = rng.standard_normal(d) / np.sqrt(d) + het * rng.standard_normal((M, d)) / np.sqrt(d)
+    return lam, lam * xs
+
+
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**31 - 1), H=st.integers(1, 12), frac=st.floats(0.05, 1.0),
+       het=st.sampled_from([0.0, 0.5, 2.0]), delta=st.sampled_from([0.0, 0.05, 0.3]))
+def test_theorems_bound_the_exact_expectation(seed, H, frac, het, delta):
+    """Deterministic D̂ sequences with α ≤ D̂ ≤ Γ and D̂ᵖ⁺¹ ≤ (1+δ)D̂ᵖ: the exact E‖x̄_t − x*‖² never
+    exceeds the theorem's bound (identical data: both theorems; heterogeneous: the heterogeneous one)."""
+    rng = np.random.default_rng(seed)
+    M, d, T, noise = int(rng.integers(1, 5)), int(rng.integers(2, 6)), 120, float(rng.uniform(0, 0.2))
+    lam, b = _diag_problem(rng, M, d, kappa=rng.uniform(1, 50), het=het)
+    alpha, Gamma = rng.uniform(0.2, 1.0), rng.uniform(1.0, 3.0)
+    n_rounds = T // H + 2
+    Ds = [rng.uniform(alpha, Gamma, d)]
+    for _ in range(n_rounds):  # D̂ᵖ⁺¹ ≤ (1+δ) D̂ᵖ, inside [α, Γ]
+        Ds.append(np.clip(Ds[-1] * rng.uniform(0.5, 1 + delta, d), alpha, Gamma))
+    Ds = np.array(Ds)
+    exact = exact_dist_sq(lam, b, gamma=1.0, steps=0, noise=noise)  # r0 only
+    r0 = float(exact[0])
+    Lv, muv = lam.max(), lam.min()
+    x_star = b.sum(0) / lam.sum(0)
+    zeta2 = float(np.mean(np.sum((lam * x_star - b) ** 2, axis=1)))
+    names = ["heterogeneous"] + (["identical"] if het == 0 else [])
+    for name in names:
+        thm = THEOREMS[name]
+        nums = dict(L=Lv, mu=muv, M=M, H=H, sigma2=noise, zeta2=zeta2, A_nu=0.0, B_nu=1.0, r0=r0,
+                    alpha=alpha, Gamma=Gamma, delta=delta)
+        g = frac * float(thm.gamma_max(**nums))
+        ex = exact_dist_sq(lam, b, g, T, H, noise, D=Ds)
+        bound = thm.evaluate(t=np.arange(T + 1), gamma=g, **nums)
+        assert np.all(ex <= bound * (1 + RTOL)), (name, float(np.max(ex / bound)))
+
+
+def test_exact_expectation_matches_simulation():
+    """The linear-Gaussian recursion agrees with the simulator's mean (within 4 standard errors)."""
+    p = Quadratic.random(dim=4, n_clients=3, heterogeneity=1.0, client_spectra="random", noise=0.1, seed=3)
+    res = simulate(p, rules.identity(), gamma=0.1, steps=40, sync_every=4, runs=4000, record_every=1)
+    ex = exact_dist_sq(p.A[0], p.b[0], 0.1, 40, 4, 0.1)
+    dist = res.history["dist_sq"]
+    se = dist.std(axis=1) / np.sqrt(dist.shape[1])
+    assert np.all(np.abs(dist.mean(axis=1) - ex) <= 4 * se + 1e-12)
+
+
+# ----------------------------------------------------------------------------- suites and checks
+def test_default_suite_is_valid_and_every_bound_holds():
+    """The whole default suite (what `savic verify` runs): no case skipped, no bound violated,
+    every theorem and lemma checked at least once, and the theorems are not trivially loose."""
+    for case in SUITES["default"]:
+        assert case.theorem in THEOREMS
+    report = verify("default", progress=False)
+    assert [c.case.name for c in report.cases if c.status != "pass"] == []
+    s = report.summary()
+    assert set(s["theorems"]) == set(THEOREMS)
+    for name, d in s["theorems"].items():
+        assert d["passed"] is True and d["checked"] >= 1 and d["attained"] == 0, name
+    for name, d in s["lemmas"].items():
+        assert d["passed"] is True and d["checked"] >= 1, name
+    # tightness: the rate theorems come within 10x of the observation late in some case
+    assert s["theorems"]["identical"]["worst_ratio_late"] > 0.1
+    assert s["theorems"]["heterogeneous"]["worst_ratio_late"] > 0.1
+    assert s["local_scaling"], "local scaling is reported next to global scaling"
+
+
+def test_a_wrong_bound_is_caught(monkeypatch):
+    """A theorem with its noise term removed must be reported as violated (the check can fail)."""
+    thm = THEOREMS["identical"]
+    broken = dataclasses.replace(thm, name="broken", extras=MappingProxyType({**thm.extras, "eps_step": 0}))
+    monkeypatch.setattr(checks_mod, "THEOREMS", MappingProxyType({**THEOREMS, "broken": broken}))
+    res = run_case(Case("broken", "broken", "quad-identical", "identity", H=2, steps=500, seeds=32,
+                        gamma_fracs=(1.0,)))
+    assert res.status == "fail" and res.groups[0].theorem.verdict == "violated"
+
+
+def test_lemma_checks_catch_a_wrong_drift_bound(monkeypatch):
+    """Drift bounds that are too small (δ_k ← δ_k/100) make the drift lemma fail on adam."""
+    real = checks_mod.drift_factors
+    monkeypatch.setattr(checks_mod, "drift_factors", lambda *a, **k: 1 + (real(*a, **k) - 1) / 100)
+    res = run_case(Case("d", "heterogeneous", "quad-heterogeneous", "adam", beta=0.9, e=0.3, H=2, steps=60,
+                        seeds=16, gamma_fracs=(1.0,)))
+    drift = next(c for c in res.groups[0].lemmas if c.name == "drift[adam]")
+    assert drift.verdict == "violated" and res.status == "fail"
+
+
+def test_one_step_check_with_a_recorded_lyapunov_function():
+    """The one-step check's path for adaptive rules (history key ``dist_sq_D``), exercised where D̂ is
+    known exactly: OASIS on a diagonal quadratic has D̂ = max(e, diag A) at all times, so
+    Φ_t = Σ_i D̂_i (x̄_t − x*)_i² follows from the kept iterates. A Φ that jumps by 50% at odd steps is caught."""
+    prob = Quadratic.random(dim=6, n_clients=3, L=1.0, mu=0.1, heterogeneity=0.5, client_spectra="random",
+                            noise=0.02, seed=7)
+    rule = rules.oasis(beta=0.9, e=0.2)
+    res = simulate(prob, rule, gamma=0.02, steps=120, sync_every=4, runs=64, record_every=1, keep_iterates=True)
+    D = np.maximum(0.2, prob.A[0].mean(axis=0))  # the clients' mean Hessian diagonal, clipped
+    assert np.allclose(res.D[:, 0, :], D)
+    Phi = np.sum(D * (res.history["x_bar"] - prob.x_star) ** 2, axis=-1)
+    hist = {k: np.asarray(v) for k, v in res.history.items() if k != "x_bar"}
+    from savic_theory.verify.constants import problem_numbers
+
+    nums = dict(problem_numbers(prob), H=4, gamma=0.02, alpha=0.2, Gamma=1.0, delta=0.0)
+    deltas = np.full(len(res.sync_steps), 1 + 0.1 * (1.0 / 0.2 - 1))  # oasis: β + (1−β)Γ/α
+    z = z_of(0.99)
+    good = checks_mod._check_one_step(rule, {**hist, "dist_sq_D": Phi}, res.steps, res.sync_steps, deltas, nums, z)
+    assert good.passed and good.verdict in ("holds", "attained") and "dist_sq_D" in good.detail
+    jumps = np.where(np.arange(len(Phi)) % 2 == 1, 1.5, 1.0)[:, None]
+    bad = checks_mod._check_one_step(rule, {**hist, "dist_sq_D": Phi * jumps}, res.steps, res.sync_steps, deltas,
+                                     nums, z)
+    assert bad.verdict == "violated"
+    assert checks_mod._check_one_step(rule, hist, res.steps, res.sync_steps, deltas, nums, z).passed is None
+
+
+def test_case_validation_and_skips():
+    with pytest.raises(ValueError, match="unknown theorem"):
+        run_case(Case("x", "nope", "quad-identical"))
+    with pytest.raises(ValueError, match="unknown problem"):
+        run_case(Case("x", "identical", "nope"))
+    with pytest.raises(ValueError, match="beta='auto' needs a rule whose Γ is known"):
+        run_case(Case("x", "beta_condition[identical]", "quad-identical", "rmsprop", beta="auto"))
+    skipped = run_case(Case("x", "identical", "quad-heterogeneous", steps=10, seeds=4))
+    assert skipped.status == "skipped" and "identical data" in skipped.reason
+
+
+def test_report_files_and_json(tmp_path):
+    report = verify("quick", progress=False)
+    assert report.passed
+    paths = report.write(tmp_path)
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["passed"] is True and data["confidence_level"] == 0.99
+    assert {c["status"] for c in data["cases"]} == {"pass"}
+    assert "## Theorems" in (tmp_path / "report.md").read_text()
+    pngs = [p for p in paths if p.suffix == ".png"]
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+# ----------------------------------------------------------------------------- constants and stats
+def test_noise_model_and_probe_bound_of_logistic():
+    prob = Logistic.random(n_clients=2, n_per_client=30, dim=4, lam=0.1, batch_size=3, seed=0)
+    A, B = noise_model(prob)
+    assert B == 2.0 and np.isclose(A, 2 * (prob.L_sample - prob.lam) / 3)
+    assert noise_model(Logistic.random(2, 30, 4, lam=0.1)) == (0.0, 1.0)
+    assert hessian_row_bound(prob) >= prob.hessian_bound()
+    # every probe the simulator draws respects the bound
+    res = simulate(prob, rules.oasis(beta=0.5, e=1e-3), gamma=0.01, steps=30, runs=8, record_every=1)
+    assert np.nanmax(res.history["G_hat"]) <= hessian_row_bound(prob) * (1 + 1e-12)
+    with pytest.raises(TypeError, match="Problem"):
+        noise_model("quadratic")
+
+
+def test_stats():
+    assert np.isclose(z_of(0.975), 1.959963984540054)
+    with pytest.raises(ValueError, match="level"):
+        z_of(1.0)
+    x = np.array([[0.0, 2.0]])
+    assert np.isclose(upper_limit(x, 0.5)[0], 1.0)
+
+
+# ----------------------------------------------------------------------------- adversarial search
+def test_adversarial_search_is_reproducible_and_does_not_break_the_bound():
+    r = search("rmsprop", "heterogeneous", maxiter=2, popsize=2, seeds=8, steps=50, refine=6, confirm_seeds=64,
+               progress=False)
+    assert r.passed and r.verdict in ("holds", "attained") and 0 < r.ratio_late_confirmed <= 1.0
+    assert r.evaluations > 0 and len(r.history) >= 3
+    prob, rule, kw = reproduce(r.params)
+    a = simulate(prob, rule, **kw).history["dist_sq"]
+    b = simulate(prob, rule, **kw).history["dist_sq"]
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (r.params["steps"] + 1, r.params["confirm_seeds"])
+    with pytest.raises(ValueError, match="theorem"):
+        search("identity", "complexity[identical]")
+    with pytest.raises(ValueError, match="seeds"):
+        search("identity", "identical", seeds=1)
+
+
+def test_adversarial_identity_uses_the_exact_expectation():
+    r = search("identity", "identical", maxiter=1, popsize=2, seeds=8, steps=40, refine=0, confirm_seeds=32,
+               progress=False)
+    assert r.exact is not None and r.exact["holds"] and r.exact["ratio_all"] <= 1 + RTOL
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SAVIC_SLOW") != "1", reason="slow (~30 s): set SAVIC_SLOW=1")
+def test_full_adversarial_search_breaks_no_bound():
+    for rule in rules.RULES:
+        for thm in ("identical", "heterogeneous"):
+            r = search(rule, thm, progress=False)
+            assert r.passed, (rule, thm, r.as_dict())
+
+
+# ----------------------------------------------------------------------------- the CLI
+def test_cli_verify_quick(tmp_path, capsys):
+    out = tmp_path / "v"
+    assert main(["verify", "--suite", "quick", "--no-progress", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "no bound violated" in text and "theorem identical: holds" in text
+    assert sorted(p.name for p in out.iterdir()) == ["plots", "report.json", "report.md"]
+
+
+def test_cli_verify_adversarial_only(tmp_path, capsys):
+    out = tmp_path / "a"
+    assert main(["verify", "--adversarial-only", "--rules", "identity", "--generations", "1", "--popsize", "1",
+                 "--no-progress", "--out", str(out)]) == 0
+    data = json.loads((out / "report.json").read_text())
+    assert len(data["adversarial"]) == 2 and data["passed"] is True
+    assert "adversarial identity/identical" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--suite", "huge"], "unknown suite 'huge'"),
+    (["--rules", "identity,lion", "--adversarial"], "unknown rule(s) in --rules: lion"),
+    (["--level", "1.5"], "--level must be in [0.5, 1)"),
+    (["--theorem", "fermat"], "unknown theorem(s) fermat"),
+    (["--generations", "0", "--adversarial"], "--generations and --popsize must be >= 1"),
+])
+def test_cli_verify_bad_input_is_one_line(tmp_path, capsys, argv, expected):
+    out = tmp_path / "never"
+    assert main(["verify", *argv, "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and expected in err and "Traceback" not in err
+    assert not out.exists()
