@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-OWN = ["quickstart.py", "heterogeneous.py"]
+OWN = ["quickstart.py", "heterogeneous.py", "verify_theorem.py"]
 
 
 def execute(path: Path, timeout: int = 120):
