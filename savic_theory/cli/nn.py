@@ -1,0 +1,66 @@
+"""``savic nn CONFIG.toml``: train ResNet18 over clients with Local SGD and SAVIC (needs PyTorch).
+
+Runs every (split, method, seed) of the config's [data], [model], [train] and [method.NAME]
+tables (keys and defaults: docs/nn-results.md) and writes into --out: config.toml,
+runs/<split>/<method>/seed<k>/history.json (per-round train loss, test accuracy, α̂, Γ̂,
+drift, ...), results.csv, summary.json and figures/rounds.png, figures/scaling.png. A
+checkpoint is written every train.checkpoint_every rounds (default 1); after an interruption,
+--resume continues with the same numbers. Under torchrun with several processes, the
+clients are spread over the processes:
+    torchrun --nproc-per-node=N -m savic_theory nn CONFIG.toml --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from ._common import UserError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("nn", help="train ResNet18 over clients with Local SGD and SAVIC (needs torch)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", metavar="CONFIG.toml", help="TOML config file")
+    p.add_argument("--out", metavar="DIR", default="results/nn/<config name>",
+                   help="result folder (default: results/nn/<config name>)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip finished runs and continue unfinished ones from their checkpoints (default: off)")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: write results.csv, summary.json and the figures from the run histories "
+                        "already in --out (default: off)")
+    p.add_argument("--data-root", metavar="DIR", default=None,
+                   help="folder of the data files, overriding data.root (default: from the config)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UserError("savic nn needs PyTorch: pip install 'savic-theory[nn]'") from None
+    from ..nn.config import load_nn_config
+    from ..nn.distributed import distributed_env, init_distributed
+    from ..nn.runner import run_experiment
+
+    cfg = load_nn_config(args.config)
+    if args.data_root is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=args.data_root))
+    out = Path("results") / "nn" / Path(args.config).stem if args.out == "results/nn/<config name>" else Path(args.out)
+    comm = device = None
+    if distributed_env():
+        comm, device = init_distributed(cfg.train.device)
+    try:
+        lead = comm is None or comm.rank == 0
+        run_experiment(cfg, out, resume=args.resume, progress=not args.no_progress, comm=comm, device=device,
+                       log=print if lead else None, report=args.report)
+        if lead:
+            print(f"wrote {out}: results.csv, summary.json, figures/rounds.png, figures/scaling.png")
+    finally:
+        if comm is not None:
+            import torch.distributed as dist
+
+            dist.barrier()  # leave together: no process tears down while another still talks
+            dist.destroy_process_group()
+    return 0

@@ -1,0 +1,321 @@
+"""Run a network experiment: every (split, method, seed) of a config, with checkpoints and results.
+
+Layout of the result folder ``OUT``::
+
+    OUT/config.toml                               the validated config (re-runnable)
+    OUT/runs/<split>/<method>/seed<k>/history.json   per-round metrics, status running|done|diverged
+    OUT/runs/<split>/<method>/seed<k>/checkpoint.pt  while a run is unfinished (and kept on request)
+    OUT/results.csv                               every round of every run, one row each (after each run)
+    OUT/summary.json                              final metrics per run and mean/std over seeds (same)
+    OUT/figures/rounds.png, OUT/figures/scaling.png
+
+A checkpoint is written every ``train.checkpoint_every`` rounds (default: every round);
+``resume=True`` skips finished runs and continues unfinished ones from their checkpoint, with
+the same numbers as an uninterrupted run. With several processes (``torch.distributed``),
+process 0 reads and writes the files and sends what the others need, so the folder need not be
+shared between machines.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..cli._common import atomic_write, progress as _progress, write_json
+from .config import NNConfig, load_nn_config
+from .data import DeviceData, ImageSet, client_parts, load_images
+from .engine import METRICS, LocalComm, Trainer
+from .methods import Objective, make_method
+from .model import ResNet18, init_params
+
+__all__ = ["run_experiment", "pick_device", "load_run_images", "REPORTED"]
+
+#: metrics summarised over seeds in ``summary.json``
+REPORTED = ("test_acc", "test_loss", "train_loss", "batch_loss", "images_per_second")
+
+
+def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
+    """The device of ``train.device``: ``auto`` is CUDA (GPU ``local_rank``) when available, else CPU.
+
+    Example
+    -------
+    >>> pick_device("cpu")
+    device(type='cpu')
+    """
+    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(f"train.device = {preference!r} but CUDA is not available here")
+    if preference.startswith("cuda:"):
+        return torch.device(preference)
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def load_run_images(cfg: NNConfig) -> ImageSet:
+    """The config's data set, restricted to the ``train_size``/``test_size`` subsets."""
+    d = cfg.data
+    images = load_images(d.dataset, d.root, n_train=d.synthetic_train, n_test=d.synthetic_test,
+                         classes=d.synthetic_classes, channels=d.synthetic_channels, size=d.synthetic_size,
+                         seed=d.split_seed)
+    rng = np.random.default_rng(np.random.SeedSequence([d.split_seed, 13]))
+    train_x, train_y, test_x, test_y = images.train_x, images.train_y, images.test_x, images.test_y
+    for key, size in (("train_size", d.train_size), ("test_size", d.test_size)):
+        if not size:
+            continue
+        n = (train_x if key == "train_size" else test_x).shape[0]
+        if size > n:
+            raise ValueError(f"data.{key} = {size} exceeds the {n} images of {images.name}")
+        rows = np.sort(rng.permutation(n)[:size])
+        if key == "train_size":
+            train_x, train_y = train_x[rows], train_y[rows]
+        else:
+            test_x, test_y = test_x[rows], test_y[rows]
+    return ImageSet(train_x, train_y, test_x, test_y, images.classes, images.name)
+
+
+def run_experiment(cfg: NNConfig, out: str | os.PathLike, *, resume: bool = False, progress: bool = True,
+                   comm=None, device: torch.device | str | None = None,
+                   on_round: Callable[[str, str, int, dict], None] | None = None,
+                   log: Callable[[str], None] | None = None, report: bool = False) -> dict:
+    """Run every ``(split, method, seed)`` of ``cfg`` and write the result folder ``out``.
+
+    Parameters
+    ----------
+    cfg : NNConfig
+    out : path
+        Result folder; an existing experiment there needs ``resume=True``.
+    resume : bool
+        Skip finished runs and continue unfinished ones from their checkpoints.
+    progress : bool
+        Show a progress bar (process 0, on a terminal).
+    comm : LocalComm or DistComm
+        Communicator; several processes run every run together, sharing its clients.
+    device : optional
+        Overrides ``cfg.train.device``.
+    on_round : callable ``(split, method, seed, record)``, optional
+        Called after each round once its checkpoint is written.
+    log : callable ``(str)``, optional
+        Receives one line per finished run (process 0 only).
+    report : bool
+        Train nothing: write ``results.csv``, ``summary.json`` and the figures from the
+        histories already in ``out`` (finished or not), e.g. after an interrupted run.
+
+    Returns
+    -------
+    dict
+        The content of ``summary.json``.
+    """
+    comm = comm or LocalComm()
+    lead = comm.rank == 0
+    out = Path(out)
+    if report:
+        return comm.broadcast_object(_report(cfg, out) if lead else None)
+    _collective(comm, lambda: _prepare_out(cfg, out, resume))
+    device = torch.device(device) if device is not None else pick_device(cfg.train.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    images = load_run_images(cfg)
+    dtype = torch.float64 if cfg.train.precision == "fp64" else torch.float32
+    runs = cfg.runs()
+    bar = _progress(len(runs) * cfg.train.rounds, "savic nn", enabled=progress and lead)
+    histories = {}
+    try:
+        for split in cfg.data.splits:
+            parts = client_parts(images.train_y, cfg.data.clients, split, alpha=cfg.data.alpha,
+                                 shards_per_client=cfg.data.shards_per_client, seed=cfg.data.split_seed)
+            data = DeviceData(images.train_x, images.train_y, parts, images.test_x, images.test_y, device=device,
+                              augment=cfg.data.augment, train_eval_size=min(cfg.data.train_eval_size,
+                                                                            images.train_x.shape[0]),
+                              seed=cfg.data.split_seed)
+            for method in cfg.train.methods:
+                for seed in cfg.train.seeds:
+                    histories[(split, method, seed)] = _run_one(cfg, out, data, images, split, method, seed,
+                                                                comm, device, dtype, resume, bar, on_round, log)
+                    if lead:  # tables after every run, so an interrupted experiment still has them
+                        _write_results(cfg, out, histories, figures=False)
+            del data
+    finally:
+        bar.close()
+    summary = None
+    if lead:
+        summary = _write_results(cfg, out, histories)
+    comm.barrier()
+    return comm.broadcast_object(summary)
+
+
+# ------------------------------------------------------------------------------ one run
+def _run_one(cfg, out, data, images, split, method_name, seed, comm, device, dtype, resume, bar, on_round, log):
+    lead = comm.rank == 0
+    run_dir = out / "runs" / split / method_name / f"seed{seed}"
+    kind, payload = _collective(comm, lambda: _read_run(run_dir, resume))
+    if kind == "finished":
+        bar.update(cfg.train.rounds)
+        return payload
+    model = ResNet18(images.classes, cfg.model.width, int(images.train_x.shape[1]), cfg.model.norm,
+                     cfg.model.norm_groups).to(device)
+    objective = Objective(model, weight_decay=cfg.train.weight_decay, precision=cfg.train.precision)
+    params = cfg.method_params(method_name)
+    method = make_method(method_name, **params)
+    trainer = Trainer(objective, data, method, init_params(model, seed, dtype), local_steps=cfg.train.local_steps,
+                      batch_size=cfg.data.batch_size, seed=seed, comm=comm, together=cfg.train.together,
+                      channels_last=cfg.train.channels_last and device.type == "cuda",
+                      eval_batch=cfg.train.eval_batch, dtype=dtype)
+    if kind == "checkpoint":
+        trainer.load_state_dict(payload)
+    else:
+        trainer.history.append(trainer.initial_metrics())
+    bar.update(trainer.round)
+    status = "running"
+    info = {"split": split, "method": method_name, "seed": seed, "params": params}
+    while trainer.round < cfg.train.rounds and status == "running":
+        record = trainer.run_round()
+        bar.update(1)
+        bar.set_postfix_str(f"{split}/{method_name}/seed{seed} acc {record['test_acc']:.3f}")
+        if not math.isfinite(record["batch_loss"]):
+            status = "diverged"
+        if status == "diverged" or trainer.round == cfg.train.rounds or trainer.round % cfg.train.checkpoint_every == 0:
+            sd = trainer.state_dict()
+            if lead:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                with atomic_write(run_dir / "checkpoint.pt", "wb") as fh:
+                    torch.save(sd, fh)
+                write_json(run_dir / "history.json", {**info, "status": "running", "history": trainer.history})
+        if on_round is not None:
+            on_round(split, method_name, seed, record)
+    if status == "diverged":
+        bar.update(cfg.train.rounds - trainer.round)
+    status = "diverged" if status == "diverged" else "done"
+    payload = {**info, "status": status, "history": trainer.history}
+    if lead:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "history.json", payload)
+        if not cfg.train.keep_checkpoints:
+            (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+        if log is not None:
+            last = trainer.history[-1]
+            log(f"{split}/{method_name}/seed{seed}: {status} after {trainer.round} rounds, test acc "
+                f"{last['test_acc']:.4f}, train loss {last['train_loss']:.4g}, "
+                f"{last['images_per_second']:,.0f} img/s")
+    return payload
+
+
+def _read_run(run_dir: Path, resume: bool):
+    hist = run_dir / "history.json"
+    ckpt = run_dir / "checkpoint.pt"
+    if resume and hist.is_file():
+        payload = json.loads(hist.read_text())
+        if payload.get("status") in ("done", "diverged"):
+            return "finished", payload
+    if resume and ckpt.is_file():
+        return "checkpoint", torch.load(ckpt, map_location="cpu", weights_only=True)
+    return "new", None
+
+
+def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> None:
+    saved = out / "config.toml"
+    if saved.is_file():
+        if not resume:
+            raise ValueError(f"{out} already holds an experiment; pass --resume to continue it or choose "
+                             "another --out")
+        old, new = load_nn_config(saved).to_dict(), cfg.to_dict()
+        for table in (old, new):  # where the run happens, not what it computes
+            table["train"].pop("threads", None)
+            table["train"].pop("device", None)
+            table["data"].pop("root", None)
+        if old != new:
+            diff = sorted(f"{t}.{k}" for t in set(old) | set(new)
+                          for k in set(old.get(t, {})) | set(new.get(t, {}))
+                          if old.get(t, {}).get(k) != new.get(t, {}).get(k))
+            raise ValueError(f"--resume: the config differs from {saved} in {', '.join(diff)}")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not an experiment folder (no config.toml); choose another --out")
+    import tomli_w
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(saved, "wb") as fh:
+        tomli_w.dump(cfg.to_dict(), fh)
+
+
+def _collective(comm, fn):
+    """Run ``fn`` on process 0 and hand its result, or its error, to every process."""
+    payload = None
+    if comm.rank == 0:
+        try:
+            payload = ("ok", fn())
+        except Exception as exc:  # handed to every process, which raise it
+            payload = ("error", exc)
+    payload = comm.broadcast_object(payload)
+    if payload[0] == "error":
+        raise payload[1]
+    return payload[1]
+
+
+# ------------------------------------------------------------------------------ results
+def _report(cfg: NNConfig, out: Path) -> dict:
+    saved = out / "config.toml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{out} holds no experiment (no config.toml) to report on")
+    histories = {}
+    for split, method, seed in cfg.runs():
+        path = out / "runs" / split / method / f"seed{seed}" / "history.json"
+        if path.is_file():
+            histories[(split, method, seed)] = json.loads(path.read_text())
+    if not histories:
+        raise ValueError(f"{out} holds no run history yet")
+    return _write_results(cfg, out, histories)
+
+
+def _write_results(cfg: NNConfig, out: Path, histories: dict, figures: bool = True) -> dict:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(("split", "method", "seed") + METRICS)
+    for (split, method, seed), payload in histories.items():
+        for rec in payload["history"]:
+            writer.writerow((split, method, seed) + tuple(rec.get(k, math.nan) for k in METRICS))
+    with atomic_write(out / "results.csv") as fh:
+        fh.write(buf.getvalue())
+    runs, table = [], {}
+    for (split, method, seed), payload in histories.items():
+        last = payload["history"][-1]
+        accs = [r["test_acc"] for r in payload["history"]]
+        runs.append({"split": split, "method": method, "seed": seed, "status": payload["status"],
+                     "rounds": last["round"], "params": payload["params"],
+                     "final": {k: last[k] for k in REPORTED},
+                     "best_test_acc": float(np.nanmax(accs)) if np.isfinite(accs).any() else math.nan})
+    for split in cfg.data.splits:
+        for method in cfg.train.methods:
+            rows = [r for r in runs if r["split"] == split and r["method"] == method]
+            if not rows:
+                continue
+            table.setdefault(split, {})[method] = {
+                k: _stats([r["final"][k] for r in rows]) for k in REPORTED} | {
+                "best_test_acc": _stats([r["best_test_acc"] for r in rows]),
+                "diverged": sum(r["status"] == "diverged" for r in rows)}
+    summary = {"runs": runs, "table": table, "config": cfg.to_dict()}
+    write_json(out / "summary.json", summary)
+    if not figures:
+        return summary
+    from .figures import plot_rounds, plot_scaling
+
+    plot_rounds(histories, out / "figures" / "rounds.png", cfg.data.splits, cfg.train.methods)
+    plot_scaling(histories, out / "figures" / "scaling.png", cfg.data.splits, cfg.train.methods)
+    return summary
+
+
+def _stats(values) -> dict:
+    v = np.asarray(values, dtype=np.float64)
+    ok = v[np.isfinite(v)]
+    if ok.size == 0:
+        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+    return {"mean": float(ok.mean()), "std": float(ok.std(ddof=1)) if ok.size > 1 else 0.0,
+            "min": float(ok.min()), "max": float(ok.max()), "n": int(ok.size)}
