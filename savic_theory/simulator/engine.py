@@ -27,7 +27,7 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
              sync_at=None, record_every: int | None = None, dtype="float64", backend=None,
              keep_iterates: bool = False, init_probes: int = 1, probes: str = "auto",
              progress: bool = False,
-             divergence_factor: float = 1e12) -> SimulationResult:
+             divergence_factor: float = 1e12, fused="auto") -> SimulationResult:
     r"""Run SAVIC (Local SGD with diagonal scaling) on ``problem``, many runs at once.
 
     Every client takes ``x_m ← x_m − γ g_m / D̂`` and the clients average at sync moments.
@@ -75,6 +75,11 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
     divergence_factor : float
         A run whose ``‖x̄−x*‖²`` exceeds ``divergence_factor · max(1, ‖x⁰−x*‖²)`` or is not
         finite is stopped with status ``"diverged"``.
+    fused : {"auto", True, False}
+        ``"auto"`` runs supported configurations (quadratics on NumPy or CuPy) on the fused
+        fast path of :mod:`savic_theory.simulator.fused`, which returns the same result;
+        ``True`` requires it (``ValueError`` saying why when unsupported); ``False`` runs the
+        reference loop below.
 
     Returns
     -------
@@ -89,6 +94,17 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
     >>> res.x.shape, res.history["dist_sq"].shape
     ((3, 4), (41,))
     """
+    # --- dispatch to the fused fast path (simulator/fused.py); this loop stays the reference ---
+    if fused is not False:
+        from .fused import simulate_fused
+
+        res = simulate_fused(fused, problem, rule, gamma, steps, sync_every, scaling, x0, noise, seed,
+                             runs=runs, sync_at=sync_at, record_every=record_every, dtype=dtype,
+                             backend=backend, keep_iterates=keep_iterates, init_probes=init_probes,
+                             probes=probes, progress=progress, divergence_factor=divergence_factor)
+        if res is not None:
+            return res
+    # --- end of dispatch ---------------------------------------------------------------------
     t_start = time.perf_counter()
     if not isinstance(problem, Problem):
         raise TypeError(f"problem must be a savic_theory Problem, got {type(problem).__name__}")

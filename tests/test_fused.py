@@ -1,0 +1,497 @@
+"""The fused fast path against the reference loop: same results, same draws, same bookkeeping.
+
+``simulate(..., fused=True)`` (NumPy, preallocated buffers, traced rule programs) is compared with
+``simulate(..., fused=False)`` (the reference loop) for every rule × scaling × problem form, with
+per-run parameter arrays, with and without noise. The CUDA kernels of the GPU path are checked
+here too, on the host: their generated source is executed elementwise with NumPy.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+from savic_theory import RULES, SCALINGS, Quadratic, rules, simulate
+from savic_theory.rules import BetaSchedule, ScalingRule, Statistic, clip
+from savic_theory.rules._base import check_e
+from savic_theory.rules._numerics import ema
+from savic_theory.simulator import fused
+from savic_theory.simulator.result import HISTORY_KEYS
+
+# The fused path changes the rounding of a step by a few ulps (the affine form x ← P⊙x + q of
+# diagonal problems, GEMM instead of mat-vec for dense ones). With γ ≤ e/L every local step is a
+# contraction, so these differences do not grow: the observed gap is ≤ 1e-14, and 1e-12 leaves
+# two orders of magnitude. The tolerance is relative to the size of each compared array
+# (norm-wise), because entries that cancel to ~0 (consensus just after a sync, coordinates of
+# x̄ − x*) have no meaningful elementwise relative error.
+RTOL = 1e-12
+R = 3
+FORMS = ("diagonal", "dense", "eigenbasis")
+
+
+def assert_close(fast, ref, rtol=RTOL, what=""):
+    fast, ref = np.asarray(fast, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    assert fast.shape == ref.shape, what
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(ref), err_msg=f"NaN pattern of {what}")
+    scale = np.nanmax(np.abs(ref)) if np.any(~np.isnan(ref)) else 0.0
+    np.testing.assert_allclose(fast, ref, rtol=rtol, atol=rtol * scale, equal_nan=True, err_msg=what)
+
+
+def assert_same_result(fast, ref, rtol=RTOL, ignore=()):
+    assert_close(fast.x, ref.x, rtol, "x")
+    assert_close(fast.x_bar, ref.x_bar, rtol, "x_bar")
+    assert_close(fast.D, ref.D, rtol, "D")
+    np.testing.assert_array_equal(fast.steps, ref.steps)
+    assert set(fast.history) == set(ref.history)
+    for key in fast.history:
+        assert_close(fast.history[key], ref.history[key], rtol, key)
+    np.testing.assert_array_equal(fast.sync_steps, ref.sync_steps)
+    assert_close(fast.drift, ref.drift, rtol, "drift")
+    assert_close(fast.drift_min, ref.drift_min, rtol, "drift_min")
+    np.testing.assert_array_equal(np.asarray(fast.status), np.asarray(ref.status))
+    np.testing.assert_array_equal(np.asarray(fast.diverged_at), np.asarray(ref.diverged_at))
+    assert fast.params.keys() == ref.params.keys()
+    for key in set(fast.params) - set(ignore):
+        np.testing.assert_array_equal(np.asarray(fast.params[key]), np.asarray(ref.params[key]), err_msg=key)
+
+
+def problem(form, seed=0, M=4, d=6, instances=None):
+    # L = 1, clip levels e ≥ 0.5 below and γ ≤ 0.3: every step is a contraction (γ/D̂ ≤ 0.6/L)
+    if instances is None:
+        return Quadratic.random(dim=d, n_clients=M, L=1.0, mu=0.1, heterogeneity=1.0, form=form,
+                                client_spectra="random", seed=seed)
+    probs = [Quadratic.random(dim=d, n_clients=M, L=1.0, mu=0.1, heterogeneity=1.0, form=form,
+                              client_spectra="random", seed=seed + i) for i in range(instances)]
+    A, b = np.stack([p.A[0] for p in probs]), np.stack([p.b[0] for p in probs])
+    return Quadratic(A=A, b=b, Q=probs[0].Q)  # Q is None except for the eigenbasis form
+
+
+def per_run_rule(name):
+    if name == "identity":
+        return rules.identity()
+    return rules.make(name, beta=np.array([0.5, 0.9, 0.99]), e=np.array([0.5, 0.6, 1.0]))
+
+
+def both(prob, rule, **kw):
+    return simulate(prob, rule, fused=True, **kw), simulate(prob, rule, fused=False, **kw)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("scaling", SCALINGS)
+@pytest.mark.parametrize("rule", list(RULES))
+def test_agrees_with_reference(rule, scaling, form, noise):
+    """Per-run γ, β, e and H (2, 3, 5: some steps sync only some runs), x⁰ away from x*."""
+    prob = problem(form, seed=3)
+    fast, ref = both(prob, per_run_rule(rule), gamma=np.array([0.1, 0.2, 0.3]), steps=31,
+                     sync_every=np.array([2, 3, 5]), scaling=scaling, noise=noise, seed=11,
+                     x0=np.full(prob.dim, 2.0), record_every=3)
+    assert_same_result(fast, ref)
+
+
+@pytest.mark.parametrize("scaling", SCALINGS)
+@pytest.mark.parametrize("rule", list(RULES))
+def test_same_random_draws(rule, scaling):
+    """A shared Generator ends in the same state: the fused path draws the same numbers."""
+    prob = problem("diagonal", seed=1)
+    gens = [np.random.default_rng(7), np.random.default_rng(7)]
+    kw = dict(gamma=0.2, steps=12, sync_every=3, scaling=scaling, noise=0.5, runs=R, probes="rademacher")
+    fast = simulate(prob, per_run_rule(rule), seed=gens[0], fused=True, **kw)
+    ref = simulate(prob, per_run_rule(rule), seed=gens[1], fused=False, **kw)
+    assert gens[0].bit_generator.state == gens[1].bit_generator.state
+    assert gens[0].standard_normal() == gens[1].standard_normal()
+    assert_same_result(fast, ref)
+
+
+@pytest.mark.parametrize("form", ["diagonal", "dense"])
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_oasis_hutchinson_probes(form, scaling):
+    """Rademacher probes (several at initialisation) are drawn in the reference's order."""
+    prob = problem(form, seed=4)
+    fast, ref = both(prob, per_run_rule("oasis"), gamma=0.2, steps=14, sync_every=np.array([2, 3, 7]),
+                     scaling=scaling, noise=0.2, seed=5, probes="rademacher", init_probes=3)
+    assert_same_result(fast, ref)
+
+
+# With local scaling, rmsprop/adam rescale every step by D̂ ≈ |g|, so a step moves by about γ
+# and a huge γ oscillates instead of diverging; those pairs are left out.
+@pytest.mark.parametrize("rule,scaling", [("identity", "global"), ("identity", "local"),
+                                          ("oasis", "global"), ("oasis", "local"),
+                                          ("rmsprop", "global"), ("adam", "global")])
+def test_divergence_handled_identically(rule, scaling):
+    """One run with a huge step diverges: same status, step, frozen iterate and NaN rows."""
+    prob = problem("diagonal", seed=2)
+    r = rules.identity() if rule == "identity" else rules.make(rule, beta=0.9, e=0.5)
+    fast, ref = both(prob, r, gamma=np.array([0.2, 40.0, 0.3]),
+                     steps=60, sync_every=4, scaling=scaling, seed=0, record_every=2)
+    assert list(ref.status) == ["ok", "diverged", "ok"]
+    assert_same_result(fast, ref)
+
+
+def test_all_runs_diverge_stops_early():
+    prob = problem("diagonal", seed=2)
+    fast, ref = both(prob, rules.adam(beta=0.9, e=0.01), gamma=50.0, steps=400, sync_every=5,
+                     runs=2, seed=0)
+    assert list(ref.status) == ["diverged", "diverged"] and ref.steps[-1] < 400
+    assert_same_result(fast, ref)
+
+
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_explicit_sync_moments_per_run_and_beta_schedule(scaling):
+    prob = problem("eigenbasis", seed=6)
+    rule = rules.adam(beta=lambda k: 1.0 - 0.5 / k, e=0.5)
+    moments = [[2, 3, 9], [4, 8, 12, 13], [1, 2, 3, 5, 8, 13]]
+    fast, ref = both(prob, rule, gamma=0.25, steps=15, sync_at=moments, scaling=scaling, noise=0.1,
+                     seed=2, keep_iterates=True)
+    assert "x_bar" in fast.history
+    assert_same_result(fast, ref)
+
+
+@pytest.mark.parametrize("form", ["diagonal", "dense", "eigenbasis"])
+def test_problem_instances_on_the_run_axis(form):
+    """A leading instance axis (one problem per run) goes through the batched mat-vec."""
+    prob = problem(form, seed=8, instances=R)
+    for scaling in SCALINGS:
+        fast, ref = both(prob, per_run_rule("rmsprop"), gamma=np.array([0.1, 0.2, 0.3]), steps=20,
+                         sync_every=4, scaling=scaling, noise=0.1, seed=1)
+        assert_same_result(fast, ref)
+
+
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_unbatched_call_and_x0_per_run(scaling):
+    prob = problem("diagonal", seed=9)
+    fast, ref = both(prob, rules.rmsprop(beta=0.9, e=0.5), gamma=0.3, steps=17, sync_every=4,
+                     scaling=scaling, noise=0.1, seed=3)
+    assert fast.x.shape == (prob.n_clients, prob.dim) and isinstance(fast.status, str)
+    assert_same_result(fast, ref)
+    x0 = np.arange(R * prob.dim, dtype=float).reshape(R, prob.dim) / 10
+    assert_same_result(*both(prob, rules.adam(beta=0.9, e=0.5), gamma=0.3, steps=9, sync_every=2,
+                             scaling=scaling, x0=x0, seed=3))
+
+
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_float32(scaling):
+    """In float32 both paths round differently; they agree to float32 precision (1e-5)."""
+    prob = problem("diagonal", seed=10)
+    fast, ref = both(prob, per_run_rule("adam"), gamma=np.array([0.1, 0.2, 0.3]), steps=25,
+                     sync_every=np.array([2, 3, 5]), scaling=scaling, noise=0.1, seed=4, dtype="float32")
+    assert_close(fast.x, ref.x, 1e-5, "x")
+    for key in HISTORY_KEYS:
+        assert_close(fast.history[key], ref.history[key], 1e-5, key)
+
+
+# --- dispatch -----------------------------------------------------------------------------
+def test_fused_true_explains_unsupported_backend():
+    prob = problem("diagonal")
+    with pytest.raises(ValueError, match="fused=True is not available: backend array_api_strict"):
+        simulate(prob, rules.adam(), gamma=0.1, steps=3, backend="array_api_strict", fused=True)
+    res = simulate(prob, rules.adam(), gamma=0.1, steps=3, backend="array_api_strict")  # "auto"
+    assert res.params["backend"] == "array_api_strict"
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None, "True"])
+def test_bad_fused_value(value):
+    with pytest.raises(ValueError, match="fused must be 'auto', True or False"):
+        simulate(problem("diagonal"), rules.adam(), gamma=0.1, steps=3, fused=value)
+
+
+@pytest.mark.parametrize("kw,exc", [
+    (dict(gamma=-1.0), ValueError), (dict(gamma="0.1"), TypeError), (dict(steps=0), ValueError),
+    (dict(sync_every=0), ValueError), (dict(dtype="float16"), ValueError),
+    (dict(x0=np.zeros(2)), ValueError), (dict(probes="hutch"), ValueError),
+    (dict(scaling="glob"), ValueError), (dict(divergence_factor=1.0), ValueError),
+    (dict(gamma=[0.1, 0.2], runs=3), ValueError), (dict(record_every=0), ValueError),
+])
+def test_bad_input_reports_the_reference_error(kw, exc):
+    """Bad input is reported by the reference loop's checks, whatever ``fused`` says."""
+    args = dict(gamma=0.1, steps=3)
+    args.update(kw)
+    messages = []
+    for mode in (True, False):
+        with pytest.raises(exc) as info:
+            simulate(problem("diagonal"), rules.adam(), fused=mode, **args)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+
+
+# --- rules the fused path was not written for ------------------------------------------------
+class _SumState(NamedTuple):
+    v: object
+
+
+def _adagrad_like(beta=0.0, e=0.5):
+    """A rule defined only by its functions: ``v_k = v_{k−1} + s_k``, ``D̂ = max(e, √v / 2)``."""
+    return ScalingRule(
+        "adagrad_like", Statistic.GRAD_SQUARED,
+        lambda s, b, xp: _SumState(s + 0.0),
+        lambda st, s, b, xp: _SumState(st.v + ema(s, s, b)),  # ema(s, s, β) = s, traced as ops
+        lambda st, xp: xp.sqrt(st.v) / 2.0,
+        BetaSchedule(beta), check_e(e), 0)
+
+
+def _branching_rule():
+    """Decides on array values in Python: the tracer cannot follow it."""
+    def update(st, s, b, xp):
+        return _SumState(st.v + s if bool(xp.max(s) > 0) else st.v)
+
+    return ScalingRule("branching", Statistic.GRAD_SQUARED, lambda s, b, xp: _SumState(s),
+                       update, lambda st, xp: xp.sqrt(st.v), BetaSchedule(0.5), check_e(0.5), 0)
+
+
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_new_rule_needs_no_kernel(scaling):
+    """A rule written only as functions runs fused (traced) and matches the reference."""
+    prob = problem("diagonal", seed=12)
+    assert fused.unsupported_reason(prob, _adagrad_like(), scaling) is None
+    fast, ref = both(prob, _adagrad_like(), gamma=0.2, steps=20, sync_every=3, scaling=scaling,
+                     noise=0.2, seed=6, runs=R)
+    assert_same_result(fast, ref)
+
+
+def test_untraceable_rule_falls_back():
+    prob = problem("diagonal", seed=12)
+    reason = fused.unsupported_reason(prob, _branching_rule(), "local")
+    assert reason is not None and "cannot be traced" in reason
+    with pytest.raises(ValueError, match="cannot be traced"):
+        simulate(prob, _branching_rule(), gamma=0.2, steps=5, scaling="local", fused=True)
+    auto = simulate(prob, _branching_rule(), gamma=0.2, steps=5, scaling="local", seed=1)
+    ref = simulate(prob, _branching_rule(), gamma=0.2, steps=5, scaling="local", seed=1, fused=False)
+    np.testing.assert_array_equal(auto.x, ref.x)  # "auto" ran the reference loop itself
+    # global scaling calls the rule functions directly at syncs, so it stays on the fused path
+    assert fused.unsupported_reason(prob, _branching_rule(), "global") is None
+
+
+# --- traced programs and generated CUDA source, checked on the host ---------------------------
+@pytest.mark.parametrize("rule", ["rmsprop", "adam", "oasis"])
+def test_traced_program_counts_and_small_state(rule):
+    full = (2, 3, 4)
+    r = rules.make(rule, beta=0.9)
+    state = r.init(np.ones(full), np.full((2, 1, 1), 0.9), np)
+    prog = fused.trace_rule(r, [np.shape(c) for c in state], full)
+    # big passes: the EMA (3) + the diagonal (√ for g⊙g rules, v/c too for adam) + clip (2)
+    expected = {"rmsprop": 3 + 1 + 2, "adam": 3 + 2 + 2, "oasis": 3 + 0 + 2}[rule]
+    assert prog.big_ops() == expected
+    assert [n.big for n in prog.state_in] == ([True, False] if rule == "adam" else [True])
+
+
+def _exec_kernel(ins, outs, body, args, dtype):
+    """Run an ElementwiseKernel's source on NumPy arrays (every statement is elementwise)."""
+    names = [p.split()[-1] for p in (ins + ", " + outs).split(",")]
+    env = dict(zip(names, args))
+    out_names = [p.split()[-1] for p in outs.split(",")]
+    lib = {"T": lambda v: np.asarray(v, dtype=dtype), "sqrt": np.sqrt, "fabs": np.abs,
+           "exp": np.exp, "log": np.log, "savic_max": np.maximum, "savic_min": np.minimum}
+    for stmt in body.replace("\n", " ").split(";"):
+        stmt = stmt.strip()
+        if not stmt:
+            continue
+        target, expr = stmt.removeprefix("const T ").split("=", 1)
+        env[target.strip()] = eval(expr, lib, env)  # noqa: S307 - our own generated source
+    return {n: np.broadcast_to(env[n], args[names.index(n)].shape) for n in out_names}
+
+
+@pytest.mark.parametrize("given_s", [False, True])
+@pytest.mark.parametrize("noisy", [False, True])
+@pytest.mark.parametrize("rule", ["rmsprop", "adam", "oasis", "adagrad_like"])
+def test_generated_local_kernel_source(rule, noisy, given_s):
+    """The local-step kernel body computes the engine's step and the rule's update."""
+    rng = np.random.default_rng(0)
+    full = (2, 3, 5)
+    r = _adagrad_like() if rule == "adagrad_like" else rules.make(rule, beta=0.8, e=0.3)
+    beta = np.array([0.8, 0.6]).reshape(2, 1, 1)
+    e = np.full((2, 1, 1), 0.3)
+    state = r.init(rng.uniform(0.1, 2.0, full), beta, np)
+    prog = fused.trace_rule(r, [np.shape(c) for c in state], full)
+    ins, outs, body, small = fused.local_kernel_source(prog, True, noisy, given_s)
+    a, b = rng.uniform(0.5, 2.0, (1, 3, 5)), rng.standard_normal((1, 3, 5))
+    x, xi = rng.standard_normal(full), rng.standard_normal(full)
+    D = rng.uniform(0.3, 2.0, full)
+    s_in = rng.uniform(0.0, 1.0, full)
+    env = {"beta": beta, "e": e}
+    env.update({f"st{i}": c for i, c in enumerate(state)})
+    params, small_state = prog.small_values(env, np)
+    args = [a, b] + ([xi] if noisy else []) + ([s_in] if given_s else []) + [np.full((2, 1, 1), 0.1)]
+    args += [params[k] for k in small]
+    big_state = [c for c, n in zip(state, prog.state_in) if n.big]
+    args += [x.copy(), D.copy()] + [c.copy() for c in big_state] + [np.empty(full), np.empty(full)]
+    got = _exec_kernel(ins, outs, body, args, np.float64)
+
+    g = a * x - b + (xi if noisy else 0.0)
+    s = s_in if given_s else g * g
+    new_state = r.update(state, s, beta, np)
+    D_new = clip(r.diagonal(new_state, np), e, np)
+    np.testing.assert_array_equal(got["x"], x - 0.1 * g / D)
+    np.testing.assert_array_equal(got["D"], D_new)
+    np.testing.assert_array_equal(got["ratio"], D_new / D)
+    np.testing.assert_array_equal(got["sabs"], np.abs(s))
+    big_new = [c for c, n in zip(new_state, prog.state_in) if n.big]
+    for name, want in zip([n.name for n in prog.state_in if n.big], big_new):
+        np.testing.assert_array_equal(got[name], want)
+    small_new = [c for c, n in zip(new_state, prog.state_in) if not n.big]
+    for got_c, want in zip(small_state, small_new):
+        np.testing.assert_array_equal(got_c, want)
+
+
+@pytest.mark.parametrize("inline,noisy,with_stat", list(itertools.product([True, False], [True, False], [True, False])))
+def test_generated_step_kernel_source(inline, noisy, with_stat):
+    rng = np.random.default_rng(1)
+    full = (2, 3, 4)
+    a, b, g = rng.uniform(0.5, 2.0, (1, 3, 4)), rng.standard_normal((1, 3, 4)), rng.standard_normal(full)
+    x, xi, D = rng.standard_normal(full), rng.standard_normal(full), rng.uniform(0.5, 2.0, (2, 1, 4))
+    gamma = np.array([0.1, 0.2]).reshape(2, 1, 1)
+    ins, outs, body = fused.step_kernel_source(inline, noisy, with_stat)
+    args = ([a, b] + ([xi] if noisy else []) if inline else [g]) + [gamma, D, x.copy()]
+    args += [np.empty(full)] if with_stat else []
+    got = _exec_kernel(ins, outs, body, args, np.float64)
+    gr = (a * x - b + (xi if noisy else 0.0)) if inline else g
+    np.testing.assert_array_equal(got["x"], x - gamma * gr / D)
+    if with_stat:
+        np.testing.assert_array_equal(got["s"], gr * gr)
+
+
+def test_cuda_preamble_max_propagates_nan():
+    """The kernels' max/min must propagate NaN like NumPy (C's fmax would drop it)."""
+    assert "a != a" in fused._CUDA_PREAMBLE and "fmax" not in fused._CUDA_PREAMBLE
+
+
+# --- the GPU code path, run on the host through an emulated CuPy ------------------------------
+class _FakeDeviceArray(np.ndarray):
+    """A NumPy array with CuPy's host-transfer methods."""
+
+    def get(self):
+        return np.array(self)
+
+    def set(self, host):
+        assert host.shape == self.shape and host.dtype == self.dtype
+        self[...] = host
+
+
+def _dev(v):
+    if isinstance(v, np.ndarray) and not isinstance(v, _FakeDeviceArray):
+        return v.view(_FakeDeviceArray)
+    if isinstance(v, tuple):
+        return tuple(_dev(u) for u in v)
+    return v
+
+
+class _FakeElementwiseKernel:
+    """cupy.ElementwiseKernel executed statement by statement with NumPy broadcasting."""
+
+    def __init__(self, in_params, out_params, operation, name="kernel", preamble=""):
+        self.ins, self.outs, self.body = in_params, out_params, operation
+        for p in (in_params + ", " + out_params).split(","):
+            assert p.split()[0] == "T" and not p.split()[-1].startswith("_"), p
+
+    def __call__(self, *args):
+        n_in = len(self.ins.split(","))
+        outs = args[n_in:]
+        shape = np.broadcast_shapes(*(np.shape(a) for a in args))
+        assert all(o.shape == shape for o in outs), "outputs must have the broadcast shape"
+        got = _exec_kernel(self.ins, self.outs, self.body, [np.asarray(a) for a in args], outs[0].dtype)
+        for o, name in zip(outs, [p.split()[-1] for p in self.outs.split(",")]):
+            o[...] = got[name]
+
+
+class _FakeRawKernel:
+    """The client-average RawKernel, emulated: mean over clients, optional write-back."""
+
+    def __init__(self, code, name):
+        assert name == "savic_client_mean" and "TYPE" not in code
+
+    def __call__(self, grid, block, args):
+        x, xbar, sync, R, M, d, write_back = args
+        assert grid[0] * block[0] >= R * d and x.flags.c_contiguous
+        xs = np.asarray(x).reshape(int(R), int(M), int(d))
+        xbar[...] = np.mean(xs, axis=1, keepdims=True)
+        if write_back:
+            view = x.reshape(int(R), int(M), int(d))
+            np.copyto(view, np.asarray(xbar), where=np.asarray(sync)[:, None, None])
+
+
+def _fake_cupy():
+    import types
+
+    mod = types.ModuleType("cupy")
+
+    def __getattr__(name):
+        attr = getattr(np, name)
+        if callable(attr) and not isinstance(attr, type):
+            return lambda *a, **k: _dev(attr(*a, **k))
+        return attr
+
+    mod.__getattr__ = __getattr__
+    mod.ElementwiseKernel, mod.RawKernel, mod.ndarray = _FakeElementwiseKernel, _FakeRawKernel, _FakeDeviceArray
+    return mod
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    import sys
+
+    mod = _fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", mod)
+    fused._cuda_elementwise.cache_clear()
+    fused._cuda_mean_kernel.cache_clear()
+    yield mod
+    fused._cuda_elementwise.cache_clear()  # never leave emulated kernels in the caches
+    fused._cuda_mean_kernel.cache_clear()
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("scaling", SCALINGS)
+@pytest.mark.parametrize("rule", list(RULES))
+def test_gpu_code_path_on_emulated_cupy(fake_cupy, rule, scaling, form, noise):
+    """The GPU path's host logic (buffers, kernel arguments, averaging, recording) with CuPy
+    replaced by NumPy: it must give the reference's results. Compilation and device numerics
+    are checked by tests/test_gpu.py on a machine with a GPU."""
+    prob = problem(form, seed=3)
+    kw = dict(gamma=np.array([0.1, 0.2, 0.3]), steps=23, sync_every=np.array([2, 3, 5]),
+              scaling=scaling, noise=noise, seed=11, x0=np.full(prob.dim, 2.0), record_every=3)
+    gpu = simulate(prob, per_run_rule(rule), backend=fake_cupy, fused=True, **kw)
+    ref = simulate(prob, per_run_rule(rule), fused=False, **kw)
+    assert gpu.params["backend"] == "cupy"
+    assert_same_result(gpu, ref, ignore=("backend",))
+
+
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_gpu_code_path_probes_and_divergence(fake_cupy, scaling):
+    prob = problem("dense", seed=5)
+    kw = dict(gamma=np.array([0.2, 40.0, 0.3]), steps=30, sync_every=4, scaling=scaling, noise=0.2,
+              seed=2, probes="rademacher", init_probes=2)
+    gpu = simulate(prob, per_run_rule("oasis"), backend=fake_cupy, fused=True, **kw)
+    ref = simulate(prob, per_run_rule("oasis"), fused=False, **kw)
+    assert list(ref.status) == ["ok", "diverged", "ok"]
+    assert_same_result(gpu, ref, ignore=("backend",))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    failures, tried = doctest.testmod(fused, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert tried > 0 and failures == 0
+
+
+# --- `savic bench` --------------------------------------------------------------------------
+def test_cli_bench_times_and_checks(tmp_path, capsys):
+    import json
+
+    from savic_theory.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--runs", "2", "--clients", "3", "--dim", "5", "--steps", "6", "--repeats", "1",
+                 "--scaling", "local", "--reference", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "fused path:" in text and "reference loop:" in text
+    data = json.loads(out.read_text())
+    assert data["fused_ms_per_step"] > 0 and data["relative_gap"] <= RTOL
+
+
+def test_cli_bench_bad_arguments_are_one_line_errors(capsys):
+    from savic_theory.cli import main
+
+    assert main(["bench", "--steps", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["savic bench: error: --steps must be >= 1, got 0"]
