@@ -72,6 +72,7 @@ def compare(cfg=CONFIG, repeats=5, slow_repeats=3, torch=True, log=print) -> dic
     methods = [
         ("simulate, fused (float64)", "global", lambda: _simulate(prob, cfg, fused=True), False),
         ("simulate, fused (float32)", "global", lambda: _simulate(prob, cfg, fused=True, dtype="float32"), False),
+        ("simulate, fused, NumPy ufuncs only (float64)", "global", lambda: _simulate(prob, cfg, fused="numpy"), False),
         ("simulate, reference loop (float64)", "global", lambda: _simulate(prob, cfg, fused=False), False),
         ("NumPy per-client loop (float64)", "global", lambda: baselines.numpy_loop(**_loop_args(prob, cfg)), True),
         ("NumPy per-client loop (float32)", "global",
@@ -128,6 +129,8 @@ def compare(cfg=CONFIG, repeats=5, slow_repeats=3, torch=True, log=print) -> dic
     ratios = {"numpy loop / fused (float64)": t["NumPy per-client loop (float64)"] / f64,
               "numpy loop / fused (float32)": t["NumPy per-client loop (float32)"] / f32,
               "reference loop / fused (float64)": t["simulate, reference loop (float64)"] / f64,
+              "numpy loop / fused NumPy ufuncs only (float64)": t["NumPy per-client loop (float64)"]
+              / t["simulate, fused, NumPy ufuncs only (float64)"],
               "numpy loop / fused, σ² = 1": t["NumPy per-client loop (float64), σ² = 1"]
               / t["simulate, fused (float64), σ² = 1"]}
     if torch:
@@ -160,6 +163,7 @@ def scaling(sweeps=SWEEPS, repeats=3, log=print) -> dict:
             row = {axis: v, "coordinates": R * M * d}
             for label, kw in (("fused float64", dict(fused=True)),
                               ("fused float32", dict(fused=True, dtype="float32")),
+                              ("fused NumPy-only float64", dict(fused="numpy")),
                               ("reference float64", dict(fused=False))):
                 row[label] = 1e3 * steady_step_time(
                     lambda n: _simulate(prob, cfg, steps=n, **kw), repeats)

@@ -91,6 +91,110 @@ def test_agrees_with_reference(rule, scaling, form, noise):
     assert_same_result(fast, ref)
 
 
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+@pytest.mark.parametrize("scaling", SCALINGS)
+@pytest.mark.parametrize("rule", list(RULES))
+def test_numpy_fused_path_agrees_with_reference(rule, scaling, noise):
+    """``fused="numpy"`` (what runs where Numba is missing): NumPy ufuncs alone, same contract."""
+    prob = problem("diagonal", seed=3)
+    kw = dict(gamma=np.array([0.1, 0.2, 0.3]), steps=31, sync_every=np.array([2, 3, 5]),
+              scaling=scaling, noise=noise, seed=11, x0=np.full(prob.dim, 2.0), record_every=3)
+    fast = simulate(prob, per_run_rule(rule), fused="numpy", **kw)
+    ref = simulate(prob, per_run_rule(rule), fused=False, **kw)
+    assert_same_result(fast, ref)
+
+
+def test_without_numba_auto_runs_the_numpy_path(monkeypatch):
+    """Where Numba cannot be imported, ``fused="auto"`` gives the ``fused="numpy"`` numbers."""
+    prob = problem("diagonal", seed=3)
+    kw = dict(gamma=0.2, steps=23, sync_every=4, runs=R, seed=1, noise=0.1)
+    want = simulate(prob, rules.adam(beta=0.9, e=0.5), fused="numpy", **kw)
+    monkeypatch.setattr(fused, "_compiled_kernels", lambda: None)
+    got = simulate(prob, rules.adam(beta=0.9, e=0.5), fused="auto", **kw)
+    _bitwise_same(got, want)
+
+
+def _bitwise_same(a, b, dtype="float64"):
+    # the consensus error is summed over d in another order: a relative gap of at most a few
+    # (d/8 + 3) units of round-off (d = 21 here), 1e-14 in float64 and 2e-6 in float32
+    consensus_rtol = 1e-14 if dtype == "float64" else 2e-6
+    for name in ("x", "x_bar", "D", "drift", "drift_min"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    for key in a.history:
+        if key == "consensus":
+            assert_close(a.history[key], b.history[key], consensus_rtol, key)
+        else:
+            np.testing.assert_array_equal(a.history[key], b.history[key], err_msg=key)
+    np.testing.assert_array_equal(np.asarray(a.diverged_at), np.asarray(b.diverged_at))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+@pytest.mark.parametrize("sync_every", [4, (2, 3, 5)])
+@pytest.mark.parametrize("rule,scaling", [("identity", "global"), ("identity", "local"),
+                                          ("rmsprop", "global"), ("adam", "global"),
+                                          ("oasis", "global"), ("adam", "local")])
+def test_compiled_kernels_compute_the_numpy_paths_numbers(rule, scaling, sync_every,
+                                                          noise, dtype):
+    """The Numba kernels do the NumPy fused path's operations in its order: equal bit for bit.
+
+    Covers multi-step segments, the one-pass sync step (rmsprop/adam statistic, identity
+    without one), per-run γ, β, e and H, problem instances, noise and float32; the consensus
+    error is summed over coordinates in another order, so it is compared to 1e-14.
+    """
+    pytest.importorskip("numba")
+    prob = problem("diagonal", seed=5, M=5, d=21, instances=R if noise else None)
+    kw = dict(gamma=np.array([0.1, 0.2, 0.3]), steps=37, sync_every=np.array(sync_every),
+              scaling=scaling, noise=noise, seed=2, record_every=5, dtype=dtype,
+              x0=np.full(prob.dim, 2.0), fused=True)
+    compiled = simulate(prob, per_run_rule(rule), **kw)
+    plain = simulate(prob, per_run_rule(rule), **dict(kw, fused="numpy"))
+    _bitwise_same(compiled, plain, dtype)
+
+
+def test_compiled_overflowing_run_stops_like_numpy():
+    """A run started at 1e160 overflows g ⊙ g to inf at once: it is reported diverged at step 0
+    (no warning) by the reference, the NumPy fused path and the compiled kernels alike."""
+    pytest.importorskip("numba")
+    prob = problem("diagonal", seed=2)
+    x0 = np.ones((R, prob.dim))
+    x0[1] = 1e160
+    kw = dict(gamma=0.2, steps=40, sync_every=4, seed=0, record_every=4, x0=x0, fused=True)
+    compiled = simulate(prob, rules.adam(beta=0.9, e=0.5), **kw)
+    plain = simulate(prob, rules.adam(beta=0.9, e=0.5), **dict(kw, fused="numpy"))
+    ref = simulate(prob, rules.adam(beta=0.9, e=0.5), **dict(kw, fused=False))
+    for res in (ref, plain):
+        assert list(res.status) == ["ok", "diverged", "ok"] and list(res.diverged_at) == [-1, 0, -1]
+    assert_close(plain.x[[0, 2]], ref.x[[0, 2]], RTOL, "x of the runs that did not diverge")
+    _bitwise_same(compiled, plain)
+
+
+@pytest.mark.parametrize("noisy", [False, True])
+def test_compiled_sync_step_against_numpy_operations(noisy):
+    """One sync step of the kernel against the NumPy operations, NaN and inf entries included:
+    the maximum of ``g ⊙ g`` propagates NaN as ``np.max`` does."""
+    kernels = pytest.importorskip("savic_theory.simulator._cpu_kernels")
+    rng = np.random.default_rng(0)
+    Rk, M, d = 4, 3, 10
+    x = rng.standard_normal((Rk, M, d))
+    x[1, 2, 7] = np.nan
+    x[2, 0, 3] = np.inf
+    a, b = rng.random((1, M, d)) + 0.5, rng.standard_normal((1, M, d))
+    c = rng.random((Rk, 1, d)) * 0.1
+    xi = rng.standard_normal((Rk, M, d))
+    g = a * x - b + (xi if noisy else 0.0)
+    s = g * g
+    want = x * (1.0 - c * a) + c * b - (xi * c if noisy else 0.0)
+    xbar, sbar, smax = np.empty((Rk, 1, d)), np.empty((Rk, 1, d)), np.empty(Rk)
+    with np.errstate(invalid="ignore"):
+        kernels.sync_step(x, a, b, c, xi, noisy, True, np.float64(M), xbar, sbar, smax)
+        np.testing.assert_array_equal(xbar, np.mean(want, axis=1, keepdims=True))
+        np.testing.assert_array_equal(x, np.broadcast_to(xbar, x.shape))
+        np.testing.assert_array_equal(sbar, np.mean(s, axis=1, keepdims=True))
+        np.testing.assert_array_equal(smax, np.max(s, axis=(1, 2)))
+    assert np.isnan(smax[1]) and np.isinf(smax[2])
+
+
 @pytest.mark.parametrize("scaling", SCALINGS)
 @pytest.mark.parametrize("rule", list(RULES))
 def test_same_random_draws(rule, scaling):
@@ -193,7 +297,7 @@ def test_fused_true_explains_unsupported_backend():
 
 @pytest.mark.parametrize("value", ["yes", 1, None, "True"])
 def test_bad_fused_value(value):
-    with pytest.raises(ValueError, match="fused must be 'auto', True or False"):
+    with pytest.raises(ValueError, match="fused must be 'auto', True, 'numpy' or False"):
         simulate(problem("diagonal"), rules.adam(), gamma=0.1, steps=3, fused=value)
 
 
@@ -484,7 +588,7 @@ def test_cli_bench_times_and_checks(tmp_path, capsys):
     assert main(["bench", "--runs", "2", "--clients", "3", "--dim", "5", "--steps", "6", "--repeats", "1",
                  "--scaling", "local", "--reference", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "fused path:" in text and "reference loop:" in text
+    assert "fused path (auto):" in text and "reference loop:" in text
     data = json.loads(out.read_text())
     assert data["fused_ms_per_step"] > 0 and data["relative_gap"] <= RTOL
 

@@ -4,6 +4,7 @@ Times whole ``simulate`` calls (median of ``--repeats`` after one warm-up) on a 
 quadratic with heterogeneous clients and prints milliseconds per step with the machine they were
 measured on. ``--suite cpu|gpu|all`` instead runs the benchmark suite of a source checkout
 (``python -m benchmarks``: comparisons with per-client NumPy/PyTorch loops, scaling plots).
+Every option can also come from the ``[bench]`` table of a TOML file (``--config``).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import time
 
 import numpy as np
 
-from ._common import UserError, write_json
+from ._common import UserError, add_config_option, write_json
 
 _RULES = ("identity", "rmsprop", "adam", "oasis")
 
@@ -32,19 +33,24 @@ def add_parser(sub) -> None:
                    help="global or local scaling (default: global)")
     p.add_argument("--sync-every", type=int, default=10, metavar="H", help="sync period H (default: 10)")
     p.add_argument("--steps", type=int, default=200, metavar="T", help="local steps per run (default: 200)")
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="(default: float64)")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="floating-point type (default: float64)")
     p.add_argument("--noise", type=float, default=0.0, metavar="SIGMA2",
                    help="gradient noise σ² = E‖ξ‖² (default: 0)")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy", help="(default: numpy)")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy", help="array backend (default: numpy)")
+    p.add_argument("--fused", choices=("auto", "numpy"), default="auto",
+                   help="fused path: 'auto' uses the compiled CPU kernels where Numba is installed, "
+                        "'numpy' NumPy ufuncs only (default: auto)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls; the median is reported (default: 5)")
     p.add_argument("--reference", action="store_true",
                    help="also time the reference loop (fused=False) and check both agree (default: off)")
-    p.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
+    p.add_argument("--json", metavar="FILE", help="also write the measurements as JSON (default: none)")
     p.add_argument("--suite", choices=("cpu", "gpu", "all"),
-                   help="run the benchmark suite of a source checkout instead (python -m benchmarks)")
+                   help="run the benchmark suite of a source checkout instead (python -m benchmarks; "
+                        "default: none, time one configuration)")
     p.add_argument("--out", metavar="DIR", default="docs/performance",
                    help="with --suite: folder for results and plots (default: docs/performance)")
-    p.add_argument("--quick", action="store_true", help="with --suite: fewer points and repeats")
+    p.add_argument("--quick", action="store_true", help="with --suite: fewer points and repeats (default: off)")
+    add_config_option(p, "bench")
     p.set_defaults(handler=run)
 
 
@@ -87,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"problem: diagonal quadratic, {args.runs} runs × {args.clients} clients × d = {args.dim}, "
           f"{args.rule} ({args.scaling}), H = {args.sync_every}, {args.steps} steps, σ² = {args.noise:g}, "
           f"{args.dtype} on {args.backend}")
-    t_fused, res = timed(True)
+    t_fused, res = timed(True if args.fused == "auto" else "numpy")
     out = {"machine": {"cpu": cpu, "logical_cores": os.cpu_count(), "numpy": np.__version__},
-           "args": {k: v for k, v in vars(args).items() if k != "handler"},
+           "args": {k: v for k, v in vars(args).items() if k != "handler" and not k.startswith("config_")},
            "fused_ms_per_step": 1e3 * t_fused / args.steps}
-    print(f"fused path: {1e3 * t_fused / args.steps:.3f} ms/step "
+    print(f"fused path ({args.fused}): {1e3 * t_fused / args.steps:.3f} ms/step "
           f"(whole run {t_fused:.3g} s, median of {args.repeats})")
     if res.diverged:
         print(f"note: {int(np.sum(np.asarray(res.status) == 'diverged'))} runs diverged; the loop stops "

@@ -75,11 +75,12 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
     divergence_factor : float
         A run whose ``‖x̄−x*‖²`` exceeds ``divergence_factor · max(1, ‖x⁰−x*‖²)`` or is not
         finite is stopped with status ``"diverged"``.
-    fused : {"auto", True, False}
+    fused : {"auto", True, "numpy", False}
         ``"auto"`` runs supported configurations (quadratics on NumPy or CuPy) on the fused
-        fast path of :mod:`savic_theory.simulator.fused`, which returns the same result;
-        ``True`` requires it (``ValueError`` saying why when unsupported); ``False`` runs the
-        reference loop below.
+        fast path of :mod:`savic_theory.simulator.fused`, which returns the same result, with
+        compiled CPU kernels where Numba is installed; ``True`` requires it (``ValueError``
+        saying why when unsupported); ``"numpy"`` requires it without the compiled kernels
+        (NumPy ufuncs only); ``False`` runs the reference loop below.
 
     Returns
     -------
@@ -198,23 +199,25 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
 
     # --- initial scaling from S(x⁰) -----------------------------------------------------
     k = np.zeros(R, dtype=np.int64)  # updates folded into the state so far (per run)
-    if rule.is_static:
-        s0 = xp.zeros((R, 1 if not local else M, d), dtype=dt)
-    else:
-        sample0 = oracle.draw(rng, R)
-        g0 = oracle.grad(x, sample0)
-        s0 = statistic(x, sample0, g0)
-        for _ in range(init_probes - 1 if rule.statistic is Statistic.HESSIAN_PROBE and not exact_probe else 0):
-            s0 = s0 + statistic(x, sample0, g0)
-        if rule.statistic is Statistic.HESSIAN_PROBE and init_probes > 1 and not exact_probe:
-            s0 = s0 / init_probes
-        s0_max = xp.max(xp.abs(s0), axis=(1, 2))
-        if not local:
-            s0 = xp.mean(s0, axis=1, keepdims=True)
-    k += rule.init_updates
-    stat_max = xp.zeros((R,), dtype=dt) if rule.is_static else s0_max
-    state = rule.init(s0, beta_of(np.ones(R, dtype=np.int64)), xp)
-    D = clip(rule.diagonal(state, xp), e_x, xp)
+    # an overflowing start is reported as a diverged run at step 0, not as a warning
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        if rule.is_static:
+            s0 = xp.zeros((R, 1 if not local else M, d), dtype=dt)
+        else:
+            sample0 = oracle.draw(rng, R)
+            g0 = oracle.grad(x, sample0)
+            s0 = statistic(x, sample0, g0)
+            for _ in range(init_probes - 1 if rule.statistic is Statistic.HESSIAN_PROBE and not exact_probe else 0):
+                s0 = s0 + statistic(x, sample0, g0)
+            if rule.statistic is Statistic.HESSIAN_PROBE and init_probes > 1 and not exact_probe:
+                s0 = s0 / init_probes
+            s0_max = xp.max(xp.abs(s0), axis=(1, 2))
+            if not local:
+                s0 = xp.mean(s0, axis=1, keepdims=True)
+        k += rule.init_updates
+        stat_max = xp.zeros((R,), dtype=dt) if rule.is_static else s0_max
+        state = rule.init(s0, beta_of(np.ones(R, dtype=np.int64)), xp)
+        D = clip(rule.diagonal(state, xp), e_x, xp)
 
     # --- bookkeeping ----------------------------------------------------------------------
     rec_steps: list[int] = []

@@ -537,6 +537,15 @@ def unsupported_reason(problem, rule, scaling="global", backend=None, x0=None) -
     return None
 
 
+def _compiled_kernels():
+    """The Numba kernels of :mod:`._cpu_kernels`, or ``None`` where Numba is not installed."""
+    try:
+        from . import _cpu_kernels
+    except ImportError:
+        return None
+    return _cpu_kernels
+
+
 def _probe_state_shapes(rule, full):
     R = full[0]
     beta = np.full((R, 1, 1), 0.5)
@@ -556,20 +565,21 @@ def simulate_fused(mode, problem, rule, gamma, steps, sync_every=1, scaling="glo
                    probes="auto", progress=False, divergence_factor=1e12):
     """Run ``simulate`` on the fused path; ``None`` when the reference loop should run instead.
 
-    ``mode`` is ``"auto"`` (fused when supported) or ``True`` (fused or a ``ValueError`` saying
-    why not). Bad input returns ``None`` so that the reference loop reports it with its own
+    ``mode`` is ``"auto"`` (fused when supported), ``True`` (fused or a ``ValueError`` saying
+    why not) or ``"numpy"`` (as ``True``, without the compiled CPU kernels). Bad input returns ``None`` so that the reference loop reports it with its own
     messages. The other parameters are those of :func:`savic_theory.simulate`.
     """
     t_start = time.perf_counter()
-    if not (mode is True or (isinstance(mode, str) and mode == "auto")):
-        raise ValueError(f"fused must be 'auto', True or False, got {mode!r}")
+    if not (mode is True or (isinstance(mode, str) and mode in ("auto", "numpy"))):
+        raise ValueError(f"fused must be 'auto', True, 'numpy' or False, got {mode!r}")
+    required = mode is True or mode == "numpy"
     try:
         reason = unsupported_reason(problem, rule, scaling, backend, x0)
     except (TypeError, ValueError):
         return None
     if reason is not None:
-        if mode is True:
-            raise ValueError(f"fused=True is not available: {reason}")
+        if required:
+            raise ValueError(f"fused={mode!r} is not available: {reason}")
         return None
     try:
         setup = _prepare(problem, rule, gamma, steps, sync_every, scaling, x0, noise, seed,
@@ -582,10 +592,11 @@ def simulate_fused(mode, problem, rule, gamma, steps, sync_every=1, scaling="glo
             full = (setup.R, setup.M, setup.d)
             RuleProgram(setup.rule, _probe_state_shapes(setup.rule, full), full)
         except Untraceable as exc:
-            if mode is True:
-                raise ValueError(f"fused=True is not available: rule {setup.rule.name!r} "
+            if required:
+                raise ValueError(f"fused={mode!r} is not available: rule {setup.rule.name!r} "
                                  f"cannot be traced for local scaling ({exc})") from None
             return None
+    setup.compiled = mode != "numpy"
     return _run(setup, t_start)
 
 
@@ -615,6 +626,7 @@ class _Setup:
     dtype: Any
     keep_iterates: bool
     progress: bool
+    compiled: bool = True  # CPU: use the Numba kernels where they are installed
 
 
 def _prepare(problem, rule, gamma, steps, sync_every, scaling, x0, noise, seed, runs, sync_at,
@@ -731,28 +743,30 @@ def _run(S: _Setup, t_start: float) -> SimulationResult:
 
     # --- initial scaling from S(x⁰): the engine's code, run once -------------------------
     k = np.zeros(R, dtype=np.int64)
-    if rule.is_static:
-        s0 = xp.zeros((R, 1 if not local else M, d), dtype=dt)
-    elif grad_sq and not gpu:  # the same draw and g ⊙ g, in the run's buffers
-        s0 = ops.initial_grad_squared(rng)
-        s0_max = np.max(s0, axis=(1, 2))  # s0 ≥ 0, so max|s0| = max s0
-        if not local:
-            s0 = np.mean(s0, axis=1, keepdims=True)
-    else:
-        sample0 = oracle.draw(rng, R)
-        g0 = oracle.grad(x, sample0)
-        s0 = statistic(x, sample0, g0)
-        for _ in range(S.init_probes - 1 if probe_stat and not exact_probe else 0):
-            s0 = s0 + statistic(x, sample0, g0)
-        if probe_stat and S.init_probes > 1 and not exact_probe:
-            s0 = s0 / S.init_probes
-        s0_max = xp.max(xp.abs(s0), axis=(1, 2))
-        if not local:
-            s0 = xp.mean(s0, axis=1, keepdims=True)
-    k += rule.init_updates
-    stat_max = xp.zeros((R,), dtype=dt) if rule.is_static else s0_max
-    state = rule.init(s0, beta_of(np.ones(R, dtype=np.int64)), xp)
-    D = clip(rule.diagonal(state, xp), e_x, xp)
+    # an overflowing start is reported as a diverged run at step 0, not as a warning
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        if rule.is_static:
+            s0 = xp.zeros((R, 1 if not local else M, d), dtype=dt)
+        elif grad_sq and not gpu:  # the same draw and g ⊙ g, in the run's buffers
+            s0 = ops.initial_grad_squared(rng)
+            s0_max = np.max(s0, axis=(1, 2))  # s0 ≥ 0, so max|s0| = max s0
+            if not local:
+                s0 = np.mean(s0, axis=1, keepdims=True)
+        else:
+            sample0 = oracle.draw(rng, R)
+            g0 = oracle.grad(x, sample0)
+            s0 = statistic(x, sample0, g0)
+            for _ in range(S.init_probes - 1 if probe_stat and not exact_probe else 0):
+                s0 = s0 + statistic(x, sample0, g0)
+            if probe_stat and S.init_probes > 1 and not exact_probe:
+                s0 = s0 / S.init_probes
+            s0_max = xp.max(xp.abs(s0), axis=(1, 2))
+            if not local:
+                s0 = xp.mean(s0, axis=1, keepdims=True)
+        k += rule.init_updates
+        stat_max = xp.zeros((R,), dtype=dt) if rule.is_static else s0_max
+        state = rule.init(s0, beta_of(np.ones(R, dtype=np.int64)), xp)
+        D = clip(rule.diagonal(state, xp), e_x, xp)
 
     program = None
     if local and not rule.is_static:
@@ -800,17 +814,37 @@ def _run(S: _Setup, t_start: float) -> SimulationResult:
         from ..cli._common import progress as _progress
 
         bar = _progress(steps, f"simulate {rule.name}/{S.scaling} (fused)")
+    # noise-free steps with D̂ fixed and no event before the next sync or record: one call
+    skip = not problem.noise and (rule.is_static or not local)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         record(0)
-        for t in range(steps):
+        t = 0
+        while t < steps:
             if not alive.any():
                 break
+            if skip:
+                next_record = min((t // record_every + 1) * record_every, steps)
+                n = min(schedule.next_sync(t) - 1, next_record) - t
+                if n > 1:
+                    ops.plain_steps(n, D)
+                    t += n
+                    if t == next_record:
+                        record(t)
+                    if bar is not None:
+                        bar.update(t - bar.n)
+                    continue
             t1 = t + 1
+            t = t1
             xi = ops.draw_noise(rng)
             sync = schedule.is_sync(t1)
             any_sync = bool(sync.any())
+            all_sync = bool(sync.all())
+            averaged = False
             if rule.is_static or not (local or any_sync):
-                ops.plain_step(xi, D)
+                if rule.is_static and all_sync and not local:
+                    averaged = ops.sync_and_average(xi, D, False) is not None
+                if not averaged:
+                    ops.plain_step(xi, D)
                 s = None
             elif local:
                 s_given = None if grad_sq else statistic(x, None, None)
@@ -822,14 +856,19 @@ def _run(S: _Setup, t_start: float) -> SimulationResult:
                 run_min = lo if run_min is None else xp.minimum(run_min, lo)
                 D = D_new
             else:
-                s, s_max = ops.sync_step(xi, D, None if grad_sq else (lambda: statistic(x, None, None)))
-                if bool(sync.all()):
+                one_pass = ops.sync_and_average(xi, D, True) if grad_sq and all_sync else None
+                if one_pass is not None:  # step, average and client mean of s in one pass
+                    s_mean, s_max = one_pass
+                    averaged = True
+                else:
+                    s, s_max = ops.sync_step(xi, D, None if grad_sq else (lambda: statistic(x, None, None)))
+                if all_sync:
                     stat_max = xp.maximum(stat_max, s_max)
                 else:
                     stat_max = xp.where(xp.asarray(sync), xp.maximum(stat_max, s_max), stat_max)
             if any_sync:
-                all_sync = bool(sync.all())
-                ops.average(None if all_sync else sync)
+                if not averaged:
+                    ops.average(None if all_sync else sync)
                 if rule.is_static:
                     hi_h = lo_h = np.ones(R)
                 elif local:
@@ -839,7 +878,9 @@ def _run(S: _Setup, t_start: float) -> SimulationResult:
                     run_min = xp.where(reset, xp.full((R,), xp.inf, dtype=dt), run_min)
                 else:
                     k[sync] += 1
-                    new_state = rule.update(state, ops.client_mean(s), beta_of(k), xp)
+                    if not averaged:
+                        s_mean = ops.client_mean(s)
+                    new_state = rule.update(state, s_mean, beta_of(k), xp)
                     D_new = clip(rule.diagonal(new_state, xp), e_x, xp)
                     ratio = D_new / D
                     hi_h = to_numpy(xp.max(ratio, axis=(1, 2)))
@@ -903,7 +944,20 @@ def _run(S: _Setup, t_start: float) -> SimulationResult:
 # =========================================================================================
 # CPU: NumPy with preallocated buffers
 # =========================================================================================
-class _CPUOps:
+class _Ops:
+    """What both back ends share: defaults that a back end may replace with a faster kernel."""
+
+    def plain_steps(self, n, D):
+        """``n`` noise-free steps with ``D̂`` fixed (no sync, record or draw in between)."""
+        for _ in range(n):
+            self.plain_step(None, D)
+
+    def sync_and_average(self, xi, D, with_stat):
+        """The step before a sync of every run and the average in one pass, or ``None``."""
+        return None
+
+
+class _CPUOps(_Ops):
     """The array work of one fused run on the host; every full-size array is allocated once.
 
     Attributes used by the loop: ``x`` (the iterate buffer, updated in place).
@@ -927,6 +981,13 @@ class _CPUOps:
         self._xbar_k = np.empty((S.R, 1, S.d), dtype=self.dt)
         self._P = self._q = self._c = None
         self._affine = self.form == "diagonal"
+        # compiled kernels (Numba, when installed) take over the affine steps and the sync step
+        self._compiled = _compiled_kernels() if S.compiled else None
+        self._kernels = self._compiled if self._affine else None
+        self._one, self._count = self.dt(1), self.dt(self.M)
+        if self._compiled is not None:
+            self._smax = np.empty(self.R, dtype=self.dt)
+            self._consensus = np.empty(self.R, dtype=self.dt)
         if self.form == "dense":
             self._shared_A = self.A.shape[0] == 1
             self._AT = np.ascontiguousarray(np.swapaxes(self.A[0], -1, -2)) if self._shared_A else None
@@ -988,6 +1049,10 @@ class _CPUOps:
         self._D = D
         if not self._affine:
             return
+        if self._kernels is not None:  # the kernels form P and q on the fly from c = γ/D̂
+            c = np.divide(self.gamma, D)  # (runs, 1, d); (runs, M, d) for a static local D̂
+            self._c = np.ascontiguousarray(np.broadcast_to(c, (self.R, c.shape[1], self.d)))
+            return
         if self._P is None:
             self._P, self._q = self._empty(), self._empty()
         self._c = np.divide(self.gamma, D)
@@ -997,6 +1062,12 @@ class _CPUOps:
 
     def plain_step(self, xi, D):
         """A step with ``D̂`` fixed and no statistic needed."""
+        if self._kernels is not None:
+            if xi is None:
+                self._kernels.affine_steps(self.x, self.A, self.b, self._c, 1, self._one)
+            else:
+                self._kernels.noisy_step(self.x, self.A, self.b, self._c, xi, self._one)
+            return
         if self._affine:
             np.multiply(self.x, self._P, out=self.x)
             np.add(self.x, self._q, out=self.x)
@@ -1005,6 +1076,23 @@ class _CPUOps:
                 np.subtract(self.x, xi, out=self.x)
             return
         self._scaled_step(self.grad(xi, self._g), D)
+
+    def plain_steps(self, n, D):
+        if self._kernels is None:
+            return super().plain_steps(n, D)
+        self._kernels.affine_steps(self.x, self.A, self.b, self._c, n, self._one)
+
+    def sync_and_average(self, xi, D, with_stat):
+        """Returns ``(mean_m s, max s)`` with ``s = g ⊙ g`` (``(None, None)`` without
+        ``with_stat``), or ``None`` without compiled kernels (separate operations then)."""
+        if self._kernels is None:
+            return None
+        if with_stat and not hasattr(self, "_sbar"):
+            self._sbar = np.empty((self.R, 1, self.d), dtype=self.dt)
+        sbar = self._sbar if with_stat else self._xbar_k
+        self._kernels.sync_step(self.x, self.A, self.b, self._c, self.x if xi is None else xi,
+                                xi is not None, with_stat, self._count, self._xbar_k, sbar, self._smax)
+        return (sbar, self._smax.copy()) if with_stat else (None, None)
 
     def initial_grad_squared(self, rng):
         """``g ⊙ g`` at ``x⁰`` with the oracle's first draw (the statistic of ``D̂⁰``)."""
@@ -1079,14 +1167,19 @@ class _CPUOps:
             np.copyto(self.x, xbar, where=sync[:, None, None])
 
     def record_values(self, x, D, stat_max, x_star, f_star, grad_sq):
-        xbar = np.mean(x, axis=1, out=self._xbar)
+        if self._compiled is not None:  # x̄ and the consensus error in one pass over x
+            self._compiled.client_spread(x, self._count, self._xbar, self._consensus)
+            xbar, consensus = self._xbar, self._consensus
+        else:
+            xbar = np.mean(x, axis=1, out=self._xbar)
+            dev = np.subtract(x, xbar[:, None, :], out=self._g)
+            np.multiply(dev, dev, out=dev)
+            consensus = np.mean(np.sum(dev, axis=-1), axis=-1)
         diff = xbar - x_star
-        dev = np.subtract(x, xbar[:, None, :], out=self._g)
-        np.multiply(dev, dev, out=dev)
         vals = np.stack([
             np.sum(diff * diff, axis=-1),
             self.oracle.loss(xbar) - f_star,
-            np.mean(np.sum(dev, axis=-1), axis=-1),
+            consensus,
             np.min(D, axis=(1, 2)),
             np.max(D, axis=(1, 2)),
             np.sqrt(stat_max) if grad_sq else stat_max,
@@ -1179,7 +1272,7 @@ def local_kernel_source(program: RuleProgram, inline_grad: bool, noisy: bool, gi
     return ins, outs, "\n".join(pre + [rule_body] + post), small
 
 
-class _GPUOps:
+class _GPUOps(_Ops):
     """The array work of one fused run on a CUDA device through CuPy kernels."""
 
     def __init__(self, S: _Setup, gamma_x, x):

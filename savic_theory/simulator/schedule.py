@@ -25,6 +25,7 @@ class SyncSchedule:
         self.steps = steps
         self._table = None
         self._period = None
+        self._any = None  # sync moments of any run (explicit schedules), built on first use
         if sync_at is not None:
             lists = _as_lists(sync_at)
             for lst in lists:
@@ -66,6 +67,15 @@ class SyncSchedule:
         if self._period is not None:
             return t1 % self._period == 0
         return self._table[t1]
+
+    def next_sync(self, t: int) -> int:
+        """The first sync moment after ``t`` of any run (``steps + 1`` when there is none)."""
+        if self._period is not None:
+            return int(np.min((t // self._period + 1) * self._period))
+        if self._any is None:
+            self._any = np.flatnonzero(self._table.any(axis=1))
+        i = np.searchsorted(self._any, t, side="right")
+        return int(self._any[i]) if i < self._any.size else self.steps + 1
 
     @property
     def H(self) -> np.ndarray:

@@ -1,0 +1,154 @@
+r"""Compiled CPU kernels (Numba) for the fused path: global scaling on diagonal quadratics.
+
+Between synchronisations ``D̂`` is fixed, so a client's local step on a diagonal quadratic is the
+affine map ``x ← P ⊙ x + q`` with ``c = γ/D̂``, ``P = 1 − c ⊙ a_m``, ``q = c ⊙ b_m``. NumPy needs
+two passes over the ``(runs, clients, d)`` iterate per step; these kernels keep one client's row
+in cache and take all the steps up to the next event on it, and fold the sync step (gradient,
+statistic ``g ⊙ g``, step, average over clients, client mean of the statistic) into one pass.
+
+Every kernel performs the NumPy path's operations on the same operands in the same order (no
+fused multiply-add, no reassociation: Numba's default floating-point semantics), and sums over
+clients in client order as ``mean(axis=1)`` does; the tests check agreement with the reference
+loop. The kernels are single-threaded on purpose: the run axis is the parallel axis, across
+processes, and a thread pool on a loaded 2-core machine stalls at every barrier.
+
+This module imports Numba; :mod:`savic_theory.simulator.fused` imports it only when Numba is
+installed (``pip install 'savic-theory[fast]'``) and runs the NumPy path otherwise.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["affine_steps", "noisy_step", "sync_step", "client_spread"]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def affine_steps(x, a, b, c, n, one):  # pragma: no cover - compiled
+    """``n`` times ``x ← P ⊙ x + q`` in place; ``a, b`` (1 or runs, M, d), ``c`` (runs, 1, d).
+
+    One client row at a time: ``P``, ``q`` and the row stay in cache for all ``n`` steps.
+    """
+    R, M, d = x.shape
+    many = a.shape[0] > 1
+    p = np.empty(d, dtype=x.dtype)
+    q = np.empty(d, dtype=x.dtype)
+    t = np.empty(d, dtype=x.dtype)
+    per_client = c.shape[1] > 1
+    for r in range(R):
+        ra = r if many else 0
+        for m in range(M):
+            xr, ar, br, cr = x[r, m], a[ra, m], b[ra, m], c[r, m if per_client else 0]
+            for j in range(d):
+                p[j] = one - cr[j] * ar[j]
+                q[j] = cr[j] * br[j]
+                t[j] = xr[j]
+            for _ in range(n):
+                for j in range(d):
+                    t[j] = t[j] * p[j] + q[j]
+            xr[:] = t
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def noisy_step(x, a, b, c, xi, one):  # pragma: no cover - compiled
+    """One step ``x ← P ⊙ x + q − c ⊙ ξ`` in place (``xi`` of the shape of ``x``, ``c`` as above)."""
+    R, M, d = x.shape
+    many, per_client = a.shape[0] > 1, c.shape[1] > 1
+    for r in range(R):
+        ra = r if many else 0
+        for m in range(M):
+            mc = m if per_client else 0
+            for j in range(d):
+                cj = c[r, mc, j]
+                p = one - cj * a[ra, m, j]
+                v = x[r, m, j] * p
+                v = v + cj * b[ra, m, j]
+                x[r, m, j] = v - xi[r, m, j] * cj
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sync_step(x, a, b, c, xi, noisy, with_stat, count, xbar, sbar, smax):  # pragma: no cover
+    """The step before a sync for every run, then the average.
+
+    With ``g = a ⊙ x − b (+ ξ)`` at the pre-step iterate: ``s = g ⊙ g`` (``with_stat``),
+    ``x ← P ⊙ x + q (− c ⊙ ξ)``, then ``x̄ = mean_m x_m`` into ``xbar`` (runs, 1, d) and
+    ``x_m ← x̄``; ``sbar ← mean_m s_m`` (runs, 1, d) and ``smax ← max s`` (runs,). ``count`` is
+    ``M`` in the dtype of ``x``; ``xi`` is read only when ``noisy``. Branches sit outside the
+    loops over coordinates, so that those vectorise.
+    """
+    R, M, d = x.shape
+    many, per_client = a.shape[0] > 1, c.shape[1] > 1
+    one = count / count
+    g = np.empty(d, dtype=x.dtype)
+    for r in range(R):
+        ra = r if many else 0
+        xb, sb = xbar[r, 0], sbar[r, 0]
+        top = count - count  # s = g ⊙ g ≥ 0: the maximum starts from 0
+        for m in range(M):
+            xr, ar, br, cr = x[r, m], a[ra, m], b[ra, m], c[r, m if per_client else 0]
+            for j in range(d):
+                g[j] = ar[j] * xr[j] - br[j]
+            if noisy:
+                xir = xi[r, m]
+                for j in range(d):
+                    g[j] = g[j] + xir[j]
+                for j in range(d):
+                    w = xr[j] * (one - cr[j] * ar[j]) + cr[j] * br[j]
+                    xr[j] = w - xir[j] * cr[j]
+            else:
+                for j in range(d):
+                    xr[j] = xr[j] * (one - cr[j] * ar[j]) + cr[j] * br[j]
+            if m == 0:
+                xb[:] = xr
+            else:
+                for j in range(d):
+                    xb[j] += xr[j]
+            if with_stat:
+                for j in range(d):
+                    g[j] = g[j] * g[j]
+                    top = g[j] if g[j] > top else top
+                if m == 0:
+                    sb[:] = g
+                else:
+                    for j in range(d):
+                        sb[j] += g[j]
+        for j in range(d):
+            xb[j] = xb[j] / count
+        if with_stat:
+            for j in range(d):
+                sb[j] = sb[j] / count
+                # a NaN statistic makes its client mean NaN (s ≥ 0 cannot cancel): np.max's NaN
+                top = sb[j] if sb[j] != sb[j] else top
+        for m in range(M):
+            x[r, m, :] = xb
+        smax[r] = top
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def client_spread(x, count, xbar, consensus):  # pragma: no cover - compiled
+    """``xbar ← mean_m x_m`` (runs, d) and ``consensus ← (1/M) Σ_m ‖x_m − x̄‖²`` (runs,).
+
+    The client mean sums in client order as ``mean(axis=1)`` does; each ``‖x_m − x̄‖²`` is
+    summed in eight interleaved partial sums, so its rounding error grows like ``d/8``.
+    """
+    R, M, d = x.shape
+    acc = np.empty(8, dtype=x.dtype)
+    for r in range(R):
+        xbar[r, :] = x[r, 0, :]
+        for m in range(1, M):
+            for j in range(d):
+                xbar[r, j] += x[r, m, j]
+        for j in range(d):
+            xbar[r, j] = xbar[r, j] / count
+        total = count - count
+        for m in range(M):
+            acc[:] = 0
+            for j0 in range(0, d - d % 8, 8):
+                for k in range(8):
+                    e = x[r, m, j0 + k] - xbar[r, j0 + k]
+                    acc[k] += e * e
+            for j in range(d - d % 8, d):
+                e = x[r, m, j] - xbar[r, j]
+                acc[0] += e * e
+            total += ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+        consensus[r] = total / count
