@@ -38,6 +38,7 @@ class Block:
 
     @property
     def key(self) -> str:
+        """``"<rule>-<scaling>"``: the name of the block in the result files."""
         return f"{self.rule}-{self.scaling}"
 
     def column(self, name: str) -> np.ndarray:

@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import importlib.util
 import inspect
+from pathlib import Path
 
 import pytest
 
 MODULES = ["savic_theory", "savic_theory.rules", "savic_theory.problems", "savic_theory.simulator",
-           "savic_theory.config", "savic_theory.experiment"]
+           "savic_theory.config", "savic_theory.experiment", "savic_theory.theory", "savic_theory.verify",
+           "savic_theory.plotting"]
+API_PAGE = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 
 
-def public_names():
-    for modname in MODULES:
+def public_names(modules=MODULES):
+    for modname in modules:
         mod = importlib.import_module(modname)
         for name in getattr(mod, "__all__", []):
             obj = getattr(mod, name)
@@ -27,6 +31,32 @@ def test_public_name_has_docstring(qualname, obj):
     assert doc and len(doc.splitlines()[0]) > 10, f"{qualname} needs a one-line summary"
 
 
+def _members(cls):
+    """Public methods and properties defined on ``cls`` itself (not inherited, not dunder)."""
+    for name, value in vars(cls).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, property) or inspect.isfunction(value) or isinstance(value, (classmethod, staticmethod)):
+            yield name, value
+
+
+@pytest.mark.parametrize("qualname,obj", [(q, o) for q, o in public_names() if inspect.isclass(o)],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_public_methods_have_docstrings(qualname, obj):
+    missing = [name for name, value in _members(obj)
+               if not (value.__doc__ if isinstance(value, property) else inspect.getdoc(getattr(obj, name)))]
+    assert not missing, f"{qualname}: undocumented {', '.join(missing)}"
+
+
+def test_api_page_lists_every_public_name():
+    """docs/api.md names every entry of each public module's ``__all__`` (as `name` or `name(...)`)."""
+    text = API_PAGE.read_text()
+    mods = MODULES + (["savic_theory.nn"] if importlib.util.find_spec("torch") else [])
+    missing = [f"{m}.{n}" for m in mods for n in importlib.import_module(m).__all__
+               if n != "__version__" and f"`{n}" not in text and f".{n}`" not in text and f".{n}(" not in text]
+    assert not missing, f"docs/api.md does not mention: {', '.join(missing)}"
+
+
 @pytest.mark.parametrize("modname", ["savic_theory.rules.identity", "savic_theory.rules.rmsprop",
                                      "savic_theory.rules.adam", "savic_theory.rules.oasis",
                                      "savic_theory.problems.quadratic", "savic_theory.problems.logistic",
@@ -38,8 +68,6 @@ def test_docstring_examples_run(modname):
 
 
 def test_cli_reference_is_current():
-    from pathlib import Path
-
     from savic_theory.cli._docs import render
 
     doc = Path(__file__).resolve().parent.parent / "docs" / "cli.md"

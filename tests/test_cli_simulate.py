@@ -5,6 +5,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,15 @@ def test_interrupted_result_folder_leaves_nothing(tmp_path):
             (tmp / "b").write_text("2")
             raise RuntimeError("boom")
     assert [p.name for p in tmp_path.iterdir()] == ["res"] and (target / "a").exists()
+
+
+def test_readme_quotes_the_real_demo_output(tmp_path, capsys):
+    """`make demo`'s lines, exactly as the README quotes them (the run is seeded, so exact)."""
+    root = Path(__file__).resolve().parent.parent
+    assert main(["simulate", "--config", str(root / "configs" / "quickstart.toml"), "--out", str(tmp_path / "qs"),
+                 "--no-progress"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("adam")]
+    assert len(lines) == 2
+    readme = (root / "README.md").read_text()
+    for line in lines:
+        assert f"\n{line}\n" in readme, line

@@ -137,3 +137,21 @@ def test_random_generator_arguments():
         Quadratic.random(dim=3, form="sparse")
     with pytest.raises(ValueError, match="n_clients"):
         Quadratic.random(dim=3, n_clients=0)
+
+
+@pytest.mark.parametrize("scaling", ["global", "local"])
+def test_diverging_run_stops_with_status_and_step(scaling):
+    """γ = 5 with client curvatures 1..4 multiplies the error by up to 19 per step: that run is
+    marked diverged at the first step where ‖x̄−x*‖² > 1e12 · max(1, ‖x⁰−x*‖²); the other goes on."""
+    prob = Quadratic(A=A, b=np.ones((2, 2)))
+    res = simulate(prob, rules.identity(), gamma=np.array([0.05, 5.0]), steps=200, sync_every=2,
+                   scaling=scaling, seed=0, record_every=1)
+    assert list(res.status) == ["ok", "diverged"]
+    k = int(res.diverged_at[1])
+    assert int(res.diverged_at[0]) == -1 and 1 <= k < 200
+    d = res.history["dist_sq"][:, 1]
+    limit = 1e12 * max(1.0, float(d[0]))
+    assert np.all(d[:k] <= limit) and not d[k] <= limit  # first exceedance (or NaN) is step k
+    assert np.all(np.isfinite(res.history["dist_sq"][:, 0]))
+    alone = simulate(prob, rules.identity(), gamma=5.0, steps=200, sync_every=2, scaling=scaling, seed=0)
+    assert alone.status == "diverged" and alone.diverged_at == k and alone.steps[-1] == k < 200

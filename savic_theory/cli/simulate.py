@@ -55,7 +55,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
 def add_parser(sub) -> None:
     p = sub.add_parser("simulate", help="simulate SAVIC with global and local scaling",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="FILE", help="TOML config file ([problem], [rule], [run])")
+    p.add_argument("--config", metavar="FILE", help="TOML config file ([problem], [rule], [run]; default: none)")
     add_run_options(p, default_out="results/simulate")
     add_config_options(p)
     p.set_defaults(handler=run)

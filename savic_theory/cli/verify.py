@@ -2,16 +2,20 @@
 
 Runs a verification suite (each case one batched simulation of many seeds), checks each
 theorem at every recorded step and each lemma along the same trajectories, and writes into
-``--out`` (atomically): ``report.json``, ``report.md`` and ``plots/<theorem>.png``. With
+``--out`` (atomically): ``report.json``, ``report.md``, ``plots/<theorem>.png`` and
+``config.toml`` (the options used, re-runnable with ``--config``). With
 ``--adversarial`` it also searches each rule's assumption class for the instance that maximises
 observed/bound (differential evolution over batched candidates, Nelder–Mead refinement) and
-confirms the worst one with fresh seeds. Exit status: 0 when no bound is violated, 1 when one
-is, 2 on bad input.
+confirms the worst one with fresh seeds. Every option can also come from the ``[verify]`` table
+of a TOML file (``--config``). Exit status: 0 when no bound is violated, 1 when one is, 2 on
+bad input.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+
+from ._common import add_config_option
 
 
 def add_parser(sub) -> None:
@@ -35,12 +39,13 @@ def add_parser(sub) -> None:
     p.add_argument("--out", metavar="DIR", default="results/verify",
                    help="result folder, replaced atomically (default: results/verify)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (default: shown)")
+    add_config_option(p, "verify", lists=("rules",))
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..verify import SUITES, Report, adversarial, verify
-    from ._common import UserError, atomic_dir
+    from ._common import UserError, atomic_dir, options_as_table
 
     if args.suite not in SUITES:
         raise UserError(f"unknown suite {args.suite!r}; known suites: {', '.join(SUITES)}")
@@ -66,16 +71,21 @@ def run(args: argparse.Namespace) -> int:
         report.adversarial = adversarial(rules, progress=show, maxiter=args.generations, popsize=args.popsize,
                                          seed=args.seed, level=args.level)
         report.elapsed += time.perf_counter() - t0
+    import tomli_w
+
     with atomic_dir(args.out) as tmp:
         report.write(tmp)
+        (tmp / "config.toml").write_text(tomli_w.dumps({"verify": options_as_table(args)}))
     _print_summary(report)
-    print(f"report written to {args.out}/ (report.md, report.json, plots/)", file=sys.stderr)
+    print(f"report written to {args.out}/ (report.md, report.json, plots/, config.toml)", file=sys.stderr)
     return 0 if report.passed else 1
 
 
 def _print_summary(report) -> None:
     s = report.summary()
     for name, d in s["theorems"].items():
+        if not d["checked"] and d["adversarial"] and not d["skipped"]:
+            continue  # only searched: reported on the adversarial lines below
         verdict = {True: "holds", False: "VIOLATED", None: "not checked"}[d["passed"]]
         extra = f", {d['attained']} attained within noise" if d["attained"] else ""
         print(f"theorem {name}: {verdict} ({d['checked']} checks{extra}); tightness: worst "

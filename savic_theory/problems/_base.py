@@ -46,6 +46,7 @@ class Constants:
     zeta2: Any
 
     def as_dict(self) -> dict:
+        """The constants as a ``name -> value`` dictionary (field order)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
@@ -91,6 +92,7 @@ class Problem(abc.ABC):
 
     @property
     def batched(self) -> bool:
+        """True when the problem carries several independent instances on a leading axis."""
         return self.instances > 1
 
     @abc.abstractmethod
@@ -109,30 +111,37 @@ class Problem(abc.ABC):
     # Convenience accessors ---------------------------------------------------------------
     @property
     def L(self):
+        """Smoothness ``L``: the largest ``λ_max(∇²f_m)`` over clients (``constants.L``)."""
         return self.constants.L
 
     @property
     def mu(self):
+        """Strong convexity ``μ``: the smallest ``λ_min(∇²f_m)`` over clients (``constants.mu``)."""
         return self.constants.mu
 
     @property
     def x_star(self):
+        """The minimiser ``x*`` of ``f = (1/M) Σ f_m`` (``constants.x_star``)."""
         return self.constants.x_star
 
     @property
     def f_star(self):
+        """The minimum ``f* = f(x*)`` (``constants.f_star``)."""
         return self.constants.f_star
 
     @property
     def sigma2(self):
+        """Gradient noise ``σ²`` at ``x*`` (``constants.sigma2``)."""
         return self.constants.sigma2
 
     @property
     def sigma_dif2(self):
+        """``σ²_dif`` at ``x*``: noise plus heterogeneity (``constants.sigma_dif2``)."""
         return self.constants.sigma_dif2
 
     @property
     def zeta2(self):
+        """Heterogeneity ``ζ*² = (1/M) Σ ‖∇f_m(x*)‖²`` (``constants.zeta2``)."""
         return self.constants.zeta2
 
     @abc.abstractmethod

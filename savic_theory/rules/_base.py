@@ -73,6 +73,7 @@ class BetaSchedule:
 
     @property
     def is_constant(self) -> bool:
+        """True when β is one number (or one per run) rather than a schedule ``k ↦ β_k``."""
         return self._const is not None
 
     def values(self, k: np.ndarray) -> np.ndarray:

@@ -10,6 +10,13 @@ same draws from the host generator in the same order) with fewer passes over mem
   affine map ``x ← P ⊙ x + q`` with ``P = 1 − (γ/D̂) ⊙ A_m`` and ``q = (γ/D̂) ⊙ b_m`` rebuilt
   whenever ``D̂`` changes (two passes instead of five). Dense client matrices shared by all runs
   turn the gradient into one GEMM per client (``A_m`` read once per step, not once per run).
+  Noise-free steps with no sync or record in between are taken in one call.
+* **CPU, compiled** (where Numba is installed; ``fused="numpy"`` opts out): the kernels of
+  :mod:`._cpu_kernels` take those steps one client row at a time while it sits in cache, fold
+  the step before a sync, the average and the client mean of ``g ⊙ g`` into one pass, and
+  compute ``x̄`` and the consensus error in one pass. They perform the NumPy path's operations
+  in its order, so they give its numbers bit for bit (the consensus error, summed over ``d`` in
+  another order, to round-off).
 * **GPU** (CuPy, imported lazily): one elementwise kernel per local step; the client average
   streams through a kernel in which each thread sums one coordinate over the clients (the
   coalesced layout), instead of ``mean(axis=1)``.

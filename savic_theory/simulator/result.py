@@ -55,6 +55,7 @@ class SimulationResult:
 
     @property
     def batched(self) -> bool:
+        """True when the call carried a run axis (arrays keep it even for one run)."""
         return bool(self.params.get("batched", True))
 
     @property

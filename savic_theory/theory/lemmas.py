@@ -102,10 +102,12 @@ class Lemma:
 
     @property
     def lhs(self):
+        """Left side of the inequality ``statement`` (a SymPy expression)."""
         return self.statement.lhs
 
     @property
     def rhs(self):
+        """Right side of the inequality ``statement`` (a SymPy expression)."""
         return self.statement.rhs
 
     def latex(self) -> str:

@@ -87,10 +87,14 @@ class AdversarialResult:
         return "holds" if self.strict or (self.exact is not None and self.exact["holds"]) else "attained"
 
     def params_text(self) -> str:
+        """The instance's natural parameters (κ, q, scale, heterogeneity, γ, β, e, H) on one line."""
         keys = ("kappa", "q", "scale", "heterogeneity", "gamma", "beta", "e", "H")
+        if RULE_BOUNDS[self.rule].drift == 1:  # identity: β and e are not used
+            keys = tuple(k for k in keys if k not in ("beta", "e"))
         return ", ".join(f"{k}={self.params[k]:.4g}" for k in keys if k in self.params)
 
     def as_dict(self) -> dict:
+        """The result as JSON-ready data; ``params`` rebuild the instance through :func:`reproduce`."""
         return {"rule": self.rule, "theorem": self.theorem, "params": self.params,
                 "ratio_late_search": self.ratio_late, "ratio_late_confirmed": self.ratio_late_confirmed,
                 "ratio_upper_confirmed": self.ratio_upper_confirmed, "ratio_all_confirmed": self.ratio_all_confirmed,

@@ -84,6 +84,7 @@ class Check:
 
     @property
     def verdict(self) -> str:
+        """``holds``, ``attained`` (within sampling noise), ``violated`` or ``not checked``."""
         if self.passed is None:
             return "not checked"
         if not self.passed:
@@ -91,6 +92,7 @@ class Check:
         return "holds" if self.strict is not False else "attained"
 
     def as_dict(self) -> dict:
+        """The check as JSON-ready data (the rows of ``report.json``)."""
         return {"name": self.name, "verdict": self.verdict, "passed": self.passed, "strict": self.strict,
                 "ratio": _f(self.ratio), "ratio_upper": _f(self.ratio_upper), "ratio_late": _f(self.ratio_late),
                 "detail": self.detail}
@@ -122,6 +124,7 @@ class GroupResult:
     series: Series
 
     def as_dict(self) -> dict:
+        """One step size's theorem, empirical-constant and lemma checks as JSON-ready data."""
         return {"gamma": self.gamma, "constants": {k: _f(v) for k, v in self.constants.items()},
                 "theorem": self.theorem.as_dict(), "empirical_constants": self.empirical.as_dict(),
                 "lemmas": [c.as_dict() for c in self.lemmas],
@@ -140,6 +143,7 @@ class CaseResult:
     settings: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
+        """The case, its settings and every group of checks as JSON-ready data."""
         return {"case": self.case.describe(), "status": self.status, "reason": self.reason,
                 "settings": {k: _f(v) for k, v in self.settings.items()},
                 "groups": [g.as_dict() for g in self.groups], "elapsed_s": round(self.elapsed, 3)}
