@@ -18,7 +18,7 @@ from savic_theory import Quadratic, rules, simulate
 from . import baselines
 from ._common import median_time, steady_step_time
 
-#: the comparison of issue 4 (γ step size, β EMA weight, e clip level, H sync period); with
+#: the comparison configuration (γ step size, β EMA weight, e clip level, H sync period); with
 #: L = 1 and γ/e ≤ 1 no run diverges (a diverged run stops early and would be timed short)
 CONFIG = dict(runs=32, clients=64, dim=256, beta=0.99, e=0.1, gamma=0.1, H=10, steps=100, seed=0)
 

@@ -15,7 +15,7 @@ Modes (images per second over forward, backward and the parameter update):
 
 Timing: ``--warmup`` untimed iterations, then ``--steps`` iterations between two CUDA events
 (``time.perf_counter`` on CPU). Random data of the CIFAR-10 shape lives on the device.
-The issue's target on an H100: ``vmap`` at 8 × 128 reaches at least half of ``single`` at 1024.
+The target on an H100: ``vmap`` at 8 × 128 reaches at least half of ``single`` at 1024.
 """
 from __future__ import annotations
 

@@ -152,6 +152,30 @@ def test_compiled_kernels_compute_the_numpy_paths_numbers(rule, scaling, sync_ev
     _bitwise_same(compiled, plain, dtype)
 
 
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+def test_compiled_kernels_split_over_threads_give_the_same_numbers(monkeypatch, noise):
+    """Runs split over threads (forced here on a small problem, 3 blocks of 1 run each) compute
+    exactly what one thread computes: the runs are independent and each is summed in order."""
+    kernels = pytest.importorskip("savic_theory.simulator._cpu_kernels")
+    prob = problem("diagonal", seed=5, M=5, d=21, instances=R)
+    kw = dict(gamma=np.array([0.1, 0.2, 0.3]), steps=37, sync_every=np.array([2, 3, 5]), seed=2,
+              noise=noise, record_every=5, x0=np.full(prob.dim, 2.0), fused=True)
+    one = simulate(prob, per_run_rule("adam"), **kw)
+    monkeypatch.setattr(fused, "_MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(kernels, "threads", lambda: 3)
+    assert fused._run_chunks(R, 5 * 21, kernels.threads()) == [(0, 1), (1, 2), (2, 3)]
+    split = simulate(prob, per_run_rule("adam"), **kw)
+    _bitwise_same(split, one)
+    for key in split.history:  # the consensus error too: each run's sum is the same code
+        np.testing.assert_array_equal(split.history[key], one.history[key], err_msg=key)
+
+
+def test_run_chunks():
+    assert fused._run_chunks(1, 10**6, 8) == [(0, 1)]
+    assert fused._run_chunks(5, 10**6, 2) == [(0, 2), (2, 5)]
+    assert fused._run_chunks(64, 16, 2) == [(0, 64)]  # too little work to split
+
+
 def test_compiled_overflowing_run_stops_like_numpy():
     """A run started at 1e160 overflows g ⊙ g to inf at once: it is reported diverged at step 0
     (no warning) by the reference, the NumPy fused path and the compiled kernels alike."""
@@ -187,7 +211,7 @@ def test_compiled_sync_step_against_numpy_operations(noisy):
     want = x * (1.0 - c * a) + c * b - (xi * c if noisy else 0.0)
     xbar, sbar, smax = np.empty((Rk, 1, d)), np.empty((Rk, 1, d)), np.empty(Rk)
     with np.errstate(invalid="ignore"):
-        kernels.sync_step(x, a, b, c, xi, noisy, True, np.float64(M), xbar, sbar, smax)
+        kernels.sync_step(x, a, b, c, xi, noisy, True, 0, np.float64(M), xbar, sbar, smax)
         np.testing.assert_array_equal(xbar, np.mean(want, axis=1, keepdims=True))
         np.testing.assert_array_equal(x, np.broadcast_to(xbar, x.shape))
         np.testing.assert_array_equal(sbar, np.mean(s, axis=1, keepdims=True))

@@ -9,18 +9,27 @@ statistic ``g ⊙ g``, step, average over clients, client mean of the statistic)
 Every kernel performs the NumPy path's operations on the same operands in the same order (no
 fused multiply-add, no reassociation: Numba's default floating-point semantics), and sums over
 clients in client order as ``mean(axis=1)`` does; the tests check agreement with the reference
-loop. The kernels are single-threaded on purpose: the run axis is the parallel axis, across
-processes, and a thread pool on a loaded 2-core machine stalls at every barrier.
+loop. Each kernel is sequential and releases the GIL; the caller splits the runs (which are
+independent) over a few Python threads, so the numbers do not depend on the thread count.
+(Numba's own ``parallel=True`` thread pool was tried and stalled for milliseconds at every
+barrier whenever another process shared the two cores.) The thread count is
+:func:`threads`: Numba's setting, ``NUMBA_NUM_THREADS`` or ``numba.set_num_threads``.
 
 This module imports Numba; :mod:`savic_theory.simulator.fused` imports it only when Numba is
 installed (``pip install 'savic-theory[fast]'``) and runs the NumPy path otherwise.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit
 
-__all__ = ["affine_steps", "noisy_step", "sync_step", "client_spread"]
+__all__ = ["affine_steps", "noisy_step", "sync_step", "client_spread", "threads"]
+
+
+def threads() -> int:
+    """Threads the fused path may split a kernel call over (Numba's thread setting)."""
+    return int(numba.get_num_threads())
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -67,8 +76,8 @@ def noisy_step(x, a, b, c, xi, one):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def sync_step(x, a, b, c, xi, noisy, with_stat, count, xbar, sbar, smax):  # pragma: no cover
-    """The step before a sync for every run, then the average.
+def sync_step(x, a, b, c, xi, noisy, with_stat, before, count, xbar, sbar, smax):  # pragma: no cover
+    """``before`` noise-free steps (as :func:`affine_steps`), the step before a sync, the average.
 
     With ``g = a ⊙ x − b (+ ξ)`` at the pre-step iterate: ``s = g ⊙ g`` (``with_stat``),
     ``x ← P ⊙ x + q (− c ⊙ ξ)``, then ``x̄ = mean_m x_m`` into ``xbar`` (runs, 1, d) and
@@ -80,12 +89,21 @@ def sync_step(x, a, b, c, xi, noisy, with_stat, count, xbar, sbar, smax):  # pra
     many, per_client = a.shape[0] > 1, c.shape[1] > 1
     one = count / count
     g = np.empty(d, dtype=x.dtype)
+    p = np.empty(d, dtype=x.dtype)
+    q = np.empty(d, dtype=x.dtype)
     for r in range(R):
         ra = r if many else 0
         xb, sb = xbar[r, 0], sbar[r, 0]
         top = count - count  # s = g ⊙ g ≥ 0: the maximum starts from 0
         for m in range(M):
             xr, ar, br, cr = x[r, m], a[ra, m], b[ra, m], c[r, m if per_client else 0]
+            if before > 0:  # the row stays in cache from these steps to the sync step
+                for j in range(d):
+                    p[j] = one - cr[j] * ar[j]
+                    q[j] = cr[j] * br[j]
+                for _ in range(before):
+                    for j in range(d):
+                        xr[j] = xr[j] * p[j] + q[j]
             for j in range(d):
                 g[j] = ar[j] * xr[j] - br[j]
             if noisy:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -544,6 +545,26 @@ def unsupported_reason(problem, rule, scaling="global", backend=None, x0=None) -
     return None
 
 
+#: below this many coordinates per thread a kernel call runs on one thread (splitting costs
+#: tens of microseconds, which a call this small does not win back)
+_MIN_WORK_PER_THREAD = 1 << 15
+
+
+def _run_chunks(runs: int, per_run: int, threads: int) -> list[tuple[int, int]]:
+    """Split ``range(runs)`` into at most ``threads`` contiguous ``(lo, hi)`` blocks."""
+    n = max(1, min(threads, runs, runs * per_run // _MIN_WORK_PER_THREAD))
+    edges = [runs * i // n for i in range(n + 1)]
+    return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+@functools.lru_cache(maxsize=1)
+def _thread_pool():
+    """The worker threads of the compiled kernels (created on first use, then kept)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="savic")
+
+
 def _compiled_kernels():
     """The Numba kernels of :mod:`._cpu_kernels`, or ``None`` where Numba is not installed."""
     try:
@@ -821,8 +842,11 @@ def _run(S: _Setup, t_start: float) -> SimulationResult:
         from ..cli._common import progress as _progress
 
         bar = _progress(steps, f"simulate {rule.name}/{S.scaling} (fused)")
-    # noise-free steps with D̂ fixed and no event before the next sync or record: one call
+    # noise-free steps with D̂ fixed and no event before the next sync or record: one call, or
+    # none when the back end folds them into the one-pass sync step that follows
     skip = not problem.noise and (rule.is_static or not local)
+    one_pass_sync = not local and (grad_sq or rule.is_static)
+    before = 0  # steps deferred into the next sync step
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         record(0)
         t = 0
@@ -831,8 +855,12 @@ def _run(S: _Setup, t_start: float) -> SimulationResult:
                 break
             if skip:
                 next_record = min((t // record_every + 1) * record_every, steps)
-                n = min(schedule.next_sync(t) - 1, next_record) - t
-                if n > 1:
+                next_sync = schedule.next_sync(t)
+                n = min(next_sync - 1, next_record) - t
+                if (n >= 1 and one_pass_sync and ops.folds_steps_into_sync and next_record >= next_sync
+                        and bool(schedule.is_sync(next_sync).all())):
+                    before, t = n, t + n
+                elif n > 1:
                     ops.plain_steps(n, D)
                     t += n
                     if t == next_record:
@@ -849,7 +877,8 @@ def _run(S: _Setup, t_start: float) -> SimulationResult:
             averaged = False
             if rule.is_static or not (local or any_sync):
                 if rule.is_static and all_sync and not local:
-                    averaged = ops.sync_and_average(xi, D, False) is not None
+                    averaged = ops.sync_and_average(xi, D, False, before) is not None
+                    before = 0
                 if not averaged:
                     ops.plain_step(xi, D)
                 s = None
@@ -863,7 +892,8 @@ def _run(S: _Setup, t_start: float) -> SimulationResult:
                 run_min = lo if run_min is None else xp.minimum(run_min, lo)
                 D = D_new
             else:
-                one_pass = ops.sync_and_average(xi, D, True) if grad_sq and all_sync else None
+                one_pass = ops.sync_and_average(xi, D, True, before) if grad_sq and all_sync else None
+                before = 0
                 if one_pass is not None:  # step, average and client mean of s in one pass
                     s_mean, s_max = one_pass
                     averaged = True
@@ -959,8 +989,12 @@ class _Ops:
         for _ in range(n):
             self.plain_step(None, D)
 
-    def sync_and_average(self, xi, D, with_stat):
-        """The step before a sync of every run and the average in one pass, or ``None``."""
+    #: whether :meth:`sync_and_average` can take the plain steps before it (``before > 0``)
+    folds_steps_into_sync = False
+
+    def sync_and_average(self, xi, D, with_stat, before=0):
+        """``before`` plain steps, the step before a sync of every run and the average in one
+        pass, or ``None`` (then nothing was done)."""
         return None
 
 
@@ -995,6 +1029,7 @@ class _CPUOps(_Ops):
         if self._compiled is not None:
             self._smax = np.empty(self.R, dtype=self.dt)
             self._consensus = np.empty(self.R, dtype=self.dt)
+            self._chunks = _run_chunks(self.R, self.M * self.d, self._compiled.threads())
         if self.form == "dense":
             self._shared_A = self.A.shape[0] == 1
             self._AT = np.ascontiguousarray(np.swapaxes(self.A[0], -1, -2)) if self._shared_A else None
@@ -1071,9 +1106,9 @@ class _CPUOps(_Ops):
         """A step with ``D̂`` fixed and no statistic needed."""
         if self._kernels is not None:
             if xi is None:
-                self._kernels.affine_steps(self.x, self.A, self.b, self._c, 1, self._one)
+                self._launch(self._kernels.affine_steps, self.x, self.A, self.b, self._c, 1, self._one)
             else:
-                self._kernels.noisy_step(self.x, self.A, self.b, self._c, xi, self._one)
+                self._launch(self._kernels.noisy_step, self.x, self.A, self.b, self._c, xi, self._one)
             return
         if self._affine:
             np.multiply(self.x, self._P, out=self.x)
@@ -1084,12 +1119,36 @@ class _CPUOps(_Ops):
             return
         self._scaled_step(self.grad(xi, self._g), D)
 
+    def _launch(self, kernel, *args):
+        """``kernel(*args)``, the runs split over threads (the kernels release the GIL).
+
+        Runs are independent, so every array argument with a leading run axis is sliced and
+        each thread computes its own runs: the same numbers whatever the thread count.
+        """
+        if len(self._chunks) == 1:
+            kernel(*args)
+            return
+        R = self.R
+
+        def part(lo, hi):
+            kernel(*(a[lo:hi] if isinstance(a, np.ndarray) and a.ndim and a.shape[0] == R else a
+                     for a in args))
+
+        futures = [_thread_pool().submit(part, lo, hi) for lo, hi in self._chunks[1:]]
+        part(*self._chunks[0])
+        for f in futures:
+            f.result()
+
     def plain_steps(self, n, D):
         if self._kernels is None:
             return super().plain_steps(n, D)
-        self._kernels.affine_steps(self.x, self.A, self.b, self._c, n, self._one)
+        self._launch(self._kernels.affine_steps, self.x, self.A, self.b, self._c, n, self._one)
 
-    def sync_and_average(self, xi, D, with_stat):
+    @property
+    def folds_steps_into_sync(self):
+        return self._kernels is not None
+
+    def sync_and_average(self, xi, D, with_stat, before=0):
         """Returns ``(mean_m s, max s)`` with ``s = g ⊙ g`` (``(None, None)`` without
         ``with_stat``), or ``None`` without compiled kernels (separate operations then)."""
         if self._kernels is None:
@@ -1097,8 +1156,8 @@ class _CPUOps(_Ops):
         if with_stat and not hasattr(self, "_sbar"):
             self._sbar = np.empty((self.R, 1, self.d), dtype=self.dt)
         sbar = self._sbar if with_stat else self._xbar_k
-        self._kernels.sync_step(self.x, self.A, self.b, self._c, self.x if xi is None else xi,
-                                xi is not None, with_stat, self._count, self._xbar_k, sbar, self._smax)
+        self._launch(self._kernels.sync_step, self.x, self.A, self.b, self._c, self.x if xi is None else xi,
+                     xi is not None, with_stat, before, self._count, self._xbar_k, sbar, self._smax)
         return (sbar, self._smax.copy()) if with_stat else (None, None)
 
     def initial_grad_squared(self, rng):
@@ -1175,7 +1234,7 @@ class _CPUOps(_Ops):
 
     def record_values(self, x, D, stat_max, x_star, f_star, grad_sq):
         if self._compiled is not None:  # x̄ and the consensus error in one pass over x
-            self._compiled.client_spread(x, self._count, self._xbar, self._consensus)
+            self._launch(self._compiled.client_spread, x, self._count, self._xbar, self._consensus)
             xbar, consensus = self._xbar, self._consensus
         else:
             xbar = np.mean(x, axis=1, out=self._xbar)
