@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numbers
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -95,72 +97,22 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
     >>> res.x.shape, res.history["dist_sq"].shape
     ((3, 4), (41,))
     """
+    t_start = time.perf_counter()
+    S = prepare(problem, rule, gamma, steps, sync_every, scaling, x0, noise, seed, runs=runs,
+                sync_at=sync_at, record_every=record_every, dtype=dtype, backend=backend,
+                keep_iterates=keep_iterates, init_probes=init_probes, probes=probes,
+                progress=progress, divergence_factor=divergence_factor)
     # --- dispatch to the fused fast path (simulator/fused.py); this loop stays the reference ---
     if fused is not False:
         from .fused import simulate_fused
 
-        res = simulate_fused(fused, problem, rule, gamma, steps, sync_every, scaling, x0, noise, seed,
-                             runs=runs, sync_at=sync_at, record_every=record_every, dtype=dtype,
-                             backend=backend, keep_iterates=keep_iterates, init_probes=init_probes,
-                             probes=probes, progress=progress, divergence_factor=divergence_factor)
+        res = simulate_fused(fused, S, t_start)
         if res is not None:
             return res
     # --- end of dispatch ---------------------------------------------------------------------
-    t_start = time.perf_counter()
-    if not isinstance(problem, Problem):
-        raise TypeError(f"problem must be a savic_theory Problem, got {type(problem).__name__}")
-    if isinstance(rule, str):
-        rule = make(rule)
-    if not isinstance(rule, ScalingRule):
-        raise TypeError(f"rule must be a ScalingRule from savic_theory.rules or a rule name, got {rule!r}")
-    if scaling not in SCALINGS:
-        raise ValueError(f"unknown scaling {scaling!r}; expected one of {', '.join(SCALINGS)}")
-    steps = _positive_int("steps", steps)
-    if record_every is None:
-        record_every = max(1, steps // 500)
-    record_every = _positive_int("record_every", record_every)
-    init_probes = _positive_int("init_probes", init_probes)
-    gamma_arr = np.asarray(gamma, dtype=np.float64) if _is_real_array(gamma) else None
-    if gamma_arr is None:
-        raise TypeError(f"gamma must be a positive number or a 1-D array of them, got {gamma!r}")
-    if gamma_arr.ndim > 1 or not np.all(np.isfinite(gamma_arr)) or np.any(gamma_arr <= 0):
-        raise ValueError(f"gamma must be finite and > 0 (a scalar or a 1-D array over runs), got {gamma}")
-    if not (isinstance(divergence_factor, numbers.Real) and divergence_factor > 1):
-        raise ValueError(f"divergence_factor must be a number > 1, got {divergence_factor!r}")
-    if noise is not None:
-        problem = problem.with_noise(noise)
-    schedule = SyncSchedule(steps, sync_every, sync_at)
-
-    x0_host = np.zeros(problem.dim) if x0 is None else _as_host(x0)
-    if x0_host.ndim not in (1, 2) or x0_host.shape[-1] != problem.dim:
-        raise ValueError(f"x0 must have shape (d,) or (runs, d) with d = {problem.dim}, got {x0_host.shape}")
-    if not np.all(np.isfinite(x0_host)):
-        raise ValueError("x0 contains NaN or inf")
-
-    sizes = {
-        "runs": runs,
-        "gamma": gamma_arr.shape[0] if gamma_arr.ndim == 1 else None,
-        "rule (beta/e)": rule.runs,
-        "sync schedule": schedule.runs,
-        "problem instances": problem.instances if problem.batched else None,
-        "x0": x0_host.shape[0] if x0_host.ndim == 2 else None,
-    }
-    if runs is not None:
-        _positive_int("runs", runs)
-    given = {k: v for k, v in sizes.items() if v is not None}
-    if len(set(given.values())) > 1:
-        raise ValueError("run axes disagree: " + ", ".join(f"{k} has {v}" for k, v in given.items()))
-    R = next(iter(given.values()), 1)
-    batched = bool(given)
-
-    xp = namespace(backend, like=x0)
-    dt = dtype_of(xp, dtype)
-    oracle = problem.bind(xp, dt)
-    if probes not in ("auto", "rademacher", "exact"):
-        raise ValueError(f"probes must be 'auto', 'rademacher' or 'exact', got {probes!r}")
-    exact_probe = probes == "exact" or (probes == "auto" and oracle.deterministic)
-    schedule.bind(R)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    problem, rule, steps, record_every, init_probes = S.problem, S.rule, S.steps, S.record_every, S.init_probes
+    gamma_arr, divergence_factor, schedule, x0_host, R = S.gamma_arr, S.divergence_factor, S.schedule, S.x0_host, S.R
+    batched, xp, dt, oracle, exact_probe, rng = S.batched, S.xp, S.dt, S.oracle, S.exact_probe, S.rng
     M, d = problem.n_clients, problem.dim
     local = scaling == "local"
 
@@ -367,6 +319,114 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
         elapsed=time.perf_counter() - t_start,
     )
 
+
+
+@dataclass
+class RunSetup:
+    """A checked ``simulate`` call: its arguments resolved, the problem bound to the backend.
+
+    Built by :func:`prepare` (no random draws yet); the reference loop and the fused paths of
+    :mod:`.fused` both start from it.
+    """
+
+    problem: Problem
+    rule: ScalingRule
+    scaling: str
+    steps: int
+    record_every: int
+    init_probes: int
+    gamma_arr: np.ndarray
+    divergence_factor: float
+    schedule: SyncSchedule
+    x0_host: np.ndarray
+    R: int
+    batched: bool
+    xp: Any
+    dt: Any
+    dtype: Any
+    oracle: Any
+    exact_probe: bool
+    rng: np.random.Generator
+    seed: Any
+    keep_iterates: bool
+    progress: bool
+
+    @property
+    def M(self) -> int:
+        return self.problem.n_clients
+
+    @property
+    def d(self) -> int:
+        return self.problem.dim
+
+    @property
+    def local(self) -> bool:
+        return self.scaling == "local"
+
+
+def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None, noise=None, seed=0, *,
+            runs=None, sync_at=None, record_every=None, dtype="float64", backend=None,
+            keep_iterates=False, init_probes=1, probes="auto", progress=False,
+            divergence_factor=1e12) -> RunSetup:
+    """Check the arguments of :func:`simulate` (same parameters) and resolve them; every bad
+    input raises here, with a message naming the parameter."""
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem must be a savic_theory Problem, got {type(problem).__name__}")
+    if isinstance(rule, str):
+        rule = make(rule)
+    if not isinstance(rule, ScalingRule):
+        raise TypeError(f"rule must be a ScalingRule from savic_theory.rules or a rule name, got {rule!r}")
+    if scaling not in SCALINGS:
+        raise ValueError(f"unknown scaling {scaling!r}; expected one of {', '.join(SCALINGS)}")
+    steps = _positive_int("steps", steps)
+    if record_every is None:
+        record_every = max(1, steps // 500)
+    record_every = _positive_int("record_every", record_every)
+    init_probes = _positive_int("init_probes", init_probes)
+    gamma_arr = np.asarray(gamma, dtype=np.float64) if _is_real_array(gamma) else None
+    if gamma_arr is None:
+        raise TypeError(f"gamma must be a positive number or a 1-D array of them, got {gamma!r}")
+    if gamma_arr.ndim > 1 or not np.all(np.isfinite(gamma_arr)) or np.any(gamma_arr <= 0):
+        raise ValueError(f"gamma must be finite and > 0 (a scalar or a 1-D array over runs), got {gamma}")
+    if not (isinstance(divergence_factor, numbers.Real) and divergence_factor > 1):
+        raise ValueError(f"divergence_factor must be a number > 1, got {divergence_factor!r}")
+    if noise is not None:
+        problem = problem.with_noise(noise)
+    schedule = SyncSchedule(steps, sync_every, sync_at)
+
+    x0_host = np.zeros(problem.dim) if x0 is None else _as_host(x0)
+    if x0_host.ndim not in (1, 2) or x0_host.shape[-1] != problem.dim:
+        raise ValueError(f"x0 must have shape (d,) or (runs, d) with d = {problem.dim}, got {x0_host.shape}")
+    if not np.all(np.isfinite(x0_host)):
+        raise ValueError("x0 contains NaN or inf")
+
+    sizes = {
+        "runs": runs,
+        "gamma": gamma_arr.shape[0] if gamma_arr.ndim == 1 else None,
+        "rule (beta/e)": rule.runs,
+        "sync schedule": schedule.runs,
+        "problem instances": problem.instances if problem.batched else None,
+        "x0": x0_host.shape[0] if x0_host.ndim == 2 else None,
+    }
+    if runs is not None:
+        _positive_int("runs", runs)
+    given = {k: v for k, v in sizes.items() if v is not None}
+    if len(set(given.values())) > 1:
+        raise ValueError("run axes disagree: " + ", ".join(f"{k} has {v}" for k, v in given.items()))
+    R = next(iter(given.values()), 1)
+    batched = bool(given)
+
+    xp = namespace(backend, like=x0)
+    dt = dtype_of(xp, dtype)
+    oracle = problem.bind(xp, dt)
+    if probes not in ("auto", "rademacher", "exact"):
+        raise ValueError(f"probes must be 'auto', 'rademacher' or 'exact', got {probes!r}")
+    exact_probe = probes == "exact" or (probes == "auto" and oracle.deterministic)
+    schedule.bind(R)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    return RunSetup(problem, rule, scaling, steps, record_every, init_probes, gamma_arr,
+                    divergence_factor, schedule, x0_host, R, batched, xp, dt, dtype, oracle,
+                    exact_probe, rng, seed, keep_iterates, progress)
 
 def _positive_int(name, value):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):

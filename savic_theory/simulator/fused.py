@@ -45,22 +45,18 @@ True
 from __future__ import annotations
 
 import functools
-import numbers
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .._backend import dtype_of, namespace, namespace_name, to_numpy
-from ..problems._base import Problem
+from .._backend import namespace, namespace_name, to_numpy
 from ..problems.quadratic import Quadratic
 from ..rules import ScalingRule, Statistic, clip, make
-from .engine import _as_host, _is_real_array, _positive_int
+from .engine import RunSetup
 from .result import HISTORY_KEYS, SimulationResult
-from .schedule import SyncSchedule
 
 __all__ = ["simulate_fused", "unsupported_reason", "trace_rule", "RuleProgram", "Untraceable"]
 
@@ -525,21 +521,24 @@ def unsupported_reason(problem, rule, scaling="global", backend=None, x0=None) -
     >>> unsupported_reason(prob, rules.adam(), backend="array_api_strict")
     'backend array_api_strict runs on the reference loop (the fused path covers numpy and cupy)'
     """
-    if not isinstance(problem, Quadratic):
-        return (f"{type(problem).__name__} problems run on the reference loop "
-                "(the fused path covers Quadratic)")
     if isinstance(rule, str):
         rule = make(rule)
     if not isinstance(rule, ScalingRule):
         return "rule is not a ScalingRule"
-    xp = namespace(backend, like=x0)
+    return _unsupported(problem, rule, scaling, namespace(backend, like=x0), (2, 3, 4))
+
+
+def _unsupported(problem, rule: ScalingRule, scaling: str, xp, full) -> str | None:
+    """:func:`unsupported_reason` for a resolved call; local rules are traced at shape ``full``."""
+    if not isinstance(problem, Quadratic):
+        return (f"{type(problem).__name__} problems run on the reference loop "
+                "(the fused path covers Quadratic)")
     name = namespace_name(xp)
     if name not in ("numpy", "cupy"):
         return f"backend {name} runs on the reference loop (the fused path covers numpy and cupy)"
     if scaling == "local" and not rule.is_static:
         try:
-            shapes = _probe_state_shapes(rule, (2, 3, 4))
-            RuleProgram(rule, shapes, (2, 3, 4))
+            RuleProgram(rule, _probe_state_shapes(rule, full), full)
         except Untraceable as exc:
             return f"rule {rule.name!r} cannot be traced for local scaling ({exc})"
     return None
@@ -587,140 +586,28 @@ def _probe_state_shapes(rule, full):
 # =========================================================================================
 # Entry point
 # =========================================================================================
-def simulate_fused(mode, problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None,
-                   noise=None, seed=0, *, runs=None, sync_at=None, record_every=None,
-                   dtype="float64", backend=None, keep_iterates=False, init_probes=1,
-                   probes="auto", progress=False, divergence_factor=1e12):
+def simulate_fused(mode, S: RunSetup, t_start: float):
     """Run ``simulate`` on the fused path; ``None`` when the reference loop should run instead.
 
-    ``mode`` is ``"auto"`` (fused when supported), ``True`` (fused or a ``ValueError`` saying
-    why not) or ``"numpy"`` (as ``True``, without the compiled CPU kernels). Bad input returns ``None`` so that the reference loop reports it with its own
-    messages. The other parameters are those of :func:`savic_theory.simulate`.
+    ``S`` is the checked call (:func:`savic_theory.simulator.engine.prepare`). ``mode`` is
+    ``"auto"`` (fused when supported), ``True`` (fused or a ``ValueError`` saying why not) or
+    ``"numpy"`` (as ``True``, without the compiled CPU kernels).
     """
-    t_start = time.perf_counter()
     if not (mode is True or (isinstance(mode, str) and mode in ("auto", "numpy"))):
         raise ValueError(f"fused must be 'auto', True, 'numpy' or False, got {mode!r}")
     required = mode is True or mode == "numpy"
-    try:
-        reason = unsupported_reason(problem, rule, scaling, backend, x0)
-    except (TypeError, ValueError):
-        return None
+    reason = _unsupported(S.problem, S.rule, S.scaling, S.xp, (S.R, S.M, S.d))
     if reason is not None:
         if required:
             raise ValueError(f"fused={mode!r} is not available: {reason}")
         return None
-    try:
-        setup = _prepare(problem, rule, gamma, steps, sync_every, scaling, x0, noise, seed,
-                         runs, sync_at, record_every, dtype, backend, keep_iterates,
-                         init_probes, probes, progress, divergence_factor)
-    except (TypeError, ValueError):
-        return None
-    if setup.local and not setup.rule.is_static:
-        try:
-            full = (setup.R, setup.M, setup.d)
-            RuleProgram(setup.rule, _probe_state_shapes(setup.rule, full), full)
-        except Untraceable as exc:
-            if required:
-                raise ValueError(f"fused={mode!r} is not available: rule {setup.rule.name!r} "
-                                 f"cannot be traced for local scaling ({exc})") from None
-            return None
-    setup.compiled = mode != "numpy"
-    return _run(setup, t_start)
-
-
-@dataclass
-class _Setup:
-    problem: Quadratic
-    rule: ScalingRule
-    steps: int
-    record_every: int
-    init_probes: int
-    gamma_arr: np.ndarray
-    divergence_factor: float
-    schedule: SyncSchedule
-    x0_host: np.ndarray
-    R: int
-    batched: bool
-    xp: Any
-    dt: Any
-    oracle: Any
-    exact_probe: bool
-    rng: np.random.Generator
-    seed: Any
-    M: int
-    d: int
-    local: bool
-    scaling: str
-    dtype: Any
-    keep_iterates: bool
-    progress: bool
-    compiled: bool = True  # CPU: use the Numba kernels where they are installed
-
-
-def _prepare(problem, rule, gamma, steps, sync_every, scaling, x0, noise, seed, runs, sync_at,
-             record_every, dtype, backend, keep_iterates, init_probes, probes, progress,
-             divergence_factor) -> _Setup:
-    """The engine's argument checks and set-up, in the same order (no random draws)."""
-    if not isinstance(problem, Problem):
-        raise TypeError("problem")
-    if isinstance(rule, str):
-        rule = make(rule)
-    if not isinstance(rule, ScalingRule):
-        raise TypeError("rule")
-    if scaling not in ("global", "local"):
-        raise ValueError("scaling")
-    steps = _positive_int("steps", steps)
-    if record_every is None:
-        record_every = max(1, steps // 500)
-    record_every = _positive_int("record_every", record_every)
-    init_probes = _positive_int("init_probes", init_probes)
-    gamma_arr = np.asarray(gamma, dtype=np.float64) if _is_real_array(gamma) else None
-    if gamma_arr is None:
-        raise TypeError("gamma")
-    if gamma_arr.ndim > 1 or not np.all(np.isfinite(gamma_arr)) or np.any(gamma_arr <= 0):
-        raise ValueError("gamma")
-    if not (isinstance(divergence_factor, numbers.Real) and divergence_factor > 1):
-        raise ValueError("divergence_factor")
-    if noise is not None:
-        problem = problem.with_noise(noise)
-    schedule = SyncSchedule(steps, sync_every, sync_at)
-    x0_host = np.zeros(problem.dim) if x0 is None else _as_host(x0)
-    if x0_host.ndim not in (1, 2) or x0_host.shape[-1] != problem.dim:
-        raise ValueError("x0")
-    if not np.all(np.isfinite(x0_host)):
-        raise ValueError("x0")
-    sizes = {
-        "runs": runs,
-        "gamma": gamma_arr.shape[0] if gamma_arr.ndim == 1 else None,
-        "rule": rule.runs,
-        "sync": schedule.runs,
-        "instances": problem.instances if problem.batched else None,
-        "x0": x0_host.shape[0] if x0_host.ndim == 2 else None,
-    }
-    if runs is not None:
-        _positive_int("runs", runs)
-    given = {k: v for k, v in sizes.items() if v is not None}
-    if len(set(given.values())) > 1:
-        raise ValueError("run axes")
-    R = next(iter(given.values()), 1)
-    xp = namespace(backend, like=x0)
-    dt = dtype_of(xp, dtype)
-    oracle = problem.bind(xp, dt)
-    if probes not in ("auto", "rademacher", "exact"):
-        raise ValueError("probes")
-    exact_probe = probes == "exact" or (probes == "auto" and oracle.deterministic)
-    schedule.bind(R)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    return _Setup(problem, rule, steps, record_every, init_probes, gamma_arr, divergence_factor,
-                  schedule, x0_host, R, bool(given), xp, dt, oracle, exact_probe, rng, seed,
-                  problem.n_clients, problem.dim, scaling == "local", scaling, dtype,
-                  keep_iterates, progress)
+    return _run(S, t_start, compiled=mode != "numpy")
 
 
 # =========================================================================================
 # The loop (mirrors engine.simulate; the array work goes through _CPUOps / _GPUOps)
 # =========================================================================================
-def _run(S: _Setup, t_start: float) -> SimulationResult:
+def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult:
     xp, dt, R, M, d = S.xp, S.dt, S.R, S.M, S.d
     rule, oracle, rng, schedule, local = S.rule, S.oracle, S.rng, S.schedule, S.local
     steps, record_every = S.steps, S.record_every
@@ -742,7 +629,7 @@ def _run(S: _Setup, t_start: float) -> SimulationResult:
         x = xp.zeros((R, M, d), dtype=dt) + x0_rows
     else:  # 0.0 + x⁰ written into the one buffer the run keeps (the engine's zeros + x⁰)
         x = np.add(0.0, x0_rows, out=_WORKSPACE.take((R, M, d), dt))  # handed to the caller
-    ops = (_GPUOps if gpu else _CPUOps)(S, gamma_x, x)
+    ops = _GPUOps(S, gamma_x, x) if gpu else _CPUOps(S, gamma_x, x, compiled)
     x = ops.x
 
     beta_cache: dict = {}
@@ -1004,7 +891,7 @@ class _CPUOps(_Ops):
     Attributes used by the loop: ``x`` (the iterate buffer, updated in place).
     """
 
-    def __init__(self, S: _Setup, gamma_x, x):
+    def __init__(self, S: RunSetup, gamma_x, x, compiled: bool = True):
         self.R, self.M, self.d, self.dt = S.R, S.M, S.d, S.dt
         self.full = (S.R, S.M, S.d)
         self.oracle = S.oracle
@@ -1023,7 +910,7 @@ class _CPUOps(_Ops):
         self._P = self._q = self._c = None
         self._affine = self.form == "diagonal"
         # compiled kernels (Numba, when installed) take over the affine steps and the sync step
-        self._compiled = _compiled_kernels() if S.compiled else None
+        self._compiled = _compiled_kernels() if compiled else None
         self._kernels = self._compiled if self._affine else None
         self._one, self._count = self.dt(1), self.dt(self.M)
         if self._compiled is not None:
@@ -1341,7 +1228,7 @@ def local_kernel_source(program: RuleProgram, inline_grad: bool, noisy: bool, gi
 class _GPUOps(_Ops):
     """The array work of one fused run on a CUDA device through CuPy kernels."""
 
-    def __init__(self, S: _Setup, gamma_x, x):
+    def __init__(self, S: RunSetup, gamma_x, x):
         import cupy as cp
 
         self.cp = cp
