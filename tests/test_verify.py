@@ -23,7 +23,7 @@ from savic_theory.problems.logistic import Logistic
 from savic_theory.theory import THEOREMS
 from savic_theory.verify import SUITES, Case, run_case, verify
 from savic_theory.verify import checks as checks_mod
-from savic_theory.verify.adversarial import reproduce, search
+from savic_theory.verify.adversarial import probe_scaling_rounds, reproduce, search
 from savic_theory.verify.constants import hessian_row_bound, noise_model
 from savic_theory.verify.exact import exact_dist_sq
 from savic_theory.verify.stats import upper_limit, z_of
@@ -79,6 +79,31 @@ def test_exact_expectation_matches_simulation():
     dist = res.history["dist_sq"]
     se = dist.std(axis=1) / np.sqrt(dist.shape[1])
     assert np.all(np.abs(dist.mean(axis=1) - ex) <= 4 * se + 1e-12)
+
+
+@pytest.mark.parametrize("beta", [0.9, lambda k: (0.9 - 0.9**k) / (1 - 0.9**k)])
+def test_oasis_scaling_rounds_are_the_simulators_and_its_expectation_is_exact(beta):
+    """OASIS on a diagonal quadratic: ``D̂`` does not depend on the noise, ``probe_scaling_rounds``
+    gives the simulator's ``D̂`` (to round-off), and the exact recursion with it matches the
+    Monte-Carlo mean within 4 standard errors."""
+    p = Quadratic.random(dim=4, n_clients=3, heterogeneity=1.0, client_spectra="random", noise=0.1, seed=3)
+    rule = rules.oasis(beta=beta, e=0.3)
+    Ds = probe_scaling_rounds(rule, p.A[0], 10)
+    res = simulate(p, rule, gamma=0.1, steps=40, sync_every=4, runs=4000, record_every=1, seed=1)
+    np.testing.assert_allclose(res.D[:, 0, :], np.broadcast_to(Ds[-1], (4000, 4)), rtol=1e-14)
+    np.testing.assert_allclose(res.history["alpha_hat"][-1], Ds[-1].min(), rtol=1e-14)
+    ex = exact_dist_sq(p.A[0], p.b[0], 0.1, 40, 4, 0.1, D=Ds)
+    dist = res.history["dist_sq"]
+    se = dist.std(axis=1) / np.sqrt(dist.shape[1])
+    assert np.all(np.abs(dist.mean(axis=1) - ex) <= 4 * se + 1e-12)
+    assert probe_scaling_rounds(rules.adam(beta=0.9), p.A[0], 10) is None  # D̂ depends on the noise
+
+
+def test_adversarial_oasis_uses_the_exact_expectation():
+    r = search("oasis", "heterogeneous", maxiter=1, popsize=2, seeds=8, steps=40, refine=0, confirm_seeds=32,
+               progress=False)
+    assert r.exact is not None and r.exact["holds"] and r.exact["ratio_all"] <= 1 + RTOL
+    assert r.verdict == "holds"
 
 
 # ----------------------------------------------------------------------------- suites and checks

@@ -10,7 +10,8 @@ replicated over seeds, and a whole population is one ``simulate`` call: SciPy's
 ``differential_evolution`` with ``vectorized=True`` evaluates each generation at once
 (``H`` as an integer variable), then Nelder–Mead refines the continuous parameters of the best
 candidate, and the worst instance found is re-run with fresh seeds (more of them) and checked at
-every step (for the identity rule also against the exact expectation, ``verify.exact``): ``violated`` when some step's lower limit (Bonferroni over steps) exceeds the bound,
+every step (for the identity and OASIS rules, whose ``D̂`` does not depend on the noise on these
+instances, also against the exact expectation, ``verify.exact``): ``violated`` when some step's lower limit (Bonferroni over steps) exceeds the bound,
 ``holds`` when every upper limit is below it, ``attained`` in between. Common random numbers (fixed seeds during the
 search) make the objective deterministic.
 
@@ -42,7 +43,7 @@ from .checks import bonferroni_z
 from .exact import exact_dist_sq
 from .stats import mean_and_se, z_of
 
-__all__ = ["AdversarialResult", "search", "reproduce", "PARAMETERS", "NOISE"]
+__all__ = ["AdversarialResult", "search", "reproduce", "probe_scaling_rounds", "PARAMETERS", "NOISE"]
 
 #: σ² of the additive noise of every candidate (the scale of x* sets the noise-to-signal ratio)
 NOISE = 0.01
@@ -160,6 +161,41 @@ def reproduce(params: dict):
     kw = dict(gamma=np.full(S, params["gamma"]), steps=int(params["steps"]), sync_every=np.full(S, int(params["H"])),
               seed=int(params["confirm_seed"]), record_every=1)
     return prob, rule, kw
+
+
+def probe_scaling_rounds(rule, lam, n_syncs: int):
+    """The ``D̂`` of every round when it does not depend on the noise, else ``None``.
+
+    On a diagonal quadratic a Hessian-probe rule (OASIS) sees ``z ⊙ (A_m z) = diag(A_m)`` for
+    every Rademacher ``z``: with global scaling its statistic is ``mean_m diag(A_m)`` at
+    ``x⁰`` and at every sync, whatever the noise, so ``D̂⁰, D̂¹, …`` follow from the rule's
+    own ``init``/``update``/``diagonal`` functions, as the simulator applies them.
+
+    Parameters
+    ----------
+    rule : ScalingRule (one run: scalar or length-1 ``β`` and ``e``)
+    lam : array (M, d)
+        The clients' diagonal Hessians.
+    n_syncs : int
+        Number of syncs; rows ``0 … n_syncs`` of the result are the rounds' ``D̂``.
+    """
+    if rule.statistic is not _rules.Statistic.HESSIAN_PROBE:
+        return None
+    s = np.mean(np.asarray(lam, dtype=np.float64), axis=0)[None, None, :]
+    e = np.asarray(rule.e, dtype=np.float64).reshape(-1)[:1].reshape(1, 1, 1)
+
+    def beta(k):
+        return np.asarray(rule.beta.values(k), dtype=np.float64).reshape(-1)[:1].reshape(1, 1, 1)
+
+    k = np.ones(1, dtype=np.int64)
+    state = rule.init(s, beta(k), np)
+    k = np.full(1, rule.init_updates, dtype=np.int64)
+    rounds = [_rules.clip(rule.diagonal(state, np), e, np)[0, 0]]
+    for _ in range(n_syncs):
+        k += 1
+        state = rule.update(state, s, beta(k), np)
+        rounds.append(_rules.clip(rule.diagonal(state, np), e, np)[0, 0])
+    return np.array(rounds)
 
 
 def _make_rule(name, beta, e):
@@ -303,9 +339,13 @@ def search(rule: str = "rmsprop", theorem: str = "heterogeneous", *, d: int = 6,
     conf = _evaluate(rule, theorem, nat, d=d, M=M, steps=steps, seeds=confirm_seeds, seed=seed + 1000,
                      draw_seed=seed + 1, record_every=1, level=level)
     exact = None
-    if RULE_BOUNDS[rule].drift == 1:  # D̂ = I: the expectation is known exactly (linear-Gaussian system)
+    Ds = None if RULE_BOUNDS[rule].drift == 1 else probe_scaling_rounds(
+        _make_rule(rule, nat["beta"][:1], nat["e"][:1]), conf["lam"][0], steps // int(nat["H"][0]))
+    if RULE_BOUNDS[rule].drift == 1 or Ds is not None:
+        # D̂ = I, or a D̂ sequence that does not depend on the noise: the expectation is known
+        # exactly (a linear-Gaussian system, verify.exact)
         ex = exact_dist_sq(conf["lam"][0], conf["lam"][0] * conf["xs"][0], float(conf["gamma"][0]), steps,
-                           int(nat["H"][0]), NOISE)
+                           int(nat["H"][0]), NOISE, D=Ds)
         bnd = conf["bound"][:, 0]
         exact = {"ratio_late": float(np.max((ex / bnd)[conf["steps"] >= steps / 2])),
                  "ratio_all": float(np.max(ex[1:] / bnd[1:])), "holds": bool(np.all(ex <= bnd * (1 + 1e-9)))}
