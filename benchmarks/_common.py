@@ -10,18 +10,9 @@ from typing import Callable
 
 import numpy as np
 
+from savic_theory.cli.bench import _cpu_model  # the model name that `savic bench` prints
+
 __all__ = ["machine", "median_time", "steady_step_time", "write_json", "table"]
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine(gpu: bool = False) -> dict:

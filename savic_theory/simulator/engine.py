@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numbers
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -111,13 +111,12 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
             return res
     # --- end of dispatch ---------------------------------------------------------------------
     problem, rule, steps, record_every, init_probes = S.problem, S.rule, S.steps, S.record_every, S.init_probes
-    gamma_arr, divergence_factor, schedule, x0_host, R = S.gamma_arr, S.divergence_factor, S.schedule, S.x0_host, S.R
-    batched, xp, dt, oracle, exact_probe, rng = S.batched, S.xp, S.dt, S.oracle, S.exact_probe, S.rng
+    gamma_arr, schedule, x0_host, R = S.gamma_arr, S.schedule, S.x0_host, S.R
+    xp, dt, oracle, exact_probe, rng = S.xp, S.dt, S.oracle, S.exact_probe, S.rng
     M, d = problem.n_clients, problem.dim
     local = scaling == "local"
 
-    def dev(a, shape):
-        return xp.asarray(np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=np.float64), shape)), dtype=dt)
+    dev, beta_of = S.device, S.beta_of
 
     gamma_x = dev(gamma_arr.reshape(-1, 1, 1) if gamma_arr.ndim else gamma_arr, (R, 1, 1))
     e_x = dev(rule.e.reshape(-1, 1, 1) if rule.e.ndim else rule.e, (R, 1, 1))
@@ -125,21 +124,6 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
     x_star = dev(const.x_star, (R, d) if np.ndim(const.x_star) == 1 else const.x_star.shape)
     f_star = dev(const.f_star, (R,))
     x = xp.zeros((R, M, d), dtype=dt) + dev(x0_host if x0_host.ndim == 2 else x0_host[None], (R, d))[:, None, :]
-
-    beta_cache: dict = {}
-
-    def beta_of(k: np.ndarray):
-        if rule.beta is None:
-            return 0.0
-        if rule.beta.is_constant:
-            key = "const"
-        else:
-            key = k.tobytes()
-        if key not in beta_cache:
-            if len(beta_cache) > 64:
-                beta_cache.clear()
-            beta_cache[key] = dev(rule.beta.values(k).reshape(R, 1, 1), (R, 1, 1))
-        return beta_cache[key]
 
     def statistic(x, sample, g):
         if rule.statistic is Statistic.GRAD_SQUARED:
@@ -172,20 +156,11 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
         D = clip(rule.diagonal(state, xp), e_x, xp)
 
     # --- bookkeeping ----------------------------------------------------------------------
-    rec_steps: list[int] = []
-    rec_vals: list[np.ndarray] = []
-    rec_iter: list[np.ndarray] = []
-    sync_steps: list[int] = []
-    drift_rows: list[np.ndarray] = []
-    drift_min_rows: list[np.ndarray] = []
-    alive = np.ones(R, dtype=bool)
-    diverged_at = np.full(R, -1, dtype=np.int64)
-    frozen_x = None
-    ref = None
+    rec = Recorder(S)
+    alive = rec.alive
     run_max = run_min = None  # local scaling: drift since the last sync, per run
 
     def record(t):
-        nonlocal ref, frozen_x
         xbar = xp.mean(x, axis=1)
         diff = xbar - x_star
         dev_c = x - xbar[:, None, :]
@@ -197,23 +172,7 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
             xp.max(D, axis=(1, 2)),
             xp.sqrt(stat_max) if rule.statistic is Statistic.GRAD_SQUARED else stat_max,
         ])
-        host = np.array(to_numpy(vals), dtype=np.float64)
-        dist = host[0]
-        if ref is None:
-            ref = np.maximum(dist, 1.0)
-        bad = alive & (~np.isfinite(host).all(axis=0) | (dist > divergence_factor * ref))
-        if bad.any():
-            diverged_at[bad] = t
-            xh = to_numpy(x)
-            frozen_x = xh.copy() if frozen_x is None else np.where(bad[:, None, None], xh, frozen_x)
-            alive[bad] = False
-        host[:, ~alive] = np.nan
-        rec_steps.append(t)
-        rec_vals.append(host)
-        if keep_iterates:
-            xb = np.array(to_numpy(xbar), dtype=np.float64)
-            xb[~alive] = np.nan
-            rec_iter.append(xb)
+        rec.record(t, np.array(to_numpy(vals), dtype=np.float64), x, xbar)
 
     bar = None
     if progress:
@@ -273,11 +232,7 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
                     else:
                         state = type(state)(*(xp.where(mask, n, o) for n, o in zip(new_state, state)))
                         D = xp.where(mask, D_new, D)
-                row_hi = np.where(sync & alive, np.asarray(hi_h, dtype=np.float64), np.nan)
-                row_lo = np.where(sync & alive, np.asarray(lo_h, dtype=np.float64), np.nan)
-                sync_steps.append(t1)
-                drift_rows.append(row_hi)
-                drift_min_rows.append(row_lo)
+                rec.sync(t1, sync, hi_h, lo_h)
             if t1 % record_every == 0 or t1 == steps:
                 record(t1)
             if bar is not None and (t1 % max(1, steps // 100) == 0 or t1 == steps):
@@ -286,39 +241,96 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
         bar.close()
 
     # --- results back to the host -----------------------------------------------------
-    x_host = np.array(to_numpy(x), dtype=np.float64)
-    if frozen_x is not None:
-        x_host = np.where(alive[:, None, None], x_host, frozen_x)
-    vals = np.stack(rec_vals, axis=1)  # (n_keys, n_records, R)
-    history = {key: vals[i] for i, key in enumerate(HISTORY_KEYS)}
-    if keep_iterates:
-        history["x_bar"] = np.stack(rec_iter)
-    drift = np.array(drift_rows).reshape(len(sync_steps), R)
-    drift_min = np.array(drift_min_rows).reshape(len(sync_steps), R)
-    status = np.where(alive, "ok", "diverged")
-    params = {
-        "gamma": gamma_arr, "H": schedule.H.copy(), "scaling": scaling, "rule": rule.name,
-        "beta": rule.beta.label if rule.beta is not None else None, "e": rule.e,
-        "probes": ("exact" if exact_probe else "rademacher") if rule.statistic is Statistic.HESSIAN_PROBE else None,
-        "steps": steps, "record_every": record_every, "runs": R, "seed": seed if isinstance(seed, int) else None,
-        "dtype": np.dtype(dtype).name, "backend": namespace_name(xp), "batched": batched,
-    }
-    D_host = np.array(to_numpy(xp.broadcast_to(D, (R, M if local else 1, d))), dtype=np.float64)
-    x_bar = x_host.mean(axis=1)
-    if not batched:
-        history = {k_: v[:, 0] if k_ != "x_bar" else v[:, 0, :] for k_, v in history.items()}
-        x_host, x_bar, D_host = x_host[0], x_bar[0], D_host[0]
-        drift, drift_min = drift[:, 0], drift_min[:, 0]
-        status, diverged_at = str(status[0]), int(diverged_at[0])
-        params["gamma"] = float(gamma_arr)
-        params["H"] = int(schedule.H[0])
-    return SimulationResult(
-        x=x_host, x_bar=x_bar, D=D_host, steps=np.array(rec_steps), history=history,
-        sync_steps=np.array(sync_steps, dtype=np.int64), drift=drift, drift_min=drift_min,
-        status=status, diverged_at=diverged_at, problem=problem, rule=rule, params=params,
-        elapsed=time.perf_counter() - t_start,
-    )
+    return rec.result(x, D, t_start)
 
+
+
+class Recorder:
+    """What both simulator paths record, and the :class:`SimulationResult` built from it.
+
+    ``record`` takes the history values of one recorded step and stops runs that diverged
+    (not finite, or ``‖x̄−x*‖²`` above ``divergence_factor · max(1, ‖x⁰−x*‖²)``): their iterate
+    is frozen, their later rows are NaN. ``sync`` takes the drift of one sync moment.
+    """
+
+    def __init__(self, S: "RunSetup"):
+        self.S = S
+        self.alive = np.ones(S.R, dtype=bool)
+        self.diverged_at = np.full(S.R, -1, dtype=np.int64)
+        self.frozen_x = None
+        self.ref = None
+        self.steps: list[int] = []
+        self.values: list[np.ndarray] = []
+        self.iterates: list[np.ndarray] = []
+        self.sync_steps: list[int] = []
+        self.drift_hi: list[np.ndarray] = []
+        self.drift_lo: list[np.ndarray] = []
+
+    def record(self, t: int, host: np.ndarray, x, xbar) -> None:
+        """``host``: float64 array (len(HISTORY_KEYS), runs) of step ``t``; ``x``, ``xbar`` on the device."""
+        alive, dist = self.alive, host[0]
+        if self.ref is None:
+            self.ref = np.maximum(dist, 1.0)
+        bad = alive & (~np.isfinite(host).all(axis=0) | (dist > self.S.divergence_factor * self.ref))
+        if bad.any():
+            self.diverged_at[bad] = t
+            xh = np.array(to_numpy(x))
+            self.frozen_x = xh if self.frozen_x is None else np.where(bad[:, None, None], xh, self.frozen_x)
+            alive[bad] = False
+        host[:, ~alive] = np.nan
+        self.steps.append(t)
+        self.values.append(host)
+        if self.S.keep_iterates:
+            xb = np.array(to_numpy(xbar), dtype=np.float64)
+            xb[~alive] = np.nan
+            self.iterates.append(xb)
+
+    def sync(self, t: int, sync: np.ndarray, hi, lo) -> None:
+        """The drift ``max_i`` / ``min_i D̂ᵏ⁺¹_i / D̂ᵏ_i`` of the runs that synced at ``t``."""
+        on = sync & self.alive
+        self.sync_steps.append(t)
+        self.drift_hi.append(np.where(on, np.asarray(hi, dtype=np.float64), np.nan))
+        self.drift_lo.append(np.where(on, np.asarray(lo, dtype=np.float64), np.nan))
+
+    def result(self, x, D, t_start: float) -> SimulationResult:
+        """The result of the run whose final iterates are ``x`` and scaling ``D``."""
+        S, R, alive = self.S, self.S.R, self.alive
+        x_host = np.asarray(to_numpy(x), dtype=np.float64)
+        if self.frozen_x is not None:
+            x_host = np.where(alive[:, None, None], x_host, self.frozen_x)
+        vals = np.stack(self.values, axis=1)  # (n_keys, n_records, R)
+        history = {key: vals[i] for i, key in enumerate(HISTORY_KEYS)}
+        if S.keep_iterates:
+            history["x_bar"] = np.stack(self.iterates)
+        n_syncs = len(self.sync_steps)
+        drift = np.array(self.drift_hi).reshape(n_syncs, R)
+        drift_min = np.array(self.drift_lo).reshape(n_syncs, R)
+        status, diverged_at = np.where(alive, "ok", "diverged"), self.diverged_at
+        rule, xp = S.rule, S.xp
+        params = {
+            "gamma": S.gamma_arr, "H": S.schedule.H.copy(), "scaling": S.scaling, "rule": rule.name,
+            "beta": rule.beta.label if rule.beta is not None else None, "e": rule.e,
+            "probes": (("exact" if S.exact_probe else "rademacher")
+                       if rule.statistic is Statistic.HESSIAN_PROBE else None),
+            "steps": S.steps, "record_every": S.record_every, "runs": R,
+            "seed": S.seed if isinstance(S.seed, int) else None, "dtype": np.dtype(S.dtype).name,
+            "backend": namespace_name(xp), "batched": S.batched,
+        }
+        D_host = np.array(to_numpy(xp.broadcast_to(D, (R, S.M if S.local else 1, S.d))), dtype=np.float64)
+        x_bar = x_host.mean(axis=1)
+        if not S.batched:
+            history = {k: v[:, 0] if k != "x_bar" else v[:, 0, :] for k, v in history.items()}
+            x_host, x_bar, D_host = x_host[0], x_bar[0], D_host[0]
+            drift, drift_min = drift[:, 0], drift_min[:, 0]
+            status, diverged_at = str(status[0]), int(diverged_at[0])
+            params["gamma"] = float(S.gamma_arr)
+            params["H"] = int(S.schedule.H[0])
+        return SimulationResult(
+            x=x_host, x_bar=x_bar, D=D_host, steps=np.array(self.steps), history=history,
+            sync_steps=np.array(self.sync_steps, dtype=np.int64), drift=drift, drift_min=drift_min,
+            status=status, diverged_at=diverged_at, problem=S.problem, rule=rule, params=params,
+            elapsed=time.perf_counter() - t_start,
+        )
 
 
 @dataclass
@@ -350,6 +362,7 @@ class RunSetup:
     seed: Any
     keep_iterates: bool
     progress: bool
+    _beta_cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def M(self) -> int:
@@ -362,6 +375,24 @@ class RunSetup:
     @property
     def local(self) -> bool:
         return self.scaling == "local"
+
+    def device(self, a, shape):
+        """Host data ``a`` broadcast to ``shape``, on the run's backend in its dtype."""
+        host = np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=np.float64), shape))
+        return self.xp.asarray(host, dtype=self.dt)
+
+    def beta_of(self, k: np.ndarray):
+        """The rule's ``β`` for update indices ``k`` (runs,), as a ``(runs, 1, 1)`` device array
+        (cached: a constant β is moved once, a schedule once per distinct ``k``)."""
+        rule = self.rule
+        if rule.beta is None:
+            return 0.0
+        key = "const" if rule.beta.is_constant else k.tobytes()
+        if key not in self._beta_cache:
+            if len(self._beta_cache) > 64:
+                self._beta_cache.clear()
+            self._beta_cache[key] = self.device(rule.beta.values(k).reshape(self.R, 1, 1), (self.R, 1, 1))
+        return self._beta_cache[key]
 
 
 def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None, noise=None, seed=0, *,

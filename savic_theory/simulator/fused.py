@@ -47,7 +47,6 @@ from __future__ import annotations
 import functools
 import os
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -55,8 +54,8 @@ import numpy as np
 from .._backend import namespace, namespace_name, to_numpy
 from ..problems.quadratic import Quadratic
 from ..rules import ScalingRule, Statistic, clip, make
-from .engine import RunSetup
-from .result import HISTORY_KEYS, SimulationResult
+from .engine import Recorder, RunSetup
+from .result import SimulationResult
 
 __all__ = ["simulate_fused", "unsupported_reason", "trace_rule", "RuleProgram", "Untraceable"]
 
@@ -614,8 +613,7 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
     problem = S.problem
     gpu = namespace_name(xp) == "cupy"
 
-    def dev(a, shape):
-        return xp.asarray(np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=np.float64), shape)), dtype=dt)
+    dev, beta_of = S.device, S.beta_of
 
     gamma_arr = S.gamma_arr
     gamma_x = dev(gamma_arr.reshape(-1, 1, 1) if gamma_arr.ndim else gamma_arr, (R, 1, 1))
@@ -631,18 +629,6 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
         x = np.add(0.0, x0_rows, out=_WORKSPACE.take((R, M, d), dt))  # handed to the caller
     ops = _GPUOps(S, gamma_x, x) if gpu else _CPUOps(S, gamma_x, x, compiled)
     x = ops.x
-
-    beta_cache: dict = {}
-
-    def beta_of(k: np.ndarray):
-        if rule.beta is None:
-            return 0.0
-        key = "const" if rule.beta.is_constant else k.tobytes()
-        if key not in beta_cache:
-            if len(beta_cache) > 64:
-                beta_cache.clear()
-            beta_cache[key] = dev(rule.beta.values(k).reshape(R, 1, 1), (R, 1, 1))
-        return beta_cache[key]
 
     grad_sq = rule.statistic is Statistic.GRAD_SQUARED
     probe_stat = rule.statistic is Statistic.HESSIAN_PROBE
@@ -690,39 +676,14 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
     else:
         ops.scaling_changed(D)
 
-    # --- bookkeeping (as in the engine) ----------------------------------------------------
-    rec_steps: list[int] = []
-    rec_vals: list[np.ndarray] = []
-    rec_iter: list[np.ndarray] = []
-    sync_steps: list[int] = []
-    drift_rows: list[np.ndarray] = []
-    drift_min_rows: list[np.ndarray] = []
-    alive = np.ones(R, dtype=bool)
-    diverged_at = np.full(R, -1, dtype=np.int64)
-    frozen_x = None
-    ref = None
+    # --- bookkeeping (the engine's Recorder) -------------------------------------------------
+    rec = Recorder(S)
+    alive = rec.alive
     run_max = run_min = None
-    divergence_factor = S.divergence_factor
 
     def record(t):
-        nonlocal ref, frozen_x
         host, xbar = ops.record_values(x, D, stat_max, x_star, f_star, grad_sq)
-        dist = host[0]
-        if ref is None:
-            ref = np.maximum(dist, 1.0)
-        bad = alive & (~np.isfinite(host).all(axis=0) | (dist > divergence_factor * ref))
-        if bad.any():
-            diverged_at[bad] = t
-            xh = np.array(to_numpy(x))
-            frozen_x = xh if frozen_x is None else np.where(bad[:, None, None], xh, frozen_x)
-            alive[bad] = False
-        host[:, ~alive] = np.nan
-        rec_steps.append(t)
-        rec_vals.append(host)
-        if S.keep_iterates:
-            xb = np.array(to_numpy(xbar), dtype=np.float64)
-            xb[~alive] = np.nan
-            rec_iter.append(xb)
+        rec.record(t, host, x, xbar)
 
     bar = None
     if S.progress:
@@ -816,11 +777,7 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                         state = type(state)(*(xp.where(mask, n, o) for n, o in zip(new_state, state)))
                         D = xp.where(mask, D_new, D)
                     ops.scaling_changed(D)
-                row_hi = np.where(sync & alive, np.asarray(hi_h, dtype=np.float64), np.nan)
-                row_lo = np.where(sync & alive, np.asarray(lo_h, dtype=np.float64), np.nan)
-                sync_steps.append(t1)
-                drift_rows.append(row_hi)
-                drift_min_rows.append(row_lo)
+                rec.sync(t1, sync, hi_h, lo_h)
             if t1 % record_every == 0 or t1 == steps:
                 record(t1)
             if bar is not None and (t1 % max(1, steps // 100) == 0 or t1 == steps):
@@ -828,41 +785,10 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
     if bar is not None:
         bar.close()
 
-    # --- results back to the host (as in the engine) ------------------------------------------
-    x_host = np.asarray(to_numpy(x), dtype=np.float64)  # the run's own buffer: no copy needed
-    if frozen_x is not None:
-        x_host = np.where(alive[:, None, None], x_host, frozen_x)
-    vals = np.stack(rec_vals, axis=1)
-    history = {key: vals[i] for i, key in enumerate(HISTORY_KEYS)}
-    if S.keep_iterates:
-        history["x_bar"] = np.stack(rec_iter)
-    drift = np.array(drift_rows).reshape(len(sync_steps), R)
-    drift_min = np.array(drift_min_rows).reshape(len(sync_steps), R)
-    status = np.where(alive, "ok", "diverged")
-    seed = S.seed
-    params = {
-        "gamma": gamma_arr, "H": schedule.H.copy(), "scaling": S.scaling, "rule": rule.name,
-        "beta": rule.beta.label if rule.beta is not None else None, "e": rule.e,
-        "probes": ("exact" if exact_probe else "rademacher") if probe_stat else None,
-        "steps": steps, "record_every": record_every, "runs": R, "seed": seed if isinstance(seed, int) else None,
-        "dtype": np.dtype(S.dtype).name, "backend": namespace_name(xp), "batched": S.batched,
-    }
-    D_host = np.array(to_numpy(xp.broadcast_to(D, (R, M if local else 1, d))), dtype=np.float64)
+    # --- results back to the host: x is the run's own buffer, the scratch goes back -----------
+    result = rec.result(x, D, t_start)
     ops.release()
-    x_bar = x_host.mean(axis=1)
-    if not S.batched:
-        history = {k_: v[:, 0] if k_ != "x_bar" else v[:, 0, :] for k_, v in history.items()}
-        x_host, x_bar, D_host = x_host[0], x_bar[0], D_host[0]
-        drift, drift_min = drift[:, 0], drift_min[:, 0]
-        status, diverged_at = str(status[0]), int(diverged_at[0])
-        params["gamma"] = float(gamma_arr)
-        params["H"] = int(schedule.H[0])
-    return SimulationResult(
-        x=x_host, x_bar=x_bar, D=D_host, steps=np.array(rec_steps), history=history,
-        sync_steps=np.array(sync_steps, dtype=np.int64), drift=drift, drift_min=drift_min,
-        status=status, diverged_at=diverged_at, problem=problem, rule=rule, params=params,
-        elapsed=time.perf_counter() - t_start,
-    )
+    return result
 
 
 # =========================================================================================
