@@ -110,9 +110,9 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
         if res is not None:
             return res
     # --- end of dispatch ---------------------------------------------------------------------
-    problem, rule, steps, record_every, init_probes = S.problem, S.rule, S.steps, S.record_every, S.init_probes
+    problem, rule, steps, record_every = S.problem, S.rule, S.steps, S.record_every
     gamma_arr, schedule, x0_host, R = S.gamma_arr, S.schedule, S.x0_host, S.R
-    xp, dt, oracle, exact_probe, rng = S.xp, S.dt, S.oracle, S.exact_probe, S.rng
+    xp, dt, oracle, rng = S.xp, S.dt, S.oracle, S.rng
     M, d = problem.n_clients, problem.dim
     local = scaling == "local"
 
@@ -125,35 +125,10 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
     f_star = dev(const.f_star, (R,))
     x = xp.zeros((R, M, d), dtype=dt) + dev(x0_host if x0_host.ndim == 2 else x0_host[None], (R, d))[:, None, :]
 
-    def statistic(x, sample, g):
-        if rule.statistic is Statistic.GRAD_SQUARED:
-            return g * g
-        if exact_probe:
-            return xp.zeros_like(x) + oracle.hessian_diag(x, sample)
-        z = xp.asarray(rng.integers(0, 2, size=(R, M, d)) * 2.0 - 1.0, dtype=dt)
-        return oracle.probe(x, sample, z)
+    statistic = S.statistic
 
     # --- initial scaling from S(x⁰) -----------------------------------------------------
-    k = np.zeros(R, dtype=np.int64)  # updates folded into the state so far (per run)
-    # an overflowing start is reported as a diverged run at step 0, not as a warning
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        if rule.is_static:
-            s0 = xp.zeros((R, 1 if not local else M, d), dtype=dt)
-        else:
-            sample0 = oracle.draw(rng, R)
-            g0 = oracle.grad(x, sample0)
-            s0 = statistic(x, sample0, g0)
-            for _ in range(init_probes - 1 if rule.statistic is Statistic.HESSIAN_PROBE and not exact_probe else 0):
-                s0 = s0 + statistic(x, sample0, g0)
-            if rule.statistic is Statistic.HESSIAN_PROBE and init_probes > 1 and not exact_probe:
-                s0 = s0 / init_probes
-            s0_max = xp.max(xp.abs(s0), axis=(1, 2))
-            if not local:
-                s0 = xp.mean(s0, axis=1, keepdims=True)
-        k += rule.init_updates
-        stat_max = xp.zeros((R,), dtype=dt) if rule.is_static else s0_max
-        state = rule.init(s0, beta_of(np.ones(R, dtype=np.int64)), xp)
-        D = clip(rule.diagonal(state, xp), e_x, xp)
+    k, stat_max, state, D = initial_scaling(S, x, e_x)
 
     # --- bookkeeping ----------------------------------------------------------------------
     rec = Recorder(S)
@@ -216,22 +191,11 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
                 if rule.is_static:
                     hi_h = lo_h = np.ones(R)
                 elif local:
-                    hi_h, lo_h = to_numpy(run_max), to_numpy(run_min)
-                    reset = xp.asarray(sync)
-                    run_max = xp.where(reset, xp.full((R,), -xp.inf, dtype=dt), run_max)
-                    run_min = xp.where(reset, xp.full((R,), xp.inf, dtype=dt), run_min)
+                    hi_h, lo_h, run_max, run_min = drift_since_sync(S, run_max, run_min, sync)
                 else:
                     k[sync] += 1
-                    new_state = rule.update(state, xp.mean(s, axis=1, keepdims=True), beta_of(k), xp)
-                    D_new = clip(rule.diagonal(new_state, xp), e_x, xp)
-                    ratio = D_new / D
-                    hi_h = to_numpy(xp.max(ratio, axis=(1, 2)))
-                    lo_h = to_numpy(xp.min(ratio, axis=(1, 2)))
-                    if all_sync:
-                        state, D = new_state, D_new
-                    else:
-                        state = type(state)(*(xp.where(mask, n, o) for n, o in zip(new_state, state)))
-                        D = xp.where(mask, D_new, D)
+                    state, D, hi_h, lo_h = update_scaling(S, state, D, xp.mean(s, axis=1, keepdims=True),
+                                                          beta_of(k), e_x, sync)
                 rec.sync(t1, sync, hi_h, lo_h)
             if t1 % record_every == 0 or t1 == steps:
                 record(t1)
@@ -243,6 +207,68 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
     # --- results back to the host -----------------------------------------------------
     return rec.result(x, D, t_start)
 
+
+
+def initial_scaling(S: "RunSetup", x, e_x, draw_squared_gradients=None):
+    r"""The scaling before the first step: ``state ← init(S(x⁰))``, ``D̂ ← clip(D(state))``.
+
+    The statistic is taken at ``x⁰`` with the oracle's first draw (averaged over
+    ``init_probes`` Hutchinson probes for OASIS) and averaged over clients in global scaling.
+    ``draw_squared_gradients()``, when given, returns that draw's ``g ⊙ g`` for a ``g ⊙ g``
+    rule (the fused CPU path computes it in its own buffers). Returns ``(k, stat_max, state,
+    D)``: the updates folded into the state per run, ``max |S|`` per run, the state and ``D̂``.
+    An overflowing start gives inf/NaN here, reported as a diverged run at step 0, not a warning.
+    """
+    xp, rule, R = S.xp, S.rule, S.R
+    probing = rule.statistic is Statistic.HESSIAN_PROBE and not S.exact_probe
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        if rule.is_static:
+            s0 = xp.zeros((R, S.M if S.local else 1, S.d), dtype=S.dt)
+            stat_max = xp.zeros((R,), dtype=S.dt)
+        else:
+            if draw_squared_gradients is not None and rule.statistic is Statistic.GRAD_SQUARED:
+                s0 = draw_squared_gradients()
+            else:
+                sample0 = S.oracle.draw(S.rng, R)
+                g0 = S.oracle.grad(x, sample0)
+                s0 = S.statistic(x, sample0, g0)
+                for _ in range(S.init_probes - 1 if probing else 0):
+                    s0 = s0 + S.statistic(x, sample0, g0)
+                if probing and S.init_probes > 1:
+                    s0 = s0 / S.init_probes
+            stat_max = xp.max(xp.abs(s0), axis=(1, 2))
+            if not S.local:
+                s0 = xp.mean(s0, axis=1, keepdims=True)
+        k = np.full(R, rule.init_updates, dtype=np.int64)
+        state = rule.init(s0, S.beta_of(np.ones(R, dtype=np.int64)), xp)
+        D = clip(rule.diagonal(state, xp), e_x, xp)
+    return k, stat_max, state, D
+
+
+def update_scaling(S: "RunSetup", state, D, s_mean, beta, e_x, sync):
+    """Global scaling at a sync: ``state ← update(state, mean_m S_m)``, ``D̂ ← clip(D(state))``
+    for the runs flagged in ``sync``. Returns ``(state, D, max_i, min_i of D̂ᵏ⁺¹_i / D̂ᵏ_i)``."""
+    xp, rule = S.xp, S.rule
+    new_state = rule.update(state, s_mean, beta, xp)
+    D_new = clip(rule.diagonal(new_state, xp), e_x, xp)
+    ratio = D_new / D
+    hi, lo = to_numpy(xp.max(ratio, axis=(1, 2))), to_numpy(xp.min(ratio, axis=(1, 2)))
+    if bool(sync.all()):
+        return new_state, D_new, hi, lo
+    mask = xp.asarray(sync[:, None, None])
+    state = type(state)(*(xp.where(mask, n, o) for n, o in zip(new_state, state)))
+    return state, xp.where(mask, D_new, D), hi, lo
+
+
+def drift_since_sync(S: "RunSetup", run_max, run_min, sync):
+    """Local scaling at a sync: the largest and smallest ``D̂ᵏ⁺¹_i / D̂ᵏ_i`` since the last sync
+    (host arrays), and the running extremes reset for the runs flagged in ``sync``."""
+    xp, R, dt = S.xp, S.R, S.dt
+    hi, lo = to_numpy(run_max), to_numpy(run_min)
+    reset = xp.asarray(sync)
+    run_max = xp.where(reset, xp.full((R,), -xp.inf, dtype=dt), run_max)
+    run_min = xp.where(reset, xp.full((R,), xp.inf, dtype=dt), run_min)
+    return hi, lo, run_max, run_min
 
 
 class Recorder:
@@ -380,6 +406,16 @@ class RunSetup:
         """Host data ``a`` broadcast to ``shape``, on the run's backend in its dtype."""
         host = np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=np.float64), shape))
         return self.xp.asarray(host, dtype=self.dt)
+
+    def statistic(self, x, sample, g):
+        """The rule's statistic ``S_m`` at ``x`` with ``sample`` (``g`` its gradient): ``g ⊙ g``,
+        the exact Hessian diagonal, or a Rademacher probe ``z ⊙ (∇²f_m z)`` drawn from ``rng``."""
+        if self.rule.statistic is Statistic.GRAD_SQUARED:
+            return g * g
+        if self.exact_probe:
+            return self.xp.zeros_like(x) + self.oracle.hessian_diag(x, sample)
+        z = self.xp.asarray(self.rng.integers(0, 2, size=(self.R, self.M, self.d)) * 2.0 - 1.0, dtype=self.dt)
+        return self.oracle.probe(x, sample, z)
 
     def beta_of(self, k: np.ndarray):
         """The rule's ``β`` for update indices ``k`` (runs,), as a ``(runs, 1, 1)`` device array

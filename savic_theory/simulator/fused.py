@@ -51,10 +51,10 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import namespace, namespace_name, to_numpy
+from .._backend import namespace, namespace_name
 from ..problems.quadratic import Quadratic
 from ..rules import ScalingRule, Statistic, clip, make
-from .engine import Recorder, RunSetup
+from .engine import Recorder, RunSetup, drift_since_sync, initial_scaling, update_scaling
 from .result import SimulationResult
 
 __all__ = ["simulate_fused", "unsupported_reason", "trace_rule", "RuleProgram", "Untraceable"]
@@ -608,7 +608,7 @@ def simulate_fused(mode, S: RunSetup, t_start: float):
 # =========================================================================================
 def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult:
     xp, dt, R, M, d = S.xp, S.dt, S.R, S.M, S.d
-    rule, oracle, rng, schedule, local = S.rule, S.oracle, S.rng, S.schedule, S.local
+    rule, rng, schedule, local = S.rule, S.rng, S.schedule, S.local
     steps, record_every = S.steps, S.record_every
     problem = S.problem
     gpu = namespace_name(xp) == "cupy"
@@ -631,43 +631,12 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
     x = ops.x
 
     grad_sq = rule.statistic is Statistic.GRAD_SQUARED
-    probe_stat = rule.statistic is Statistic.HESSIAN_PROBE
-    exact_probe = S.exact_probe
 
-    def statistic(x, sample, g):  # the engine's statistic, for initialisation and probes
-        if grad_sq:
-            return g * g
-        if exact_probe:
-            return xp.zeros_like(x) + oracle.hessian_diag(x, sample)
-        z = xp.asarray(rng.integers(0, 2, size=(R, M, d)) * 2.0 - 1.0, dtype=dt)
-        return oracle.probe(x, sample, z)
+    statistic = S.statistic
 
-    # --- initial scaling from S(x⁰): the engine's code, run once -------------------------
-    k = np.zeros(R, dtype=np.int64)
-    # an overflowing start is reported as a diverged run at step 0, not as a warning
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        if rule.is_static:
-            s0 = xp.zeros((R, 1 if not local else M, d), dtype=dt)
-        elif grad_sq and not gpu:  # the same draw and g ⊙ g, in the run's buffers
-            s0 = ops.initial_grad_squared(rng)
-            s0_max = np.max(s0, axis=(1, 2))  # s0 ≥ 0, so max|s0| = max s0
-            if not local:
-                s0 = np.mean(s0, axis=1, keepdims=True)
-        else:
-            sample0 = oracle.draw(rng, R)
-            g0 = oracle.grad(x, sample0)
-            s0 = statistic(x, sample0, g0)
-            for _ in range(S.init_probes - 1 if probe_stat and not exact_probe else 0):
-                s0 = s0 + statistic(x, sample0, g0)
-            if probe_stat and S.init_probes > 1 and not exact_probe:
-                s0 = s0 / S.init_probes
-            s0_max = xp.max(xp.abs(s0), axis=(1, 2))
-            if not local:
-                s0 = xp.mean(s0, axis=1, keepdims=True)
-        k += rule.init_updates
-        stat_max = xp.zeros((R,), dtype=dt) if rule.is_static else s0_max
-        state = rule.init(s0, beta_of(np.ones(R, dtype=np.int64)), xp)
-        D = clip(rule.diagonal(state, xp), e_x, xp)
+    # --- initial scaling from S(x⁰): the engine's code (g ⊙ g in the run's buffers on the CPU)
+    k, stat_max, state, D = initial_scaling(
+        S, x, e_x, None if gpu else (lambda: ops.initial_grad_squared(rng)))
 
     program = None
     if local and not rule.is_static:
@@ -757,25 +726,12 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                 if rule.is_static:
                     hi_h = lo_h = np.ones(R)
                 elif local:
-                    hi_h, lo_h = to_numpy(run_max), to_numpy(run_min)
-                    reset = xp.asarray(sync)
-                    run_max = xp.where(reset, xp.full((R,), -xp.inf, dtype=dt), run_max)
-                    run_min = xp.where(reset, xp.full((R,), xp.inf, dtype=dt), run_min)
+                    hi_h, lo_h, run_max, run_min = drift_since_sync(S, run_max, run_min, sync)
                 else:
                     k[sync] += 1
                     if not averaged:
                         s_mean = ops.client_mean(s)
-                    new_state = rule.update(state, s_mean, beta_of(k), xp)
-                    D_new = clip(rule.diagonal(new_state, xp), e_x, xp)
-                    ratio = D_new / D
-                    hi_h = to_numpy(xp.max(ratio, axis=(1, 2)))
-                    lo_h = to_numpy(xp.min(ratio, axis=(1, 2)))
-                    if all_sync:
-                        state, D = new_state, D_new
-                    else:
-                        mask = xp.asarray(sync[:, None, None])
-                        state = type(state)(*(xp.where(mask, n, o) for n, o in zip(new_state, state)))
-                        D = xp.where(mask, D_new, D)
+                    state, D, hi_h, lo_h = update_scaling(S, state, D, s_mean, beta_of(k), e_x, sync)
                     ops.scaling_changed(D)
                 rec.sync(t1, sync, hi_h, lo_h)
             if t1 % record_every == 0 or t1 == steps:
