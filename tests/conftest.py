@@ -24,6 +24,12 @@ def _available_backends():
     return names
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _kernel_cache(tmp_path_factory):
+    """Generated kernels go to a folder of this test session, not the user's cache."""
+    os.environ["SAVIC_KERNEL_CACHE"] = str(tmp_path_factory.mktemp("kernels"))
+
+
 @pytest.fixture(params=_available_backends())
 def backend(request):
     """Name of an array backend usable on this machine (CuPy tests live in test_gpu.py)."""

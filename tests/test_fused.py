@@ -152,6 +152,94 @@ def test_compiled_kernels_compute_the_numpy_paths_numbers(rule, scaling, sync_ev
     _bitwise_same(compiled, plain, dtype)
 
 
+@pytest.fixture
+def local_kernel(monkeypatch):
+    """The generated local-scaling kernel for every run size (normally only for large runs)."""
+    kernels = pytest.importorskip("savic_theory.simulator._cpu_kernels")
+    monkeypatch.setattr(fused, "_LOCAL_KERNEL_MIN_WORK", 0)
+    return kernels
+
+
+@pytest.mark.parametrize("rule,noise,form,dtype", [
+    *((rule, noise, form, "float64") for rule in ("rmsprop", "adam", "oasis")
+      for noise in (0.0, 0.3) for form in ("diagonal", "dense")),
+    ("adam", 0.0, "eigenbasis", "float64"), ("adam", 0.3, "eigenbasis", "float64"),
+    ("adam", 0.0, "diagonal", "float32"), ("oasis", 0.3, "diagonal", "float32")])
+def test_generated_local_kernel_computes_the_numpy_paths_numbers(local_kernel, rule, noise,
+                                                                 form, dtype):
+    """Local scaling through the generated Numba kernel (several noise-free steps per call up
+    to the next sync or record, one step with noise, probes or matrix gradients) against the
+    ufunc replay of the same traced program: equal bit for bit, the per-run γ, β, e and H
+    included (the consensus error to round-off, as for the other kernels)."""
+    prob = problem(form, seed=5, M=5, d=21, instances=R if noise and form == "diagonal" else None)
+    kw = dict(gamma=np.array([0.1, 0.2, 0.3]), steps=37, sync_every=np.array([2, 3, 5]),
+              scaling="local", noise=noise, seed=2, record_every=7, dtype=dtype,
+              x0=np.full(prob.dim, 2.0), fused=True)
+    compiled = simulate(prob, per_run_rule(rule), **kw)
+    plain = simulate(prob, per_run_rule(rule), **dict(kw, fused="numpy"))
+    _bitwise_same(compiled, plain, dtype)
+    assert_same_result(compiled, simulate(prob, per_run_rule(rule), **dict(kw, fused=False)),
+                       rtol=RTOL if dtype == "float64" else 1e-4)
+
+
+def test_generated_local_kernel_with_a_beta_schedule_and_threads(local_kernel, monkeypatch):
+    """A β schedule gives each folded step its own β; runs split over threads change nothing."""
+    prob = problem("diagonal", seed=1, M=5, d=21)
+    rule = rules.adam(beta=lambda k: 1.0 - 0.5 / k, e=0.5)
+    kw = dict(gamma=0.2, steps=40, sync_every=8, runs=R, seed=3, record_every=5,
+              scaling="local", x0=np.full(prob.dim, 2.0), fused=True)
+    one = simulate(prob, rule, **kw)
+    _bitwise_same(one, simulate(prob, rule, **dict(kw, fused="numpy")))
+    monkeypatch.setattr(fused, "_MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(local_kernel, "threads", lambda: 3)
+    split = simulate(prob, rule, **kw)
+    for key in split.history:
+        np.testing.assert_array_equal(split.history[key], one.history[key], err_msg=key)
+    np.testing.assert_array_equal(split.x, one.x)
+
+
+def test_generated_local_kernel_propagates_nan_like_numpy(local_kernel):
+    """A run that overflows stops as ``diverged`` at the same step on both paths, and the
+    others are untouched: the kernel's maxima turn NaN where ``np.max`` does."""
+    prob = problem("diagonal", seed=2)
+    x0 = np.ones((R, prob.dim))
+    x0[1] = 1e160
+    kw = dict(gamma=0.2, steps=40, sync_every=4, seed=0, record_every=4, x0=x0,
+              scaling="local", fused=True)
+    compiled = simulate(prob, rules.rmsprop(beta=0.9, e=0.5), **kw)
+    plain = simulate(prob, rules.rmsprop(beta=0.9, e=0.5), **dict(kw, fused="numpy"))
+    assert list(plain.status) == ["ok", "diverged", "ok"]
+    _bitwise_same(compiled, plain)
+
+
+def test_small_local_runs_keep_the_ufunc_replay(monkeypatch):
+    """Below ``_LOCAL_KERNEL_MIN_WORK`` steps × coordinates nothing is compiled or loaded."""
+    kernels = pytest.importorskip("savic_theory.simulator._cpu_kernels")
+
+    def refuse(*args):
+        raise AssertionError("a small run loaded the generated kernel")
+
+    monkeypatch.setattr(kernels, "compile_generated", refuse)
+    prob = problem("diagonal", seed=1)
+    simulate(prob, rules.adam(beta=0.9, e=0.5), gamma=0.2, steps=20, sync_every=4, runs=R,
+             scaling="local", fused=True)
+
+
+def test_generated_kernel_cache(tmp_path, monkeypatch):
+    """The generated module is written once, whole, under ``SAVIC_KERNEL_CACHE``; where that
+    folder cannot be made the kernel is compiled in memory instead."""
+    kernels = pytest.importorskip("savic_theory.simulator._cpu_kernels")
+    source = "def twice(a):\n    return _nan_max(a, a) + np.float64(0.0) + a\n"
+    monkeypatch.setenv("SAVIC_KERNEL_CACHE", str(tmp_path / "cache"))
+    twice = kernels.compile_generated.__wrapped__(source, "twice")
+    assert twice(1.5) == 3.0
+    assert [p.suffix for p in (tmp_path / "cache").iterdir() if p.is_file()] == [".py"]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("SAVIC_KERNEL_CACHE", str(blocker / "cache"))
+    assert kernels.compile_generated.__wrapped__(source, "twice")(2.0) == 4.0
+
+
 @pytest.mark.parametrize("noise", [0.0, 0.3])
 def test_compiled_kernels_split_over_threads_give_the_same_numbers(monkeypatch, noise):
     """Runs split over threads (forced here on a small problem, 3 blocks of 1 run each) compute

@@ -23,9 +23,12 @@ same draws from the host generator in the same order) with fewer passes over mem
 * **Local scaling**: the rule's ``update``/``diagonal`` functions are *traced* once with
   placeholder arrays into a small elementwise program. On the CPU the program is replayed with
   ``out=`` buffers (the same ufuncs on the same operands as the rule functions, so the same
-  numbers); on the GPU it is emitted as the body of one generated CUDA kernel. A new rule needs
-  no hand-written kernel; a rule that uses an operation the tracer does not know falls back to
-  the reference loop.
+  numbers) or, for large runs where Numba is installed, emitted as the body of a generated
+  Numba kernel that takes all the noise-free steps up to the next sync or record on one client
+  row while it sits in cache (bit for bit the replay's numbers; kept in an on-disk cache, see
+  :func:`._cpu_kernels.compile_generated`); on the GPU it is emitted as the body of one
+  generated CUDA kernel. A new rule needs no hand-written kernel; a rule that uses an
+  operation the tracer does not know falls back to the reference loop.
 
 Rounding: the CPU path performs the reference's operations in the reference's order except for
 the affine form above and the GEMM/flattened products of dense and eigenbasis problems; both
@@ -67,20 +70,20 @@ class Untraceable(Exception):
     """A rule function used something the elementwise tracer cannot express."""
 
 
-# op name -> (NumPy/CuPy ufunc name, CUDA C expression template)
+# op name -> (NumPy/CuPy ufunc name, CUDA C expression template, Numba expression template)
 _OPS = {
-    "add": ("add", "({0} + {1})"),
-    "subtract": ("subtract", "({0} - {1})"),
-    "multiply": ("multiply", "({0} * {1})"),
-    "divide": ("divide", "({0} / {1})"),
-    "negative": ("negative", "(-{0})"),
-    "sqrt": ("sqrt", "sqrt({0})"),
-    "abs": ("absolute", "fabs({0})"),
-    "maximum": ("maximum", "savic_max({0}, {1})"),
-    "minimum": ("minimum", "savic_min({0}, {1})"),
-    "exp": ("exp", "exp({0})"),
-    "log": ("log", "log({0})"),
-    "square": ("square", "({0} * {0})"),
+    "add": ("add", "({0} + {1})", "({0} + {1})"),
+    "subtract": ("subtract", "({0} - {1})", "({0} - {1})"),
+    "multiply": ("multiply", "({0} * {1})", "({0} * {1})"),
+    "divide": ("divide", "({0} / {1})", "({0} / {1})"),
+    "negative": ("negative", "(-{0})", "(-{0})"),
+    "sqrt": ("sqrt", "sqrt({0})", "np.sqrt({0})"),
+    "abs": ("absolute", "fabs({0})", "abs({0})"),
+    "maximum": ("maximum", "savic_max({0}, {1})", "_nan_max({0}, {1})"),
+    "minimum": ("minimum", "savic_min({0}, {1})", "_nan_min({0}, {1})"),
+    "exp": ("exp", "exp({0})", "np.exp({0})"),
+    "log": ("log", "log({0})", "np.log({0})"),
+    "square": ("square", "({0} * {0})", "({0} * {0})"),
 }
 
 # NumPy's maximum/minimum propagate NaN; C's fmax/fmin do not, so the kernels use these.
@@ -252,6 +255,7 @@ class RuleProgram:
     """
 
     def __init__(self, rule: ScalingRule, state_shapes, full):
+        self.rule = rule
         self.full = tuple(full)
         small = (full[0], 1, 1)
         self.state_in = [_Node("input", shape=sh, big=tuple(sh) == self.full, name=f"st{i}")
@@ -383,6 +387,30 @@ class RuleProgram:
                     taken.add(id(a))
         return params
 
+    def _big_lines(self, which: int, const, input_name) -> tuple[list[str], dict]:
+        """One assignment per big node, in order, with expression template ``which`` of ``_OPS``
+        (1: CUDA C, 2: Numba); ``const(value)`` writes a constant, small parameters are
+        ``k0, k1…``, big inputs are named by ``input_name``. Returns the lines and the names."""
+        names = {id(n): k for k, n in self._small_params().items()}
+        for node in self.order:
+            if node.op == "input" and node.big:
+                names[id(node)] = input_name(node.name)
+
+        def arg(a):
+            return const(float(a.value)) if a.op == "const" else names[id(a)]
+
+        lines = []
+        for node in self.order:
+            if not node.big or node.op == "input":
+                continue
+            if node.op == "fill":
+                expr = const(float(node.value))
+            else:
+                expr = _OPS[node.op][which].format(*(arg(a) for a in node.args))
+            names[id(node)] = f"v{len(lines)}"
+            lines.append(f"v{len(lines)} = {expr}")
+        return lines, names
+
     def cuda_body(self) -> tuple[str, list[str], list[str]]:
         """CUDA C for the big nodes: ``(body, small parameter names, big state names)``.
 
@@ -390,32 +418,43 @@ class RuleProgram:
         the local ``s_``; it defines ``D_new`` and assigns the big state outputs ``st0, st1…``
         (kernel output parameters). Constants are written with ``repr`` (exact round trip).
         """
-        small = self._small_params()
-        names = {id(n): k for k, n in small.items()}
-        for node in self.order:
-            if node.op == "input" and node.big:
-                names[id(node)] = "s_" if node.name == "s" else f"{node.name}_old"
-
-        def arg(a):
-            return f"T({float(a.value)!r})" if a.op == "const" else names[id(a)]
-
-        lines = []
-        for node in self.order:
-            if not node.big or node.op == "input":
-                continue
-            if node.op == "fill":
-                expr = f"T({float(node.value)!r})"
-            else:
-                expr = _OPS[node.op][1].format(*(arg(a) for a in node.args))
-            names[id(node)] = f"v{len(lines)}"
-            lines.append(f"const T v{len(lines)} = {expr};")
+        lines, names = self._big_lines(1, lambda v: f"T({v!r})",
+                                       lambda n: "s_" if n == "s" else f"{n}_old")
+        lines = [f"const T {line};" for line in lines]
         lines.append(f"const T D_new = {names[id(self.outputs[-1])]};")
         state_params = []
         for o, inp in zip(self.outputs[:-1], self.state_in):
             if o.big:
                 state_params.append(inp.name)
                 lines.append(f"{inp.name} = {names[id(o)]};")
-        return "\n".join(lines), list(small), state_params
+        return "\n".join(lines), list(self._small_params()), state_params
+
+    def numba_body(self) -> tuple[list[str], list[str], list[str], list[float]]:
+        """Python for the big nodes, for a generated Numba kernel.
+
+        Returns ``(lines, small parameter names, big state names, constants)``. The lines read
+        the old state from locals ``st0_old…``, the statistic from ``s_``, small parameters from
+        locals ``k0…`` and constants from locals ``c0…`` (the kernel loads them from an array of
+        the run's dtype, as NumPy casts a Python float operand to the array's dtype); they
+        define ``D_new`` and ``st0_new…`` for the big state outputs.
+        """
+        consts: list[float] = []
+        keys: list[str] = []  # repr keys: NaN constants compare unequal to themselves
+
+        def const(v):
+            if repr(v) not in keys:
+                keys.append(repr(v))
+                consts.append(v)
+            return f"c{keys.index(repr(v))}"
+
+        lines, names = self._big_lines(2, const, lambda n: "s_" if n == "s" else f"{n}_old")
+        lines.append(f"D_new = {names[id(self.outputs[-1])]}")
+        state_params = []
+        for o, inp in zip(self.outputs[:-1], self.state_in):
+            if o.big:
+                state_params.append(inp.name)
+                lines.append(f"{inp.name}_new = {names[id(o)]}")
+        return lines, list(self._small_params()), state_params, consts
 
 
 def _size(shape) -> int:
@@ -542,6 +581,11 @@ def _unsupported(problem, rule: ScalingRule, scaling: str, xp, full) -> str | No
             return f"rule {rule.name!r} cannot be traced for local scaling ({exc})"
     return None
 
+
+#: the generated local-scaling kernel serves runs of at least this many steps × coordinates;
+#: smaller ones replay the program with ufuncs (the same numbers), which costs less than loading
+#: the kernel (tens of milliseconds from the cache; about a second on its first compilation)
+_LOCAL_KERNEL_MIN_WORK = 1 << 22
 
 #: below this many coordinates per thread a kernel call runs on one thread (splitting costs
 #: tens of microseconds, which a call this small does not win back)
@@ -686,6 +730,11 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                         bar.update(t - bar.n)
                     continue
             t1 = t + 1
+            n_local = 1  # local steps folded into one kernel call up to the next event
+            if program is not None and grad_sq and ops.folds_local_steps:
+                next_record = min((t // record_every + 1) * record_every, steps)
+                n_local = max(1, min(schedule.next_sync(t), next_record) - t)
+                t1 = t + n_local
             t = t1
             xi = ops.draw_noise(rng)
             sync = schedule.is_sync(t1)
@@ -699,6 +748,15 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                 if not averaged:
                     ops.plain_step(xi, D)
                 s = None
+            elif n_local > 1:
+                betas = []
+                for _ in range(n_local):
+                    k += 1
+                    betas.append(beta_of(k))
+                state, D, hi, lo, s_max = ops.local_steps(None, D, state, None, program, betas, e_x)
+                stat_max = xp.maximum(stat_max, s_max)
+                run_max = hi if run_max is None else xp.maximum(run_max, hi)
+                run_min = lo if run_min is None else xp.minimum(run_min, lo)
             elif local:
                 s_given = None if grad_sq else statistic(x, None, None)
                 k += 1
@@ -736,7 +794,7 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                 rec.sync(t1, sync, hi_h, lo_h)
             if t1 % record_every == 0 or t1 == steps:
                 record(t1)
-            if bar is not None and (t1 % max(1, steps // 100) == 0 or t1 == steps):
+            if bar is not None and (t1 - bar.n >= max(1, steps // 100) or t1 == steps):
                 bar.update(t1 - bar.n)
     if bar is not None:
         bar.close()
@@ -760,6 +818,8 @@ class _Ops:
 
     #: whether :meth:`sync_and_average` can take the plain steps before it (``before > 0``)
     folds_steps_into_sync = False
+    #: whether ``local_steps`` can take several noise-free local-scaling steps in one call
+    folds_local_steps = False
 
     def sync_and_average(self, xi, D, with_stat, before=0):
         """``before`` plain steps, the step before a sync of every run and the average in one
@@ -804,6 +864,10 @@ class _CPUOps(_Ops):
             self._AT = np.ascontiguousarray(np.swapaxes(self.A[0], -1, -2)) if self._shared_A else None
         if self.form == "eigenbasis":
             self._y = self._empty()
+        # the generated local-scaling kernel pays a compilation per rule and process: only for
+        # runs with enough work (steps × coordinates) to win it back
+        self._local_work = S.steps * S.R * S.M * S.d
+        self._local = None  # (kernel, small parameter names, constants) once adopted
 
     def _empty(self, dtype=None):
         buf = _WORKSPACE.take(self.full, self.dt if dtype is None else dtype)
@@ -968,9 +1032,48 @@ class _CPUOps(_Ops):
         Dbuf = self.pool.take()
         Dbuf[...] = D
         self._big_names = frozenset(n.name for n in program.state_in if n.big)
+        if self._compiled is not None and self._local_work >= _LOCAL_KERNEL_MIN_WORK:
+            given_s = program.rule.statistic is not Statistic.GRAD_SQUARED
+            source, small, _, consts = local_numba_source(program, self._affine, bool(self.noise), given_s)
+            kernel = self._compiled.compile_generated(source, "savic_local_steps")
+            self._local = (kernel, small, np.array([consts], dtype=self.dt).reshape(1, len(consts)))
         return out, Dbuf
 
+    @property
+    def folds_local_steps(self) -> bool:
+        """Whether :meth:`local_steps` takes several noise-free steps in one pass."""
+        return self._local is not None and self._affine and not self.noise
+
+    def local_steps(self, xi, D, state, s_given, program: RuleProgram, betas, e):
+        """``len(betas)`` local steps (several only where :attr:`folds_local_steps`) with the
+        generated kernel, in place: returns ``(state, D̂, max ratio, min ratio, max |s|)``."""
+        kernel, small, consts = self._local
+        R, n = self.R, len(betas)
+        K = np.empty((R, n, len(small)), dtype=self.dt)
+        small_state = [c for c, node in zip(state, program.state_in) if not node.big]
+        for t, beta in enumerate(betas):  # the per-run values, step by step (on the host)
+            env = {"beta": beta, "e": e}
+            it = iter(small_state)
+            env.update({node.name: next(it) for node in program.state_in if not node.big})
+            params, small_state = program.small_values(env, np)
+            for i, name in enumerate(small):
+                K[:, t, i] = np.broadcast_to(params[name], (R, 1, 1)).reshape(R)
+        big = [c for c, node in zip(state, program.state_in) if node.big]
+        if self._affine:
+            g = self.x
+        else:
+            g = self.grad(xi, self._g)
+        hi, lo, smax = (np.empty(R, dtype=self.dt) for _ in range(3))
+        self._launch(kernel, self.x, D, *big, self.A, self.b, self.x if xi is None else xi, g,
+                     self.x if s_given is None else s_given, self.gamma.reshape(R), K, consts,
+                     hi, lo, smax)
+        it = iter(small_state)
+        new_state = [c if node.big else next(it) for c, node in zip(state, program.state_in)]
+        return new_state, D, hi, lo, smax
+
     def local_step(self, xi, D, state, s_given, program: RuleProgram, beta, e):
+        if self._local is not None:
+            return self.local_steps(xi, D, state, s_given, program, [beta], e)
         g = self.grad(xi, self._g)
         if s_given is None:
             s = np.multiply(g, g, out=self._s_buffer())
@@ -1105,6 +1208,80 @@ def local_kernel_source(program: RuleProgram, inline_grad: bool, noisy: bool, gi
     post = ["x = x_old - (gamma * gr) / D_old;", "D = D_new;", "ratio = D_new / D_old;",
             "sabs = fabs(s_);"]
     return ins, outs, "\n".join(pre + [rule_body] + post), small
+
+
+def local_numba_source(program: RuleProgram, inline_grad: bool, noisy: bool, given_s: bool):
+    """Python source of the generated CPU kernel for local-scaling steps (compiled by Numba).
+
+    ``savic_local_steps(x, D, <big state…>, a, b, xi, g, s_in, gamma, K, C, hi, lo, smax)``
+    takes ``n = K.shape[1]`` local steps in place, one client row at a time (the row, its
+    ``D̂`` and its state stay in cache for all ``n`` steps), each as the NumPy path takes it:
+    ``gr = a ⊙ x − b (+ ξ)`` (or ``gr = g``), ``s = gr ⊙ gr`` (or ``s_in``), ``x ← x − (γ gr)/D̂``,
+    the traced update, ``D̂_new``. ``K`` (runs, n, ·) holds the small parameters of each step,
+    ``C`` (1, ·) the constants in the run's dtype; ``hi, lo`` (runs,) receive the largest and
+    smallest ``D̂_new/D̂_old`` over the steps and ``smax`` the largest ``|s|``, NaN when any
+    value is NaN (as ``np.max``). Several steps need ``inline_grad`` without noise or ``s_in``.
+
+    Returns ``(source, small parameter names, big state names, constants)``.
+    """
+    lines, small, state_params, consts = program.numba_body()
+    args = ["x", "D"] + state_params + ["a", "b", "xi", "g", "s_in", "gamma", "K", "C", "hi", "lo", "smax"]
+    src = [f"def savic_local_steps({', '.join(args)}):",
+           "    R, M, d = x.shape",
+           "    n = K.shape[1]",
+           "    many = a.shape[0] > 1"]
+    src += [f"    c{i} = C[0, {i}]" for i in range(len(consts))]
+    src += ["    qr = np.empty(d, dtype=x.dtype)",
+            "    sq = np.empty(d, dtype=x.dtype)",
+            "    for r in range(R):",
+            "        ra = r if many else 0",
+            "        gam = gamma[r]",
+            "        h = -np.inf",
+            "        lw = np.inf",
+            "        top = 0.0",
+            "        bad_ratio = False",
+            "        bad_s = False",
+            "        for m in range(M):",
+            "            xr = x[r, m]",
+            "            Dr = D[r, m]"]
+    src += [f"            {p}r = {p}[r, m]" for p in state_params]
+    if inline_grad:
+        src += ["            ar = a[ra, m]", "            br = b[ra, m]"]
+        if noisy:
+            src.append("            xir = xi[r, m]")
+    else:
+        src.append("            gr_row = g[r, m]")
+    if given_s:
+        src.append("            sr = s_in[r, m]")
+    src.append("            for t in range(n):")
+    src += [f"                {k} = K[r, t, {i}]" for i, k in enumerate(small)]
+    body = ["x_old = xr[j]", "D_old = Dr[j]"] + [f"{p}_old = {p}r[j]" for p in state_params]
+    if inline_grad:
+        body.append("gr = ar[j] * x_old - br[j]")
+        if noisy:
+            body.append("gr = gr + xir[j]")
+    else:
+        body.append("gr = gr_row[j]")
+    body.append("s_ = sr[j]" if given_s else "s_ = gr * gr")
+    body.append("xr[j] = x_old - (gam * gr) / D_old")
+    body += lines
+    body.append("Dr[j] = D_new")
+    body += [f"{p}r[j] = {p}_new" for p in state_params]
+    body += ["qr[j] = D_new / D_old", "sq[j] = abs(s_)"]
+    src.append("                for j in range(d):")  # elementwise only: it vectorises
+    src += ["                    " + line for line in body]
+    src += ["                for j in range(d):",  # the reductions, NaN-aware, on the cached row
+            "                    q = qr[j]",
+            "                    sa = sq[j]",
+            "                    h = q if q > h else h",
+            "                    lw = q if q < lw else lw",
+            "                    top = sa if sa > top else top",
+            "                    bad_ratio |= q != q",
+            "                    bad_s |= sa != sa"]
+    src += ["        hi[r] = np.nan if bad_ratio else h",
+            "        lo[r] = np.nan if bad_ratio else lw",
+            "        smax[r] = np.nan if bad_s else top"]
+    return "\n".join(src) + "\n", small, state_params, consts
 
 
 class _GPUOps(_Ops):

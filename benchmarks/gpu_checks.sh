@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Every GPU measurement of the project in one go, for a machine with one CUDA device:
+#   1. tests/test_gpu.py        the CuPy kernels compile and match the CPU reference;
+#   2. python -m benchmarks gpu bandwidth, launch floor, dense roofline, scaling (gpu.json, png);
+#   3. benchmarks.nn_throughput ResNet18 images/s: one model at batch 1024 against 8 × 128
+#                               clients (loop, vmap), the harness's speed target;
+#   4. savic nn                 the Fashion-MNIST experiment of configs/nn-fmnist.toml, for
+#                               whatever time is left (it resumes from its checkpoints).
+#
+# Usage, from the repository root:
+#   bash benchmarks/gpu_checks.sh OUTDIR [SECONDS]
+# OUTDIR receives log.txt and the result files (at most eight, flat); SECONDS (default 540)
+# bounds the whole script: each part gets its own share and is stopped at it, so that what
+# was measured is always written. Optional inputs, when present in the repository root:
+#   .carry/whl/*.whl          wheels to install first (array-api-compat, tomli-w: the packages
+#                             a GPU image with PyTorch and CuPy may lack), into /tmp/site;
+#   .carry/fashion-mnist/     the four Fashion-MNIST IDX .gz files (else the Debian path).
+# The commands that prepare them are in docs/nn-results.md ("Running on a GPU").
+set -u
+out=${1:?usage: bash benchmarks/gpu_checks.sh OUTDIR [SECONDS]}
+budget=${2:-540}
+mkdir -p "$out"
+log="$out/log.txt"
+start=$(date +%s)
+export PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+
+left() { echo $(( budget - ($(date +%s) - start) )); }
+part() {  # part NAME SECONDS COMMAND...: run COMMAND for at most SECONDS, log it
+    local name=$1 secs=$2
+    shift 2
+    local avail
+    avail=$(left)
+    (( secs > avail )) && secs=$avail
+    if (( secs < 20 )); then
+        echo "== $name: skipped, ${avail}s left" | tee -a "$log"
+        return 0
+    fi
+    echo "== $name (at most ${secs}s): $*" | tee -a "$log"
+    local t0 rc
+    t0=$(date +%s)
+    timeout "$secs" "$@" >>"$log" 2>&1
+    rc=$?
+    echo "== $name: exit $rc after $(( $(date +%s) - t0 ))s" | tee -a "$log"
+}
+
+{
+    echo "gpu_checks: $(date -u +%FT%TZ), budget ${budget}s"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || true
+} >"$log"
+
+if compgen -G ".carry/whl/*.whl" >/dev/null; then
+    $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl >>"$log" 2>&1
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+data_root=/usr/share/datasets/fashion-mnist
+[[ -d .carry/fashion-mnist ]] && data_root=.carry/fashion-mnist
+
+part "CuPy path against the CPU reference" 150 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py
+part "GPU benchmark suite" 180 $py -m benchmarks gpu --out "$out"
+part "ResNet18 throughput" 120 $py -m benchmarks.nn_throughput --json "$out/throughput.json"
+if [[ -e $data_root/train-images-idx3-ubyte.gz || -e $data_root/train-images-idx3-ubyte ]]; then
+    part "Fashion-MNIST experiment" "$(( $(left) - 30 ))" $py -m savic_theory nn configs/nn-fmnist.toml \
+        --out results/nn-fmnist --data-root "$data_root" --resume --no-progress
+    part "report" 30 $py -m savic_theory nn configs/nn-fmnist.toml --out results/nn-fmnist --report
+    for f in results/nn-fmnist/summary.json results/nn-fmnist/results.csv; do
+        [[ -e $f ]] && cp "$f" "$out/nn-$(basename "$f")"
+    done
+    fig=$(ls results/nn-fmnist/figures/*.png 2>/dev/null | head -n 1)
+    [[ -n $fig ]] && cp "$fig" "$out/nn-$(basename "$fig")"
+else
+    echo "== Fashion-MNIST experiment: skipped, no IDX files under $data_root" | tee -a "$log"
+fi
+echo "gpu_checks: done in $(( $(date +%s) - start ))s" | tee -a "$log"
