@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from ._common import UserError, add_config_option, write_json
+from ._common import UserError, add_config_option, progress, write_json
 
 _RULES = ("identity", "rmsprop", "adam", "oasis")
 
@@ -44,6 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument("--reference", action="store_true",
                    help="also time the reference loop (fused=False) and check both agree (default: off)")
     p.add_argument("--json", metavar="FILE", help="also write the measurements as JSON (default: none)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
     p.add_argument("--suite", choices=("cpu", "gpu", "all"),
                    help="run the benchmark suite of a source checkout instead (python -m benchmarks; "
                         "default: none, time one configuration)")
@@ -79,13 +80,18 @@ def run(args: argparse.Namespace) -> int:
                         scaling=args.scaling, runs=args.runs, record_every=args.sync_every,
                         dtype=args.dtype, backend=args.backend, seed=0, fused=fused)
 
+    bar = progress((1 + args.repeats) * (2 if args.reference else 1), "bench: simulate calls",
+                   enabled=not args.no_progress)
+
     def timed(fused):
         res = call(fused)  # warm-up (kernel compilation on the GPU)
+        bar.update()
         times = []
         for _ in range(args.repeats):
             t = time.perf_counter()
             res = call(fused)
             times.append(time.perf_counter() - t)
+            bar.update()
         return float(np.median(times)), res
 
     cpu = _cpu_model()
@@ -93,21 +99,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"problem: diagonal quadratic, {args.runs} runs × {args.clients} clients × d = {args.dim}, "
           f"{args.rule} ({args.scaling}), H = {args.sync_every}, {args.steps} steps, σ² = {args.noise:g}, "
           f"{args.dtype} on {args.backend}")
+
+    def say(msg):  # printed above the progress bar
+        bar.write(msg, file=sys.stdout)
+
     t_fused, res = timed(True if args.fused == "auto" else "numpy")
     out = {"machine": {"cpu": cpu, "logical_cores": os.cpu_count(), "numpy": np.__version__},
            "args": {k: v for k, v in vars(args).items() if k != "handler" and not k.startswith("config_")},
            "fused_ms_per_step": 1e3 * t_fused / args.steps}
-    print(f"fused path ({args.fused}): {1e3 * t_fused / args.steps:.3f} ms/step "
-          f"(whole run {t_fused:.3g} s, median of {args.repeats})")
+    say(f"fused path ({args.fused}): {1e3 * t_fused / args.steps:.3f} ms/step "
+        f"(whole run {t_fused:.3g} s, median of {args.repeats})")
     if res.diverged:
-        print(f"note: {int(np.sum(np.asarray(res.status) == 'diverged'))} runs diverged; the loop stops "
-              "when all have, so fewer steps may have been timed")
+        say(f"note: {int(np.sum(np.asarray(res.status) == 'diverged'))} runs diverged; the loop stops "
+            "when all have, so fewer steps may have been timed")
     if args.reference:
         t_ref, ref = timed(False)
         gap = float(np.max(np.abs(res.x - ref.x)) / max(np.max(np.abs(ref.x)), 1e-300))
         out.update(reference_ms_per_step=1e3 * t_ref / args.steps, relative_gap=gap)
-        print(f"reference loop: {1e3 * t_ref / args.steps:.3f} ms/step "
-              f"({t_ref / t_fused:.1f}× the fused time); max relative gap of x: {gap:.1e}")
+        say(f"reference loop: {1e3 * t_ref / args.steps:.3f} ms/step "
+            f"({t_ref / t_fused:.1f}× the fused time); max relative gap of x: {gap:.1e}")
+    bar.close()
     if args.json:
         write_json(args.json, out)
     return 0
