@@ -10,7 +10,9 @@ from ._common import machine, table, write_json
 
 
 def run_cpu(out: Path, quick: bool, torch: bool) -> dict:
-    from . import cpu
+    import numpy as np
+
+    from . import cpu, dense
 
     info = machine()
     print(f"machine: {info['cpu']}, {info['logical_cores']} logical cores, numpy {info['numpy']}, "
@@ -25,6 +27,9 @@ def run_cpu(out: Path, quick: bool, torch: bool) -> dict:
     result["scaling"] = cpu.scaling(cpu.QUICK_SWEEPS if quick else cpu.SWEEPS, repeats=1 if quick else 3)
     cpu.plot_scaling(result["scaling"], out / "cpu_scaling.png",
                      f"CPU time per step ({info['cpu']}, {info['logical_cores']} cores): adam, global, H = 10")
+    print("dense A_m and eigenbasis gradients:")
+    result["dense"] = dense.suite(np, quick)
+    print(dense.tables(result["dense"]))
     result["load_average_1min_at_end"] = __import__("os").getloadavg()[0]
     write_json(out / "cpu.json", result)
     return result
@@ -38,7 +43,7 @@ def run_gpu(out: Path, quick: bool) -> dict:
     except Exception as exc:  # no CuPy or no CUDA device: say so, skip the suite
         print(f"gpu suite skipped: {type(exc).__name__}: {exc}")
         return {"skipped": str(exc)}
-    from . import cpu, gpu
+    from . import cpu, dense, gpu
 
     info = machine(gpu=True)
     print(f"machine: {info['gpu']} ({info['gpu_memory_GiB']} GiB), CuPy {info['cupy']}, host {info['cpu']}")
@@ -55,6 +60,9 @@ def run_gpu(out: Path, quick: bool) -> dict:
     result["scaling"] = gpu.scaling(gpu.QUICK_SWEEPS if quick else gpu.SWEEPS, repeats=2 if quick else 3)
     cpu.plot_scaling(result["scaling"], out / "gpu_scaling.png",
                      f"GPU time per step ({info['gpu']}): adam, global, H = 10")
+    print("dense A_m and eigenbasis gradients:")
+    result["dense"] = dense.suite(cp, quick)
+    print(dense.tables(result["dense"]))
     write_json(out / "gpu.json", result)
     return result
 

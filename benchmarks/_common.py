@@ -68,13 +68,17 @@ def steady_step_time(run: Callable[[int], object], repeats: int, target_s: float
     ``run(n)`` performs a whole run of ``n`` steps. ``long`` is chosen so that a run takes about
     ``target_s`` seconds and ``short = long / 4``, so that the variance of the set-up (fresh
     memory, compilation caches) is small next to the difference; medians of ``repeats`` calls.
+    NaN when three tries give no positive difference (other work on the machine).
     """
     probe, _ = median_time(lambda: run(min_steps), 1)
     long = int(np.clip(4 * min_steps * target_s / max(probe, 1e-9), 4 * min_steps, max_steps))
     short = long // 4
-    t_short, _ = median_time(lambda: run(short), repeats, warmup=0)
-    t_long, _ = median_time(lambda: run(long), repeats, warmup=0)
-    return (t_long - t_short) / (long - short)
+    for _ in range(3):  # on a busy machine the difference can come out ≤ 0: measure again
+        t_short, _ = median_time(lambda: run(short), repeats, warmup=0)
+        t_long, _ = median_time(lambda: run(long), repeats, warmup=0)
+        if t_long > t_short:
+            return (t_long - t_short) / (long - short)
+    return float("nan")  # no meaningful difference: reported as missing, not as a time
 
 
 def write_json(path: Path, obj) -> None:
