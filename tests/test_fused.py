@@ -299,7 +299,14 @@ def test_compiled_sync_step_against_numpy_operations(noisy):
     want = x * (1.0 - c * a) + c * b - (xi * c if noisy else 0.0)
     xbar, sbar, smax = np.empty((Rk, 1, d)), np.empty((Rk, 1, d)), np.empty(Rk)
     with np.errstate(invalid="ignore"):
-        kernels.sync_step(x, a, b, c, xi, noisy, True, 0, np.float64(M), xbar, sbar, smax)
+        spread_xbar, consensus = np.empty((Rk, d)), np.empty(Rk)
+        kernels.sync_step(x, a, b, c, xi, noisy, True, 0, np.float64(M), xbar, sbar, smax,
+                          True, spread_xbar, consensus)
+        # what the record right after the sync gets: client_spread's numbers, bit for bit
+        want_xbar, want_consensus = np.empty((Rk, d)), np.empty(Rk)
+        kernels.client_spread(x, np.float64(M), want_xbar, want_consensus)
+        np.testing.assert_array_equal(spread_xbar, want_xbar)
+        np.testing.assert_array_equal(consensus, want_consensus)
         np.testing.assert_array_equal(xbar, np.mean(want, axis=1, keepdims=True))
         np.testing.assert_array_equal(x, np.broadcast_to(xbar, x.shape))
         np.testing.assert_array_equal(sbar, np.mean(s, axis=1, keepdims=True))

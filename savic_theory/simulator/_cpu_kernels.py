@@ -84,7 +84,8 @@ def noisy_step(x, a, b, c, xi, one):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def sync_step(x, a, b, c, xi, noisy, with_stat, before, count, xbar, sbar, smax):  # pragma: no cover
+def sync_step(x, a, b, c, xi, noisy, with_stat, before, count, xbar, sbar, smax,
+              with_spread, spread_xbar, consensus):  # pragma: no cover
     """``before`` noise-free steps (as :func:`affine_steps`), the step before a sync, the average.
 
     With ``g = a ⊙ x − b (+ ξ)`` at the pre-step iterate: ``s = g ⊙ g`` (``with_stat``),
@@ -92,6 +93,10 @@ def sync_step(x, a, b, c, xi, noisy, with_stat, before, count, xbar, sbar, smax)
     ``x_m ← x̄``; ``sbar ← mean_m s_m`` (runs, 1, d) and ``smax ← max s`` (runs,). ``count`` is
     ``M`` in the dtype of ``x``; ``xi`` is read only when ``noisy``. Branches sit outside the
     loops over coordinates, so that those vectorise.
+
+    ``with_spread`` also writes what :func:`client_spread` would return for the averaged ``x``
+    (a record right after the sync) into ``spread_xbar`` (runs, d) and ``consensus`` (runs,),
+    with its operations in its order, from the cached ``x̄`` instead of another pass over ``x``.
     """
     R, M, d = x.shape
     many, per_client = a.shape[0] > 1, c.shape[1] > 1
@@ -99,6 +104,7 @@ def sync_step(x, a, b, c, xi, noisy, with_stat, before, count, xbar, sbar, smax)
     g = np.empty(d, dtype=x.dtype)
     p = np.empty(d, dtype=x.dtype)
     q = np.empty(d, dtype=x.dtype)
+    acc = np.empty(8, dtype=x.dtype)
     for r in range(R):
         ra = r if many else 0
         xb, sb = xbar[r, 0], sbar[r, 0]
@@ -148,6 +154,27 @@ def sync_step(x, a, b, c, xi, noisy, with_stat, before, count, xbar, sbar, smax)
         for m in range(M):
             x[r, m, :] = xb
         smax[r] = top
+        if with_spread:  # client_spread on M copies of x̄: the same sums, in the same order
+            sx = spread_xbar[r]
+            sx[:] = xb
+            for m in range(1, M):
+                for j in range(d):
+                    sx[j] += xb[j]
+            for j in range(d):
+                sx[j] = sx[j] / count
+            acc[:] = 0
+            for j0 in range(0, d - d % 8, 8):
+                for k in range(8):
+                    e = xb[j0 + k] - sx[j0 + k]
+                    acc[k] += e * e
+            for j in range(d - d % 8, d):
+                e = xb[j] - sx[j]
+                acc[0] += e * e
+            row = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+            total = count - count
+            for m in range(M):  # every client contributes the same row sum
+                total += row
+            consensus[r] = total / count
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -236,7 +236,8 @@ def initial_scaling(S: "RunSetup", x, e_x, draw_squared_gradients=None):
                     s0 = s0 + S.statistic(x, sample0, g0)
                 if probing and S.init_probes > 1:
                     s0 = s0 / S.init_probes
-            stat_max = xp.max(xp.abs(s0), axis=(1, 2))
+            # g ⊙ g ≥ 0 (or NaN): its max needs no |·| (a pass and a temporary fewer)
+            stat_max = xp.max(s0 if rule.statistic is Statistic.GRAD_SQUARED else xp.abs(s0), axis=(1, 2))
             if not S.local:
                 s0 = xp.mean(s0, axis=1, keepdims=True)
         k = np.full(R, rule.init_updates, dtype=np.int64)

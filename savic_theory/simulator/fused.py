@@ -738,12 +738,13 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
             t = t1
             xi = ops.draw_noise(rng)
             sync = schedule.is_sync(t1)
+            recording = t1 % record_every == 0 or t1 == steps
             any_sync = bool(sync.any())
             all_sync = bool(sync.all())
             averaged = False
             if rule.is_static or not (local or any_sync):
                 if rule.is_static and all_sync and not local:
-                    averaged = ops.sync_and_average(xi, D, False, before) is not None
+                    averaged = ops.sync_and_average(xi, D, False, before, recording) is not None
                     before = 0
                 if not averaged:
                     ops.plain_step(xi, D)
@@ -767,7 +768,8 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                 run_min = lo if run_min is None else xp.minimum(run_min, lo)
                 D = D_new
             else:
-                one_pass = ops.sync_and_average(xi, D, True, before) if grad_sq and all_sync else None
+                one_pass = (ops.sync_and_average(xi, D, True, before, recording)
+                            if grad_sq and all_sync else None)
                 before = 0
                 if one_pass is not None:  # step, average and client mean of s in one pass
                     s_mean, s_max = one_pass
@@ -792,7 +794,7 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                     state, D, hi_h, lo_h = update_scaling(S, state, D, s_mean, beta_of(k), e_x, sync)
                     ops.scaling_changed(D)
                 rec.sync(t1, sync, hi_h, lo_h)
-            if t1 % record_every == 0 or t1 == steps:
+            if recording:
                 record(t1)
             if bar is not None and (t1 - bar.n >= max(1, steps // 100) or t1 == steps):
                 bar.update(t1 - bar.n)
@@ -821,9 +823,10 @@ class _Ops:
     #: whether ``local_steps`` can take several noise-free local-scaling steps in one call
     folds_local_steps = False
 
-    def sync_and_average(self, xi, D, with_stat, before=0):
+    def sync_and_average(self, xi, D, with_stat, before=0, then_record=False):
         """``before`` plain steps, the step before a sync of every run and the average in one
-        pass, or ``None`` (then nothing was done)."""
+        pass, or ``None`` (then nothing was done). ``then_record``: a record follows at once,
+        and the back end may prepare its client statistics in the same pass."""
         return None
 
 
@@ -855,6 +858,7 @@ class _CPUOps(_Ops):
         self._compiled = _compiled_kernels() if compiled else None
         self._kernels = self._compiled if self._affine else None
         self._one, self._count = self.dt(1), self.dt(self.M)
+        self._spread_ready = False  # x̄ and consensus of the current x already in _xbar, _consensus
         if self._compiled is not None:
             self._smax = np.empty(self.R, dtype=self.dt)
             self._consensus = np.empty(self.R, dtype=self.dt)
@@ -981,16 +985,20 @@ class _CPUOps(_Ops):
     def folds_steps_into_sync(self):
         return self._kernels is not None
 
-    def sync_and_average(self, xi, D, with_stat, before=0):
+    def sync_and_average(self, xi, D, with_stat, before=0, then_record=False):
         """Returns ``(mean_m s, max s)`` with ``s = g ⊙ g`` (``(None, None)`` without
-        ``with_stat``), or ``None`` without compiled kernels (separate operations then)."""
+        ``with_stat``), or ``None`` without compiled kernels (separate operations then).
+        With ``then_record`` the kernel also leaves ``x̄`` and the consensus error of the
+        averaged ``x`` for the next :meth:`record_values` (the same numbers as its own pass)."""
         if self._kernels is None:
             return None
         if with_stat and not hasattr(self, "_sbar"):
             self._sbar = np.empty((self.R, 1, self.d), dtype=self.dt)
         sbar = self._sbar if with_stat else self._xbar_k
         self._launch(self._kernels.sync_step, self.x, self.A, self.b, self._c, self.x if xi is None else xi,
-                     xi is not None, with_stat, before, self._count, self._xbar_k, sbar, self._smax)
+                     xi is not None, with_stat, before, self._count, self._xbar_k, sbar, self._smax,
+                     then_record, self._xbar, self._consensus)
+        self._spread_ready = then_record
         return (sbar, self._smax.copy()) if with_stat else (None, None)
 
     def initial_grad_squared(self, rng):
@@ -1106,7 +1114,9 @@ class _CPUOps(_Ops):
 
     def record_values(self, x, D, stat_max, x_star, f_star, grad_sq):
         if self._compiled is not None:  # x̄ and the consensus error in one pass over x
-            self._launch(self._compiled.client_spread, x, self._count, self._xbar, self._consensus)
+            if not self._spread_ready:  # (or already left by the sync step just before)
+                self._launch(self._compiled.client_spread, x, self._count, self._xbar, self._consensus)
+            self._spread_ready = False
             xbar, consensus = self._xbar, self._consensus
         else:
             xbar = np.mean(x, axis=1, out=self._xbar)
