@@ -21,6 +21,9 @@ against ``einsum`` with the problem's explicit matrices (``CHECK_RTOL``).
 """
 from __future__ import annotations
 
+import functools
+import os
+
 import numpy as np
 
 from savic_theory import Quadratic, rules, simulate
@@ -188,13 +191,21 @@ def _on_all_cores(xp, fn, *arrays):
     mat-vec uses every core, so its roofline must too); one call on the GPU."""
     if _gpu(xp):
         return lambda: fn(*arrays)
-    import os
+    pool, n = _pool(), _cores()
+    parts = [np.array_split(a.reshape(-1), n) for a in arrays]
+    return lambda: list(pool.map(lambda i: fn(*(p[i] for p in parts)), range(n)))
+
+
+@functools.lru_cache(maxsize=1)
+def _pool():
+    """One thread per core, kept for the suite (NumPy releases the GIL in copies and sums)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    n = os.cpu_count() or 1
-    parts = [np.array_split(a.reshape(-1), n) for a in arrays]
-    pool = ThreadPoolExecutor(max_workers=n)  # NumPy releases the GIL in copies and sums
-    return lambda: list(pool.map(lambda i: fn(*(p[i] for p in parts)), range(n)))
+    return ThreadPoolExecutor(max_workers=_cores())
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
 
 
 def _streamed_point(xp, time, R, M, d, dtype) -> dict:

@@ -169,61 +169,31 @@ def _apply(op, *operands) -> _Node:
     return _Node(op, nodes, shape, any(n.big for n in nodes))
 
 
+def _traced(op: str, arity: int):
+    """The traced stand-in of the elementwise function ``op`` of ``_OPS`` (``arity`` operands)."""
+    if arity == 1:
+        return staticmethod(lambda a: _apply(op, a))
+    return staticmethod(lambda a, b: _apply(op, a, b))
+
+
 class _TraceNamespace:
     """Stands in for ``xp`` while a rule function is traced; unknown names are untraceable."""
 
     def __getattr__(self, name):
         raise Untraceable(f"xp.{name} is not supported by the fused path")
 
-    @staticmethod
-    def sqrt(a):
-        return _apply("sqrt", a)
-
-    @staticmethod
-    def abs(a):
-        return _apply("abs", a)
-
-    absolute = abs
-
-    @staticmethod
-    def exp(a):
-        return _apply("exp", a)
-
-    @staticmethod
-    def log(a):
-        return _apply("log", a)
-
-    @staticmethod
-    def square(a):
-        return _apply("square", a)
-
-    @staticmethod
-    def maximum(a, b):
-        return _apply("maximum", a, b)
-
-    @staticmethod
-    def minimum(a, b):
-        return _apply("minimum", a, b)
-
-    @staticmethod
-    def add(a, b):
-        return _apply("add", a, b)
-
-    @staticmethod
-    def subtract(a, b):
-        return _apply("subtract", a, b)
-
-    @staticmethod
-    def multiply(a, b):
-        return _apply("multiply", a, b)
-
-    @staticmethod
-    def divide(a, b):
-        return _apply("divide", a, b)
-
-    @staticmethod
-    def negative(a):
-        return _apply("negative", a)
+    sqrt = _traced("sqrt", 1)
+    abs = absolute = _traced("abs", 1)
+    exp = _traced("exp", 1)
+    log = _traced("log", 1)
+    square = _traced("square", 1)
+    negative = _traced("negative", 1)
+    maximum = _traced("maximum", 2)
+    minimum = _traced("minimum", 2)
+    add = _traced("add", 2)
+    subtract = _traced("subtract", 2)
+    multiply = _traced("multiply", 2)
+    divide = _traced("divide", 2)
 
     @staticmethod
     def ones_like(a):
@@ -749,24 +719,16 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                 if not averaged:
                     ops.plain_step(xi, D)
                 s = None
-            elif n_local > 1:
+            elif local:
+                s_given = None if grad_sq else statistic(x, None, None)
                 betas = []
                 for _ in range(n_local):
                     k += 1
                     betas.append(beta_of(k))
-                state, D, hi, lo, s_max = ops.local_steps(None, D, state, None, program, betas, e_x)
+                state, D, hi, lo, s_max = ops.local_steps(xi, D, state, s_given, program, betas, e_x)
                 stat_max = xp.maximum(stat_max, s_max)
                 run_max = hi if run_max is None else xp.maximum(run_max, hi)
                 run_min = lo if run_min is None else xp.minimum(run_min, lo)
-            elif local:
-                s_given = None if grad_sq else statistic(x, None, None)
-                k += 1
-                state, D_new, hi, lo, s_max = ops.local_step(xi, D, state, s_given, program,
-                                                             beta_of(k), e_x)
-                stat_max = xp.maximum(stat_max, s_max)
-                run_max = hi if run_max is None else xp.maximum(run_max, hi)
-                run_min = lo if run_min is None else xp.minimum(run_min, lo)
-                D = D_new
             else:
                 one_pass = (ops.sync_and_average(xi, D, True, before, recording)
                             if grad_sq and all_sync else None)
@@ -820,8 +782,14 @@ class _Ops:
 
     #: whether :meth:`sync_and_average` can take the plain steps before it (``before > 0``)
     folds_steps_into_sync = False
-    #: whether ``local_steps`` can take several noise-free local-scaling steps in one call
+    #: whether :meth:`local_steps` can take several noise-free local-scaling steps in one call
     folds_local_steps = False
+
+    def local_steps(self, xi, D, state, s_given, program, betas, e):
+        """``len(betas)`` local-scaling steps (one, unless :attr:`folds_local_steps`): returns
+        ``(state, D̂, max ratio, min ratio, max |s|)`` per run, the maxima over the steps."""
+        (beta,) = betas
+        return self.local_step(xi, D, state, s_given, program, beta, e)
 
     def sync_and_average(self, xi, D, with_stat, before=0, then_record=False):
         """``before`` plain steps, the step before a sync of every run and the average in one
@@ -1053,8 +1021,9 @@ class _CPUOps(_Ops):
         return self._local is not None and self._affine and not self.noise
 
     def local_steps(self, xi, D, state, s_given, program: RuleProgram, betas, e):
-        """``len(betas)`` local steps (several only where :attr:`folds_local_steps`) with the
-        generated kernel, in place: returns ``(state, D̂, max ratio, min ratio, max |s|)``."""
+        """With the generated kernel, in place (else the ufunc replay of :meth:`local_step`)."""
+        if self._local is None:
+            return super().local_steps(xi, D, state, s_given, program, betas, e)
         kernel, small, consts = self._local
         R, n = self.R, len(betas)
         K = np.empty((R, n, len(small)), dtype=self.dt)
@@ -1080,8 +1049,6 @@ class _CPUOps(_Ops):
         return new_state, D, hi, lo, smax
 
     def local_step(self, xi, D, state, s_given, program: RuleProgram, beta, e):
-        if self._local is not None:
-            return self.local_steps(xi, D, state, s_given, program, [beta], e)
         g = self.grad(xi, self._g)
         if s_given is None:
             s = np.multiply(g, g, out=self._s_buffer())
