@@ -3,7 +3,8 @@
 ``simulate(..., fused=True)`` (NumPy, preallocated buffers, traced rule programs) is compared with
 ``simulate(..., fused=False)`` (the reference loop) for every rule × scaling × problem form, with
 per-run parameter arrays, with and without noise. The CUDA kernels of the GPU path are checked
-here too, on the host: their generated source is executed elementwise with NumPy.
+here too, on the host: their generated source is executed elementwise with NumPy, and compiled
+by g++ as host C++ (``tests/_cuda_host.py``).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from savic_theory.rules._base import check_e
 from savic_theory.rules._numerics import ema
 from savic_theory.simulator import fused
 from savic_theory.simulator.result import HISTORY_KEYS
+
+from . import _cuda_host
 
 # The fused path changes the rounding of a step by a few ulps (the affine form x ← P⊙x + q of
 # diagonal problems, GEMM instead of mat-vec for dense ones). With γ ≤ e/L every local step is a
@@ -610,6 +613,8 @@ class _FakeElementwiseKernel:
     def __call__(self, *args):
         n_in = len(self.ins.split(","))
         outs = args[n_in:]
+        dtypes = {a.dtype for a in args if isinstance(a, np.ndarray)}
+        assert len(dtypes) == 1, f"CuPy raises 'Type is mismatched': placeholder T gets {dtypes}"
         shape = np.broadcast_shapes(*(np.shape(a) for a in args))
         assert all(o.shape == shape for o in outs), "outputs must have the broadcast shape"
         got = _exec_kernel(self.ins, self.outs, self.body, [np.asarray(a) for a in args], outs[0].dtype)
@@ -633,7 +638,10 @@ class _FakeRawKernel:
             np.copyto(view, np.asarray(xbar), where=np.asarray(sync)[:, None, None])
 
 
-def _fake_cupy():
+def _fake_cupy(kernels="python"):
+    """NumPy dressed as CuPy. ``kernels="python"`` runs kernel sources through
+    :func:`_exec_kernel` and :class:`_FakeRawKernel`; ``"g++"`` compiles the generated CUDA C
+    itself as host C++ (:mod:`tests._cuda_host`) and runs it thread by thread."""
     import types
 
     mod = types.ModuleType("cupy")
@@ -646,14 +654,18 @@ def _fake_cupy():
 
     mod.__getattr__ = __getattr__
     mod.ElementwiseKernel, mod.RawKernel, mod.ndarray = _FakeElementwiseKernel, _FakeRawKernel, _FakeDeviceArray
+    if kernels == "g++":
+        mod.ElementwiseKernel, mod.RawKernel = _cuda_host.HostElementwiseKernel, _cuda_host.HostRawKernel
     return mod
 
 
-@pytest.fixture
-def fake_cupy(monkeypatch):
+@pytest.fixture(params=["python", pytest.param("g++", marks=pytest.mark.skipif(
+    not _cuda_host.have_cxx(), reason="no g++ to build the CUDA sources for the host"))])
+def fake_cupy(monkeypatch, request):
+    """The GPU code path on the host, its kernels read by Python or compiled by g++."""
     import sys
 
-    mod = _fake_cupy()
+    mod = _fake_cupy(request.param)
     monkeypatch.setitem(sys.modules, "cupy", mod)
     fused._cuda_elementwise.cache_clear()
     fused._cuda_mean_kernel.cache_clear()
@@ -668,8 +680,8 @@ def fake_cupy(monkeypatch):
 @pytest.mark.parametrize("rule", list(RULES))
 def test_gpu_code_path_on_emulated_cupy(fake_cupy, rule, scaling, form, noise):
     """The GPU path's host logic (buffers, kernel arguments, averaging, recording) with CuPy
-    replaced by NumPy: it must give the reference's results. Compilation and device numerics
-    are checked by tests/test_gpu.py on a machine with a GPU."""
+    replaced by NumPy, the kernels read by Python or compiled as host C++: it must give the
+    reference's results. Device numerics are checked by tests/test_gpu.py on a GPU machine."""
     prob = problem(form, seed=3)
     kw = dict(gamma=np.array([0.1, 0.2, 0.3]), steps=23, sync_every=np.array([2, 3, 5]),
               scaling=scaling, noise=noise, seed=11, x0=np.full(prob.dim, 2.0), record_every=3)
@@ -677,6 +689,21 @@ def test_gpu_code_path_on_emulated_cupy(fake_cupy, rule, scaling, form, noise):
     ref = simulate(prob, per_run_rule(rule), fused=False, **kw)
     assert gpu.params["backend"] == "cupy"
     assert_same_result(gpu, ref, ignore=("backend",))
+
+
+@pytest.mark.parametrize("scaling", SCALINGS)
+@pytest.mark.parametrize("rule", ["rmsprop", "adam", "oasis"])
+def test_gpu_code_path_float32(fake_cupy, rule, scaling):
+    """float32 runs pass float32 arrays to every kernel (CuPy refuses a mixed placeholder ``T``)
+    and land within float32 round-off of the float64 reference: a step differs by an ulp of
+    float32 (6e-8) and γ ≤ e/L keeps steps contractive, so 25 steps stay well inside 1e-5."""
+    prob = problem("diagonal", seed=10)
+    kw = dict(gamma=np.array([0.1, 0.2, 0.3]), steps=25, sync_every=np.array([2, 3, 5]),
+              scaling=scaling, noise=0.1, seed=4)
+    gpu = simulate(prob, per_run_rule(rule), backend=fake_cupy, fused=True, dtype="float32", **kw)
+    ref = simulate(prob, per_run_rule(rule), fused=False, **kw)
+    assert_close(gpu.x, ref.x, 1e-5, "x")
+    assert_close(gpu.D, ref.D, 1e-5, "D")
 
 
 @pytest.mark.parametrize("scaling", SCALINGS)

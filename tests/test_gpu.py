@@ -1,9 +1,10 @@
 """The fused CuPy path on a real CUDA device (skipped where CuPy or a device is missing).
 
 Run on a GPU machine with ``pytest tests/test_gpu.py -v``. The same host logic is exercised on
-every machine by ``tests/test_fused.py`` through an emulated CuPy; these tests add what only a
-device can check: that the kernels compile, launch with the right arguments, and compute the
-reference's numbers.
+every machine by ``tests/test_fused.py`` through an emulated CuPy (its kernels read by Python or
+compiled by g++ as host C++), and ``tests/test_cuda_sources.py`` compiles every kernel with nvcc;
+these tests add what only a device can check: that the kernels launch with the right arguments
+and compute the reference's numbers with the device's rounding.
 """
 from __future__ import annotations
 
