@@ -6,9 +6,14 @@ theorem at every recorded step and each lemma along the same trajectories, and w
 ``config.toml`` (the options used, re-runnable with ``--config``). With
 ``--adversarial`` it also searches each rule's assumption class for the instance that maximises
 observed/bound (differential evolution over batched candidates, Nelder–Mead refinement) and
-confirms the worst one with fresh seeds. Every option can also come from the ``[verify]`` table
-of a TOML file (``--config``). Exit status: 0 when no bound is violated, 1 when one is, 2 on
-bad input.
+confirms the worst one with fresh seeds. Each case and each search is kept as it finishes in a
+work folder beside ``--out`` (``.<name>.work``, as ``savic run`` does); ``--resume`` reuses
+them after an interruption, with the same numbers as an uninterrupted run, and refuses a
+``--suite``, ``--theorem``, ``--level``, ``--rules``, ``--generations``, ``--popsize`` or ``--seed``
+that differs from the interrupted run's. Without ``--resume`` a leftover work folder is removed
+and the run starts afresh; with ``--resume`` and none, the run simply starts. The work folder is
+removed once ``--out`` is written. Every option can also come from the ``[verify]`` table of a
+TOML file (``--config``). Exit status: 0 when no bound is violated, 1 when one is, 2 on bad input.
 """
 from __future__ import annotations
 
@@ -38,6 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the search (default: 0)")
     p.add_argument("--out", metavar="DIR", default="results/verify",
                    help="result folder, replaced atomically (default: results/verify)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the finished cases and searches of an interrupted run with the same options "
+                        "(default: off)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (default: shown)")
     add_config_option(p, "verify", lists=("rules",))
     p.set_defaults(handler=run)
@@ -45,6 +53,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..verify import SUITES, Report, adversarial, verify
+    from ..verify.resume import WorkArea
+    from ..verify.suite import select_cases
     from ._common import UserError, atomic_dir, options_as_table
 
     if args.suite not in SUITES:
@@ -59,26 +69,38 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"unknown rule(s) in --rules: {', '.join(bad)}; known: {', '.join(RULE_BOUNDS)}")
     if args.generations < 1 or args.popsize < 1:
         raise UserError("--generations and --popsize must be >= 1")
+    if not 0 <= args.seed < 2**32 - 1000:  # the confirmation runs use seed + 1000
+        raise UserError(f"--seed must be in [0, {2**32 - 1000}), got {args.seed}")
+    select_cases(args.suite, args.theorem)  # unknown theorems: an error before the work folder is touched
     show = not args.no_progress
+    work = WorkArea(args.out, _deciding_options(args, rules))
+    if work.open(resume=args.resume):
+        print(f"resuming the unfinished run kept in {work.path}/", file=sys.stderr)
     if args.adversarial_only:
         report = Report(args.suite, args.level, [])
     else:
-        report = verify(args.suite, level=args.level, theorems=args.theorem, progress=show)
+        report = verify(args.suite, level=args.level, theorems=args.theorem, progress=show, work=work)
     if args.adversarial or args.adversarial_only:
-        import time
-
-        t0 = time.perf_counter()
-        report.adversarial = adversarial(rules, progress=show, maxiter=args.generations, popsize=args.popsize,
-                                         seed=args.seed, level=args.level)
-        report.elapsed += time.perf_counter() - t0
+        report.adversarial = adversarial(rules, progress=show, work=work, maxiter=args.generations,
+                                         popsize=args.popsize, seed=args.seed, level=args.level)
+        report.elapsed += sum(a.elapsed for a in report.adversarial)
     import tomli_w
 
+    written = {k: v for k, v in options_as_table(args).items() if k != "resume"}  # how it ran, not what
     with atomic_dir(args.out) as tmp:
         report.write(tmp)
-        (tmp / "config.toml").write_text(tomli_w.dumps({"verify": options_as_table(args)}))
+        (tmp / "config.toml").write_text(tomli_w.dumps({"verify": written}))
+    work.remove()
     _print_summary(report)
     print(f"report written to {args.out}/ (report.md, report.json, plots/, config.toml)", file=sys.stderr)
     return 0 if report.passed else 1
+
+
+def _deciding_options(args: argparse.Namespace, rules: list[str]) -> dict:
+    """The options a resumed run must share with the interrupted one: those that decide the numbers."""
+    return {"suite": args.suite, "theorem": sorted(set(args.theorem)) if args.theorem else None,
+            "level": args.level, "rules": rules, "generations": args.generations, "popsize": args.popsize,
+            "seed": args.seed}
 
 
 def _print_summary(report) -> None:
@@ -86,20 +108,25 @@ def _print_summary(report) -> None:
     for name, d in s["theorems"].items():
         if not d["checked"] and d["adversarial"] and not d["skipped"]:
             continue  # only searched: reported on the adversarial lines below
-        verdict = {True: "holds", False: "VIOLATED", None: "not checked"}[d["passed"]]
-        extra = f", {d['attained']} attained within noise" if d["attained"] else ""
-        print(f"theorem {name}: {verdict} ({d['checked']} checks{extra}); tightness: worst "
+        print(f"theorem {name}: {_verdict_text(d)}; tightness (mean/bound): worst "
               f"{_g(d['worst_ratio'])}, late {_g(d['worst_ratio_late'])}")
     for name, d in s["lemmas"].items():
-        verdict = {True: "holds", False: "VIOLATED", None: "not checked"}[d["passed"]]
-        extra = f", {d['attained']} attained within noise" if d.get("attained") else ""
-        print(f"lemma {name}: {verdict} ({d['checked']} checks{extra}, {d['unchecked']} not checked); "
-              f"worst ratio {_g(d['worst_ratio'])}")
+        print(f"lemma {name}: {_verdict_text(d)}, {d['unchecked']} not checked; "
+              f"worst mean/bound {_g(d['worst_ratio'])}")
     for a in report.adversarial:
         print(f"adversarial {a.rule}/{a.theorem}: {a.verdict}; late ratio {a.ratio_late_confirmed:.3g} "
               f"(confirmed), instance {a.params_text()}")
     print(f"{'no bound violated' if report.passed else 'A BOUND IS VIOLATED'} "
           f"({len(report.cases)} cases, {report.elapsed:.1f} s)")
+
+
+def _verdict_text(d) -> str:
+    """``holds (n checks)``, ``attained within noise (k of n checks)``, ``VIOLATED (…)``."""
+    verdict, n = d["verdict"], d["checked"]
+    checks = f"{n} check" + ("" if n == 1 else "s")
+    if verdict == "attained":
+        return f"attained within noise ({d['attained']} of {checks})"
+    return f"{verdict.upper() if verdict == 'violated' else verdict} ({checks})"
 
 
 def _g(v) -> str:

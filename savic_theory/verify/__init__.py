@@ -4,7 +4,9 @@
 at every step and every lemma along the same trajectories, and returns a :class:`Report`
 (JSON, Markdown, plots). ``adversarial(...)`` searches each rule's assumption class for the
 instance that maximises observed/bound; ``exact_dist_sq`` gives the exact expectation where D̂
-does not depend on the noise. ``savic verify`` is the command-line front end.
+does not depend on the noise. Given a :class:`~savic_theory.verify.resume.WorkArea`, both keep
+each case and search as it finishes and reuse those already kept, so an interrupted run resumes
+with the same numbers. ``savic verify`` is the command-line front end.
 
 Example
 -------
@@ -21,13 +23,15 @@ from .adversarial import AdversarialResult, reproduce, search
 from .checks import CaseResult, Check, run_case
 from .exact import exact_dist_sq
 from .report import Report
-from .suite import PROBLEMS, SUITES, Case, get_problem
+from .resume import WorkArea
+from .suite import PROBLEMS, SUITES, Case, get_problem, select_cases
 
 __all__ = ["verify", "adversarial", "Report", "Case", "CaseResult", "Check", "AdversarialResult",
            "SUITES", "PROBLEMS", "get_problem", "run_case", "search", "reproduce", "exact_dist_sq"]
 
 
-def verify(suite="default", *, level: float = 0.99, theorems=None, progress: bool = True) -> Report:
+def verify(suite="default", *, level: float = 0.99, theorems=None, progress: bool = True,
+           work: WorkArea | None = None) -> Report:
     """Run a suite and return its :class:`Report`.
 
     Parameters
@@ -40,39 +44,45 @@ def verify(suite="default", *, level: float = 0.99, theorems=None, progress: boo
         Keep only the cases of these theorems.
     progress : bool
         Show a progress bar over the cases.
+    work : WorkArea, optional
+        Keep each case as it finishes and reuse the cases already there (``savic verify
+        --resume``); the report's ``elapsed`` then counts the reused cases' own times.
     """
     t0 = time.perf_counter()
-    if isinstance(suite, str):
-        if suite not in SUITES:
-            raise ValueError(f"unknown suite {suite!r}; known suites: {', '.join(SUITES)}")
-        name, cases = suite, SUITES[suite]
-    else:
-        name, cases = "custom", tuple(suite)
-        if not all(isinstance(c, Case) for c in cases):
-            raise TypeError("suite must be a suite name or a sequence of savic_theory.verify.Case")
-    if theorems:
-        from ..theory import THEOREMS
-
-        unknown = sorted(set(theorems) - set(THEOREMS))
-        if unknown:
-            raise ValueError(f"unknown theorem(s) {', '.join(unknown)}; known: {', '.join(THEOREMS)}")
-        cases = tuple(c for c in cases if c.theorem in set(theorems))
+    name, cases = select_cases(suite, theorems)
     from ..cli._common import progress as _progress
 
     results = []
+    reused_time = 0.0
     with _progress(len(cases), f"verify {name}", enabled=progress) as bar:
         for case in cases:
             bar.set_postfix_str(case.name, refresh=False)
-            results.append(run_case(case, level=level))
+            result = work.load_case(case) if work is not None else None
+            if result is None:
+                result = run_case(case, level=level)
+                if work is not None:
+                    work.save_case(result)
+            else:
+                reused_time += result.elapsed
+            results.append(result)
             bar.update(1)
-    return Report(name, level, results, time.perf_counter() - t0)
+    return Report(name, level, results, time.perf_counter() - t0 + reused_time)
 
 
 def adversarial(rules=("identity", "rmsprop", "adam", "oasis"), theorems=("identical", "heterogeneous"), *,
-                progress: bool = True, **search_kw) -> list[AdversarialResult]:
-    """One :func:`search` per rule and theorem; keyword arguments go to :func:`search`."""
+                progress: bool = True, work: WorkArea | None = None, **search_kw) -> list[AdversarialResult]:
+    """One :func:`search` per rule and theorem; keyword arguments go to :func:`search`.
+
+    With ``work``, each search is kept as it finishes and searches already there with the same
+    keyword arguments are reused (``savic verify --resume``).
+    """
     out = []
     for rule in rules:
         for thm in theorems:
-            out.append(search(rule, thm, progress=progress, **search_kw))
+            found = work.load_search(rule, thm, search_kw) if work is not None else None
+            if found is None:
+                found = search(rule, thm, progress=progress, **search_kw)
+                if work is not None:
+                    work.save_search(found, search_kw)
+            out.append(found)
     return out

@@ -30,7 +30,8 @@ Example
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import differential_evolution, minimize
@@ -102,6 +103,24 @@ class AdversarialResult:
                 "verdict": self.verdict, "passed": self.passed, "strict": self.strict, "exact": self.exact,
                 "evaluations": self.evaluations, "elapsed_s": round(self.elapsed, 2),
                 "reproduce": "savic_theory.verify.adversarial.reproduce(params)"}
+
+    def save(self, path, settings: dict | None = None) -> None:
+        """Write every field, and the ``settings`` it was searched with, as JSON atomically.
+
+        Floats are written in ``repr`` form, so :meth:`load` gives back the same numbers
+        (``savic verify --resume``).
+        """
+        from ..cli._common import write_json
+
+        write_json(path, {"settings": settings or {}, "result": asdict(self)})
+
+    @classmethod
+    def load(cls, path) -> tuple["AdversarialResult", dict]:
+        """Read a result written by :meth:`save`: ``(result, settings)``."""
+        import json
+
+        data = json.loads(Path(path).read_text())
+        return cls(**data["result"]), data["settings"]
 
 
 # ----------------------------------------------------------------------------- candidates

@@ -148,6 +148,57 @@ class CaseResult:
                 "settings": {k: _f(v) for k, v in self.settings.items()},
                 "groups": [g.as_dict() for g in self.groups], "elapsed_s": round(self.elapsed, 3)}
 
+    def save(self, path) -> None:
+        """Write the result to an ``.npz`` file atomically, exactly (``savic verify --resume``).
+
+        The curves of each group are arrays; everything else is one JSON document (floats in
+        ``repr`` form, so :meth:`load` gives back the same numbers). The case itself is stored as
+        its :meth:`Case.describe`, and :meth:`load` takes the case again.
+        """
+        import json
+
+        from ..cli._common import atomic_write
+
+        arrays = {}
+        groups = []
+        for i, g in enumerate(self.groups):
+            for name, value in vars(g.series).items():
+                if value is not None:
+                    arrays[f"group{i}.{name}"] = np.asarray(value)
+            groups.append({"gamma": g.gamma, "constants": g.constants, "theorem": vars(g.theorem),
+                           "empirical": vars(g.empirical), "lemmas": [vars(c) for c in g.lemmas],
+                           "local": vars(g.local) if g.local is not None else None})
+        meta = {"case": self.case.describe(), "status": self.status, "reason": self.reason,
+                "elapsed": self.elapsed, "settings": self.settings, "groups": groups}
+        arrays["meta"] = np.array(json.dumps(meta, default=_plain, allow_nan=True))
+        with atomic_write(path, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    @classmethod
+    def load(cls, path, case: Case) -> "CaseResult":
+        """Read a result written by :meth:`save`; ``case`` is supplied again and must match it."""
+        import json
+
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        if meta["case"] != json.loads(json.dumps(case.describe(), default=_plain)):
+            raise ValueError(f"{path} holds the result of another case than {case.name!r}")
+        groups = []
+        for i, g in enumerate(meta["groups"]):
+            curves = {name: arrays.get(f"group{i}.{name}") for name in Series.__dataclass_fields__}
+            groups.append(GroupResult(g["gamma"], g["constants"], Check(**g["theorem"]), Check(**g["empirical"]),
+                                      [Check(**c) for c in g["lemmas"]],
+                                      Check(**g["local"]) if g["local"] is not None else None, Series(**curves)))
+        return cls(case, meta["status"], meta["reason"], groups, meta["elapsed"], meta["settings"])
+
+
+def _plain(v):
+    """NumPy scalars and arrays as plain Python, for ``json.dumps`` (exact: ``repr`` of floats)."""
+    if isinstance(v, (np.ndarray, np.generic)):
+        return v.tolist()
+    raise TypeError(f"cannot write {type(v).__name__} to JSON")
+
 
 def _f(v):
     if isinstance(v, (np.ndarray, np.generic)):

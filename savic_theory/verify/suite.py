@@ -26,7 +26,7 @@ from typing import Any
 
 from ..problems._base import Problem
 
-__all__ = ["Case", "PROBLEMS", "SUITES", "get_problem"]
+__all__ = ["Case", "PROBLEMS", "SUITES", "get_problem", "select_cases"]
 
 
 @dataclass(frozen=True)
@@ -190,3 +190,30 @@ def _quick() -> tuple[Case, ...]:
 
 #: suite name -> tuple of cases
 SUITES = MappingProxyType({"default": _default(), "quick": _quick()})
+
+
+def select_cases(suite="default", theorems=None) -> tuple[str, tuple[Case, ...]]:
+    """``(suite name, cases)`` of a key of ``SUITES`` or a sequence of cases, kept to ``theorems``.
+
+    Example
+    -------
+    >>> name, cases = select_cases("quick", theorems=["identical"])
+    >>> name, [c.theorem for c in cases]
+    ('quick', ['identical'])
+    """
+    if isinstance(suite, str):
+        if suite not in SUITES:
+            raise ValueError(f"unknown suite {suite!r}; known suites: {', '.join(SUITES)}")
+        name, cases = suite, SUITES[suite]
+    else:
+        name, cases = "custom", tuple(suite)
+        if not all(isinstance(c, Case) for c in cases):
+            raise TypeError("suite must be a suite name or a sequence of savic_theory.verify.Case")
+    if theorems:
+        from ..theory import THEOREMS
+
+        unknown = sorted(set(theorems) - set(THEOREMS))
+        if unknown:
+            raise ValueError(f"unknown theorem(s) {', '.join(unknown)}; known: {', '.join(THEOREMS)}")
+        cases = tuple(c for c in cases if c.theorem in set(theorems))
+    return name, cases
