@@ -83,6 +83,8 @@ _CHOICES = {
 def load_config(path: str | Path) -> dict:
     """Read a TOML config file (errors name the file)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a config file")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
@@ -158,7 +160,7 @@ def _check_one(table: str, key: str, value: Any) -> Any:
         raise ValueError(f"{name} must be >= 1, got {value}")
     if key in ("gamma", "L", "mu", "lam", "e") and not value > 0:
         raise ValueError(f"{name} must be > 0, got {value}")
-    if key in ("noise", "heterogeneity", "batch_size", "record_every") and value < 0:
+    if key in ("noise", "heterogeneity", "batch_size", "record_every", "seed") and value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     if key == "beta" and not 0 <= value < 1:
         raise ValueError(f"{name} must lie in [0, 1), got {value}")

@@ -4,7 +4,16 @@ A config's grid axes (``run.gamma``, ``run.sync_every``, ``rule.beta``, ``rule.e
 their product; each point gets ``run.runs`` independent runs, and all of them go through *one*
 ``simulate`` call per rule name and scaling variant (a "block"). Finished blocks are kept in a
 hidden work folder beside the result folder, so an interrupted experiment resumes where it
-stopped (``resume=True``); the result folder appears only when every block is done.
+stopped (``resume=True``); the result folder appears only when every block is done. An error
+(not an interruption) before any block finished removes the work folder again: it leaves nothing.
+
+The result folder holds ``config.toml`` (the resolved config), ``history.csv`` (one row per run
+and recorded step: the grid point, the run's seed index, the step and the :data:`HISTORY_KEYS`),
+``drift.csv`` (one row per run and sync at which it synchronised; only the header when no run
+did), ``summary.json`` and ``plot.png``. A run that diverged has rows only for the recorded steps
+before its divergence (no NaN rows); ``summary.json`` gives, per grid point, each run's
+``status`` (``"ok"`` or ``"diverged"``) and ``diverged_at`` (the first recorded step at which the
+divergence was detected, ``null`` if none) and the number of diverged runs.
 """
 from __future__ import annotations
 
@@ -40,6 +49,19 @@ class Block:
     def key(self) -> str:
         """``"<rule>-<scaling>"``: the name of the block in the result files."""
         return f"{self.rule}-{self.scaling}"
+
+    @property
+    def n_runs(self) -> int:
+        """All runs of the block: grid points × runs per point."""
+        return len(self.points) * self.runs
+
+    def runs_of(self, point: int) -> slice:
+        """The block's runs of grid point number ``point`` (its ``runs`` seeds)."""
+        return slice(point * self.runs, (point + 1) * self.runs)
+
+    def per_run(self, values, rows: int = 1) -> np.ndarray:
+        """A result array of this block as ``(rows, n_runs)``, also for 0 rows or an unbatched call."""
+        return np.asarray(values).reshape(rows, self.n_runs)
 
     def column(self, name: str) -> np.ndarray:
         """Per-run values of a grid column (grid point major, seed minor)."""
@@ -92,37 +114,43 @@ def run_experiment(cfg: dict, out: str | Path, *, resume: bool = False, progress
     Returns ``{block key: SimulationResult}``. With ``resume``, blocks finished by an earlier,
     interrupted call of the same config are loaded instead of run again.
     """
-    from .cli._common import UserError, atomic_dir
+    from .cli._common import UserError, atomic_dir, remove_stale_work
     from .cli._common import progress as bar_of
 
     out = Path(out)
     work = out.with_name(f".{out.name}.work")
     digest = config_digest(cfg)
-    if work.exists():
+    if work.exists() and resume:
         stamp = work / "config.sha"
-        same = stamp.exists() and stamp.read_text() == digest
-        if resume and not same:
+        if not (stamp.exists() and stamp.read_text() == digest):
             raise UserError(f"cannot resume: {work} holds an unfinished run of a different config")
-        if not resume:
-            shutil.rmtree(work)
     elif resume and not out.exists():
         raise UserError(f"nothing to resume: no unfinished run at {work}")
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "config.sha").write_text(digest)
 
     problem = build_problem(cfg)
     blocks = expand(cfg)
+    if not resume:
+        remove_stale_work(work)
+    created = not work.exists()
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.sha").write_text(digest)
     results = {}
     bar = bar_of(len(blocks), "blocks", enabled=progress and len(blocks) > 1)
-    for block in blocks:
-        saved = work / f"{block.key}.npz"
-        if resume and saved.exists():
-            results[block.key] = SimulationResult.load(saved, problem=problem, rule=_rule_of(block))
-        else:
-            results[block.key] = res = _run_block(problem, block, cfg, progress)
-            res.save(saved)
-        bar.update(1)
-    bar.close()
+    try:
+        for block in blocks:
+            saved = work / f"{block.key}.npz"
+            if resume and saved.exists():
+                results[block.key] = SimulationResult.load(saved, problem=problem, rule=_rule_of(block))
+            else:
+                results[block.key] = res = _run_block(problem, block, cfg, progress)
+                res.save(saved)
+            bar.update(1)
+    except Exception:
+        if created and not any(work.glob("*.npz")):  # an error, not an interruption, with nothing to keep
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
     with atomic_dir(out) as tmp:
         write_results(tmp, cfg, blocks, results)
     shutil.rmtree(work, ignore_errors=True)
@@ -142,21 +170,24 @@ def write_results(folder: Path, cfg: dict, blocks: list[Block], results: dict) -
         w.writerow(["rule", "scaling", *GRID_COLUMNS, "run", "step", *HISTORY_KEYS])
         for block in blocks:
             res = results[block.key]
-            hist = [np.asarray(res.history[k]).reshape(len(res.steps), -1) for k in HISTORY_KEYS]
+            hist = [block.per_run(res.history[k], len(res.steps)) for k in HISTORY_KEYS]
             grid = [block.column(c) for c in GRID_COLUMNS]
-            for r in range(hist[0].shape[1]):
+            diverged_at = block.per_run(res.diverged_at)[0]
+            for r in range(block.n_runs):
                 head = [block.rule, block.scaling, *(_fmt(g[r]) for g in grid), r % block.runs]
                 for i, t in enumerate(res.steps):
+                    if 0 <= diverged_at[r] <= t:  # a diverged run's rows stop at its divergence
+                        break
                     w.writerow([*head, int(t), *(repr(float(h[i, r])) for h in hist)])
     with open(folder / "drift.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["rule", "scaling", *GRID_COLUMNS, "run", "sync_step", "drift", "drift_min"])
         for block in blocks:
             res = results[block.key]
-            hi = np.asarray(res.drift).reshape(len(res.sync_steps), -1)
-            lo = np.asarray(res.drift_min).reshape(len(res.sync_steps), -1)
+            hi = block.per_run(res.drift, len(res.sync_steps))
+            lo = block.per_run(res.drift_min, len(res.sync_steps))
             grid = [block.column(c) for c in GRID_COLUMNS]
-            for r in range(hi.shape[1]):
+            for r in range(block.n_runs):
                 head = [block.rule, block.scaling, *(_fmt(g[r]) for g in grid), r % block.runs]
                 for i, t in enumerate(res.sync_steps):
                     if not np.isnan(hi[i, r]):
@@ -167,7 +198,7 @@ def write_results(folder: Path, cfg: dict, blocks: list[Block], results: dict) -
     for b in blocks:
         for i, point in enumerate(b.points):
             grid = " ".join(f"{k}={v:g}" for k, v in point.items() if v == v) if len(b.points) > 1 else ""
-            curves[f"{b.rule} {b.scaling} {grid}".strip()] = (results[b.key], slice(i * b.runs, (i + 1) * b.runs))
+            curves[f"{b.rule} {b.scaling} {grid}".strip()] = (results[b.key], b.runs_of(i))
     if len(curves) > 12:  # too many to tell apart: one curve per block
         curves = {f"{b.rule} {b.scaling}": results[b.key] for b in blocks}
     plot_scalings(curves, folder / "plot.png",
@@ -175,18 +206,20 @@ def write_results(folder: Path, cfg: dict, blocks: list[Block], results: dict) -
 
 
 def _summary(block: Block, res: SimulationResult) -> dict:
-    """Per grid point: mean ± std over runs of the final values, and the run statuses."""
-    n = block.runs
-    status = np.asarray(res.status).reshape(-1)
+    """Per grid point: mean ± std over runs of the final values, and the runs' statuses."""
+    status = block.per_run(res.status)[0]
+    diverged_at = block.per_run(res.diverged_at)[0]
     points = []
     for i, point in enumerate(block.points):
-        sl = slice(i * n, (i + 1) * n)
+        sl = block.runs_of(i)
         final = {}
         for k in HISTORY_KEYS:
-            v = np.asarray(res.history[k]).reshape(len(res.steps), -1)[-1, sl]
+            v = block.per_run(res.history[k], len(res.steps))[-1, sl]
             final[k] = {"mean": _nanstat(np.nanmean, v), "std": _nanstat(np.nanstd, v)}
         points.append({**{k: _fmt(v) for k, v in point.items()}, "final": final,
-                       "diverged": int(np.sum(status[sl] == "diverged")), "runs": n})
+                       "diverged": int(np.sum(status[sl] == "diverged")), "runs": block.runs,
+                       "status": [str(s) for s in status[sl]],
+                       "diverged_at": [int(t) if t >= 0 else None for t in diverged_at[sl]]})
     return {"rule": block.rule, "scaling": block.scaling, "elapsed_s": res.elapsed,
             "constants": {k: np.asarray(v).tolist() for k, v in res.problem.constants.as_dict().items()
                           if k != "x_star"},

@@ -77,6 +77,11 @@ BAD = {
     "run beta one": (["run", "{cfg}"], "[rule]\nbeta = 1.0\n", "rule.beta must lie in [0, 1)"),
     "run unknown rule": (["run", "{cfg}"], "[rule]\nname = ['adam', 'lion']\n", "lion"),
     "simulate negative gamma": (["simulate", "--gamma", "-0.1"], None, "run.gamma must be > 0"),
+    "simulate negative seed": (["simulate", "--seed", "-1"], None, "run.seed must be >= 0, got -1"),
+    "simulate negative problem seed": (["simulate", "--problem-seed", "-1"], None, "problem.seed must be >= 0"),
+    "simulate config is a folder": (["simulate", "--config", "/"], None, "/ is a folder, not a config file"),
+    "run config is a folder": (["run", "/"], None, "/ is a folder, not a config file"),
+    "bench config is a folder": (["bench", "--config", "/"], None, "/ is a folder, not a config file"),
 }
 
 
@@ -99,7 +104,8 @@ def test_bad_input_gives_one_line_and_status_2(tmp_path, capsys, case):
 @pytest.mark.parametrize("argv,expected", [
     (["simulate", "--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
     (["verify", "--generations", "x"], "argument --generations: invalid int value: 'x'"),
-    (["verify", "--bogus"], "unrecognized arguments: --bogus"),
+    (["verify", "--bogus"], "savic verify: error: unrecognized arguments: --bogus"),
+    (["simulate", "--bogus", "x"], "savic simulate: error: unrecognized arguments: --bogus x"),
     (["bench", "--rule", "lion"], "argument --rule: invalid choice: 'lion'"),
     (["nn"], "the following arguments are required: CONFIG.toml"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),

@@ -111,7 +111,8 @@ def test_help_documents_every_option_with_default():
     for table, keys in DEFAULTS.items():
         for key, default in keys.items():
             assert _option(table, key) in proc.stdout
-            assert f"(default: {default})" in proc.stdout
+            shown = "both" if key == "scaling" else default  # the option's value, not the config list
+            assert f"(default: {shown})" in proc.stdout
 
 
 def test_interrupted_result_folder_leaves_nothing(tmp_path):
@@ -122,12 +123,12 @@ def test_interrupted_result_folder_leaves_nothing(tmp_path):
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
     with atomic_dir(target) as tmp:
-        (tmp / "a").write_text("1")
+        (tmp / "config.toml").write_text("1")
     with pytest.raises(RuntimeError):
         with atomic_dir(target) as tmp:
-            (tmp / "b").write_text("2")
+            (tmp / "config.toml").write_text("2")
             raise RuntimeError("boom")
-    assert [p.name for p in tmp_path.iterdir()] == ["res"] and (target / "a").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["res"] and (target / "config.toml").read_text() == "1"
 
 
 def test_readme_quotes_the_real_demo_output(tmp_path, capsys):

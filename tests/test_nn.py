@@ -19,7 +19,7 @@ from savic_theory.cli import main  # noqa: E402
 from savic_theory.nn import (METHOD_NAMES, DeviceData, NNConfig, Objective, ParamLayout,  # noqa: E402
                              ResNet18, Trainer, augment, client_parts, init_params, load_cifar10,
                              load_fashion_mnist, make_method, read_idx, run_experiment, synthetic_images)
-from savic_theory.nn.config import HELP, METHOD_DEFAULTS  # noqa: E402
+from savic_theory.nn.config import HELP, METHOD_DEFAULTS, load_nn_config  # noqa: E402
 from savic_theory.nn.model import _stream_seed  # noqa: E402
 
 SCALED = [m for m in METHOD_NAMES if m != "local_sgd"]
@@ -381,6 +381,66 @@ def test_cli_nn_runs_a_config(tmp_path, capsys):
     bad.write_text("[train]\nlocal_stepz = 3\n")
     assert main(["nn", str(bad), "--out", str(tmp_path / "o2")]) == 2
     assert "train.local_stepz" in capsys.readouterr().err
+
+
+def test_cli_nn_failed_start_leaves_no_new_folder(tmp_path, capsys):
+    """An error before the first round (here: no Fashion-MNIST files) removes only what it made."""
+    import tomli_w
+
+    cfg = tmp_path / "fmnist.toml"
+    cfg.write_text('[data]\ndataset = "fashion_mnist"\n[train]\ndevice = "cpu"\n')
+    nowhere = ["--data-root", str(tmp_path / "nowhere"), "--no-progress"]
+    assert main(["nn", str(cfg), "--out", str(tmp_path / "a" / "b" / "out"), *nowhere]) == 2
+    assert "Fashion-MNIST not found" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fmnist.toml"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["nn", str(cfg), "--out", str(empty), *nowhere]) == 2
+    assert empty.is_dir() and not any(empty.iterdir())
+    earlier = tmp_path / "earlier"  # an experiment being resumed keeps its folder
+    earlier.mkdir()
+    with open(earlier / "config.toml", "wb") as fh:
+        tomli_w.dump(load_nn_config(cfg).to_dict(), fh)
+    assert main(["nn", str(cfg), "--out", str(earlier), "--resume", *nowhere]) == 2
+    assert (earlier / "config.toml").is_file()
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("stop_at", [1, 2])
+def test_cli_nn_interrupt_says_what_was_kept(tmp_path, capsys, monkeypatch, stop_at):
+    real, calls = Trainer.run_round, []
+
+    def run_round(self):
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "run_round", run_round)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "out"
+    assert main(["nn", str(cfg), "--out", str(out), "--no-progress"]) == 130
+    err = capsys.readouterr().err.strip()
+    if stop_at == 1:  # nothing to resume from: no folder either
+        assert err == "savic nn: interrupted; nothing was kept" and not out.exists()
+    else:
+        assert err == (f"savic nn: interrupted; the checkpoints written so far are kept in {out}/ "
+                       "(rerun with --resume to continue)")
+        assert (out / "runs/iid/local_sgd/seed0/checkpoint.pt").is_file()
+
+
+@pytest.mark.parametrize("value,expected", [(".", "--out must name a folder to create, got '.'"),
+                                            ("{file}", "exists and is a file; choose another --out")])
+def test_cli_nn_out_must_be_a_folder(tmp_path, capsys, value, expected):
+    (tmp_path / "f").write_text("mine")
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY)
+    assert main(["nn", str(cfg), "--out", value.replace("{file}", str(tmp_path / "f")), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and expected in err, err
+    assert main(["nn", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert f"{tmp_path} is a folder, not a config file" in capsys.readouterr().err
 
 
 def test_cli_nn_without_torch_says_what_to_install(tmp_path, capsys, monkeypatch):

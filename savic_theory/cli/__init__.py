@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from ._common import UserError
 
@@ -18,16 +19,31 @@ SUBCOMMANDS = ("simulate", "verify", "bench", "nn", "run")
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (``savic CMD: error: ...``), exit status 2."""
 
+    commands = None  # the subparsers action of the top-level parser
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse, but an unknown argument after a subcommand is reported by that subcommand."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(ns, "command", None)
+            owner = self.commands.choices.get(command, self) if self.commands and command else self
+            owner.error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns
+
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = _Parser(
         prog="savic",
         description="Simulate SAVIC (Local SGD with adaptive scaling) and verify its theory.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"savic {__version__}",
+                        help="print the version of savic-theory and exit")
+    sub = parser.commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMANDS:
         try:
@@ -57,16 +73,77 @@ def _apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, arg
     return args
 
 
+def _result_folder(args: argparse.Namespace) -> str | None:
+    """The folder ``simulate``, ``run`` or ``verify`` will replace atomically (``None`` for others)."""
+    if args.command == "run":
+        from .run import result_folder
+
+        return result_folder(args)
+    return args.out if args.command in ("simulate", "run", "verify") else None
+
+
+def _work_folder(out: Path) -> Path:
+    """The hidden sibling where ``simulate``/``run``/``verify`` keep what they finished."""
+    return out.with_name(f".{out.name}.work")
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interrupted command left behind and how to go on, for its one-line message."""
+    out = _result_folder(args)
+    out = Path(out) if out is not None else None
+    if out is not None and out.name not in ("", ".", ".."):
+        kept, pieces = _work_folder(out), "cases and searches" if args.command == "verify" else "blocks"
+        if not kept.is_dir():
+            return f"no result folder was written to {out} and nothing was kept"
+        return (f"no result folder was written to {out}; the finished {pieces} are kept in {kept}/ "
+                "(rerun with --resume to reuse them)")
+    if args.command == "nn":  # the result folder is written as the runs go (savic_theory.nn.runner)
+        out = Path(args.out)
+        if args.report:
+            return f"the tables and figures in {out}/ may be incomplete (rerun with --report)"
+        if (out / "config.toml").is_file():
+            return f"the checkpoints written so far are kept in {out}/ (rerun with --resume to continue)"
+        return "nothing was kept"
+    if args.command == "bench" and args.suite:
+        return f"the results finished so far are in {args.out}/"
+    return "nothing was written"
+
+
+#: what to make smaller when a command runs out of memory
+_SMALLER = {"simulate": "reduce runs, clients or dim", "run": "reduce runs, clients, dim or the grid",
+            "bench": "reduce --runs, --clients or --dim", "verify": "check fewer theorems (--theorem)",
+            "nn": "reduce data.batch_size, train.eval_batch or model.width"}
+
+
+def _out_of_memory() -> tuple[type[BaseException], ...]:
+    """The errors that mean out of memory: ``MemoryError`` and, once imported, PyTorch's."""
+    torch = sys.modules.get("torch")
+    return (MemoryError,) + ((torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args = _apply_config(parser, args, argv)
+        out = _result_folder(args)
+        if out is not None:
+            from ._common import check_result_folder
+
+            check_result_folder(out)  # before the run, not after it
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
-        hint = " (rerun with --resume to reuse finished blocks)" if hasattr(args, "resume") else ""
-        print(f"savic: interrupted; no result folder was written{hint}", file=sys.stderr)
+        print(f"savic {args.command}: interrupted; {_interrupted(args)}", file=sys.stderr)
         return 130
+    except _out_of_memory() as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = detail.split(". ")[0].rstrip(".")  # torch's first sentence; numpy's only one
+        if detail[1:2].islower():  # "Unable to ..." but not "CUDA ..."
+            detail = detail[:1].lower() + detail[1:]
+        msg = f"out of memory ({detail})" if detail else "out of memory"
+        advice = _SMALLER.get(args.command)
+        print(f"savic {args.command}: error: {msg}" + (f": {advice}" if advice else ""), file=sys.stderr)
+        return 2
     except (UserError, ValueError, TypeError, FileNotFoundError, KeyError, OSError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, KeyError):

@@ -16,12 +16,20 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["UserError", "atomic_write", "atomic_dir", "write_json", "progress", "add_config_option",
-           "config_values", "options_as_table"]
+__all__ = ["UserError", "atomic_write", "atomic_dir", "check_output_path", "check_result_folder",
+           "write_json", "progress", "add_config_option", "config_values", "options_as_table",
+           "RESULT_FILES", "RESULT_FOLDERS"]
 
 
 class UserError(Exception):
     """An error caused by the user's input; shown as one line, no traceback."""
+
+
+#: what ``savic simulate``, ``run`` and ``verify`` write into a result folder: a folder holding
+#: ``config.toml`` and nothing but these (``plots/`` only ``.png`` files) is one they wrote
+RESULT_FILES = frozenset({"config.toml", "history.csv", "drift.csv", "summary.json", "plot.png",
+                          "report.json", "report.md"})
+RESULT_FOLDERS = {"plots": ".png"}
 
 
 @contextlib.contextmanager
@@ -32,6 +40,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as fh:
+            os.chmod(tmp, 0o666 & ~_umask())  # as any file the user writes, not mkstemp's 0600
             yield fh
         os.replace(tmp, path)
     except BaseException:
@@ -41,22 +50,30 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, option: str = "--out") -> Iterator[Path]:
     """Build a result folder in a hidden sibling and move it into place only when complete.
 
-    An existing folder at ``path`` is replaced as a whole; an interrupted run leaves the old
-    folder (or none) and no partial one.
+    ``path`` is checked by :func:`check_result_folder` before anything is built and again
+    before the move: only an empty folder or an earlier result folder is replaced (as a whole),
+    anything else there is a :class:`UserError` naming ``option``. An interrupted run leaves
+    the old folder (or none) and no partial one.
     """
-    path = Path(path)
+    path = check_result_folder(path, option)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # as any folder the user makes, not mkdtemp's 0700
         yield tmp
+        check_result_folder(path, option)  # what is there may have changed during a long run
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            _rmtree(old)
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            old.rmdir()  # a free name beside path, for the folder being replaced
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
             _rmtree(old)
         else:
             os.replace(tmp, path)
@@ -65,9 +82,88 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def _rmtree(p: Path) -> None:
-    import shutil
+def check_output_path(path: str | os.PathLike, option: str, kind: str = "folder") -> Path:
+    """``path`` checked as the name of a ``kind`` ("folder" or "file") to create or replace.
 
+    A :class:`UserError` naming ``option`` when it names no entry of its own (``.``, ``..``,
+    empty), lies under a file, or is a file where a folder is wanted or the other way round.
+    Missing parent folders are fine: writing makes them, for every output option alike.
+    """
+    text = os.fspath(path)
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise UserError(f"{option} must name a {kind} to create, got {text!r}")
+    for parent in path.parents:  # the nearest one that exists must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{option} {text}: {parent} is a file, not a folder")
+            break
+    if kind == "file" and path.is_dir():
+        raise UserError(f"{option} {text} is a folder; name a file to write")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise UserError(f"{option} {text} exists and is a file; choose another {option} or remove it")
+    return path
+
+
+def check_result_folder(path: str | os.PathLike, option: str = "--out") -> Path:
+    """``path`` checked as a result folder that may be written or replaced.
+
+    That is a new path, an empty folder or a folder savic wrote (``config.toml`` and nothing
+    but ``RESULT_FILES`` and ``RESULT_FOLDERS``); anything else, a file or link included, is a
+    :class:`UserError` naming ``option`` and what is in the way, so no user data is replaced.
+    """
+    path = check_output_path(path, option)
+    if path.is_symlink():  # replacing it would replace the link, not what it points to
+        raise UserError(f"{option} {os.fspath(path)} is a symbolic link; choose another {option} or remove it")
+    foreign = _not_a_result(path) if path.exists() else None
+    if foreign is not None:
+        raise UserError(f"{option} {os.fspath(path)} exists and is not a savic result folder ({foreign}); "
+                        f"choose another {option} or remove it")
+    return path
+
+
+def _not_a_result(folder: Path) -> str | None:
+    """Why ``folder`` is not an empty or savic result folder, or None when it is one."""
+    entries = {e.name: e for e in os.scandir(folder)}
+    if not entries:
+        return None
+    for name, entry in sorted(entries.items()):
+        suffix = RESULT_FOLDERS.get(name)
+        if suffix is not None and entry.is_dir(follow_symlinks=False):
+            inner = [e.name for e in os.scandir(entry.path)
+                     if not (e.name.endswith(suffix) and e.is_file(follow_symlinks=False))]
+            if inner:
+                return f"it holds {name}/{sorted(inner)[0]}"
+        elif name not in RESULT_FILES or not entry.is_file(follow_symlinks=False):
+            return f"it holds {name}"
+    if "config.toml" not in entries:
+        return "it has no config.toml"
+    return None
+
+
+#: the stamp a command writes first into its work folder (``savic simulate``/``run``, ``savic verify``)
+WORK_STAMPS = ("config.sha", "options.json")
+
+
+def remove_stale_work(work: str | os.PathLike) -> None:
+    """Delete a work folder left by an earlier run, but only one that savic made (or an empty one)."""
+    work = Path(work)
+    if not work.exists():
+        return
+    ours = work.is_dir() and (not any(work.iterdir()) or any((work / s).is_file() for s in WORK_STAMPS))
+    if not ours:
+        raise UserError(f"{work} exists and is not a work folder of savic (no {' or '.join(WORK_STAMPS)}); "
+                        "remove it or choose another --out")
+    shutil.rmtree(work)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _rmtree(p: Path) -> None:
     shutil.rmtree(p, ignore_errors=True)
 
 

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from ._common import UserError, add_config_option, progress, write_json
+from ._common import UserError, add_config_option, check_output_path, progress, write_json
 
 _RULES = ("identity", "rmsprop", "adam", "oasis")
 
@@ -57,6 +57,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.suite:
+        check_output_path(args.out, "--out")  # a folder the suite adds its files to
         root = os.getcwd()
         if os.path.isfile(os.path.join(root, "benchmarks", "__main__.py")) and root not in sys.path:
             sys.path.insert(0, root)  # the console script does not put the checkout on the path
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("runs", "clients", "dim", "sync_every", "steps", "repeats"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.json is not None:
+        check_output_path(args.json, "--json", kind="file")  # before the timing, not after it
     from .. import Quadratic, rules, simulate
 
     prob = Quadratic.random(dim=args.dim, n_clients=args.clients, L=1.0, mu=0.01, heterogeneity=1.0,
@@ -119,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
         say(f"reference loop: {1e3 * t_ref / args.steps:.3f} ms/step "
             f"({t_ref / t_fused:.1f}× the fused time); max relative gap of x: {gap:.1e}")
     bar.close()
-    if args.json:
-        write_json(args.json, out)
+    if args.json is not None:
+        write_json(args.json, out)  # missing parent folders are made, as for --out
+        print(f"measurements written to {args.json}", file=sys.stderr)
     return 0
 
 

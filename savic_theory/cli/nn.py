@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from ._common import UserError
+from ._common import UserError, check_output_path
 
 
 def add_parser(sub) -> None:
@@ -44,10 +44,14 @@ def run(args: argparse.Namespace) -> int:
     from ..nn.distributed import distributed_env, init_distributed
     from ..nn.runner import run_experiment
 
+    if args.out == "results/nn/<config name>":
+        args.out = str(Path("results") / "nn" / Path(args.config).stem)
+    out = check_output_path(args.out, "--out")
+    if Path(args.config).is_dir():
+        raise UserError(f"{args.config} is a folder, not a config file")
     cfg = load_nn_config(args.config)
     if args.data_root is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=args.data_root))
-    out = Path("results") / "nn" / Path(args.config).stem if args.out == "results/nn/<config name>" else Path(args.out)
     comm = device = None
     if distributed_env():
         comm, device = init_distributed(cfg.train.device)

@@ -21,8 +21,12 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=run)
 
 
+def result_folder(args: argparse.Namespace) -> str:
+    """``--out``, or ``results/<config file's stem>`` when it was not given."""
+    return str(Path("results") / Path(args.config).stem) if args.out == "results/<config name>" else args.out
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.out == "results/<config name>":
-        args.out = str(Path("results") / Path(args.config).stem)
+    args.out = result_folder(args)
     cfg = resolve(load_config(args.config), overrides_from(args))
     return execute(cfg, args)

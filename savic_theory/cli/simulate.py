@@ -3,18 +3,26 @@
 Options come from a TOML config file (``--config``) and flags, flags winning. Lists in the
 config (``run.gamma``, ``run.sync_every``, ``rule.beta``, ``rule.e``, ``rule.name``) are grids,
 run as one batched call per rule and scaling. Writes, atomically, into ``--out``:
-``config.toml`` (the resolved config, re-runnable), ``history.csv``, ``drift.csv``,
-``summary.json`` and ``plot.png``. ``--resume`` continues an interrupted run of the same config.
+``config.toml`` (the resolved config, re-runnable), ``history.csv`` (one row per run and
+recorded step), ``drift.csv`` (one row per run and sync; only the header if none synced),
+``summary.json`` and ``plot.png``. A run that diverges has history rows only up to its
+divergence; ``summary.json`` gives each run's ``status`` and ``diverged_at``. Prints one line per
+rule, scaling and grid point. ``--resume`` continues an interrupted run of the same config.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..config import DEFAULTS, HELP, load_config, resolve
+
+if TYPE_CHECKING:
+    from ..experiment import Block
+    from ..simulator import SimulationResult
 
 #: option names that differ from the config key
 _RENAMED = {("problem", "kind"): "problem", ("rule", "name"): "rule", ("problem", "seed"): "problem-seed"}
@@ -32,7 +40,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             kw = dict(dest=f"{table}.{key}", default=None,
                       help=f"{HELP[(table, key)]} (default: {default})")
             if key == "scaling":
-                kw.update(choices=["global", "local", "both"])
+                kw.update(choices=["global", "local", "both"],
+                          help="which scaling to simulate: global, local, or both, each with --runs runs "
+                               "(default: both)")
             elif isinstance(default, bool):
                 kw.update(type=lambda s: s.lower() in ("1", "true", "yes"))
             elif isinstance(default, (int, float)):
@@ -81,27 +91,36 @@ def execute(cfg: dict, args: argparse.Namespace) -> int:
     results = run_experiment(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     lines = 0
     for block in expand(cfg):
-        res = results[block.key]
-        dist = np.asarray(res.history["dist_sq"]).reshape(len(res.steps), -1)
-        status = np.asarray(res.status).reshape(-1)
-        drift = np.asarray(res.drift)
-        for i, point in enumerate(block.points):
+        for i in range(len(block.points)):
             if lines == 20:
                 print("... (more grid points in summary.json)")
             lines += 1
-            if lines > 20:
-                continue
-            sl = slice(i * block.runs, (i + 1) * block.runs)
-            grid = " ".join(f"{k}={v:g}" for k, v in point.items() if v == v) if len(block.points) > 1 else ""
-            n_div = int(np.sum(status[sl] == "diverged"))
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of diverged runs
-                final = np.nanmean(dist[-1, sl]) if n_div < block.runs else float("nan")
-                dmax = np.nanmax(drift.reshape(len(res.sync_steps), -1)[:, sl]) if drift.size else 1.0
-            label = " ".join(filter(None, (block.rule, f"{block.scaling:>6}", grid)))
-            print(f"{label}: ‖x̄−x*‖² {np.mean(dist[0, sl]):.3e} -> "
-                  f"{final:.3e} (mean of {block.runs} runs, {n_div} diverged); α̂ "
-                  f"{np.nanmin(res.history['alpha_hat']):.3g}, Γ̂ {np.nanmax(res.history['Gamma_hat']):.3g}, "
-                  f"max drift {dmax:.4f}")
+            if lines <= 20:
+                print(point_line(block, i, results[block.key]))
     print(f"results written to {args.out}/", file=sys.stderr)
     return 0
+
+
+def point_line(block: Block, point: int, res: SimulationResult) -> str:
+    """The console line of one grid point: its distance to x*, divergences, α̂, Γ̂ and drift."""
+    sl = block.runs_of(point)
+    dist = block.per_run(res.history["dist_sq"], len(res.steps))[:, sl]
+    n_div = int(np.sum(block.per_run(res.status)[0, sl] == "diverged"))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of diverged runs
+        final = np.nanmean(dist[-1]) if n_div < block.runs else float("nan")
+        alpha = np.nanmin(block.per_run(res.history["alpha_hat"], len(res.steps))[:, sl])
+        Gamma = np.nanmax(block.per_run(res.history["Gamma_hat"], len(res.steps))[:, sl])
+        drift = block.per_run(res.drift, len(res.sync_steps))[:, sl]
+        drift_text = f"over runs and syncs max drift {np.nanmax(drift):.4f}" if np.isfinite(drift).any() \
+            else "no sync, no drift"
+    grid = " ".join(f"{k}={v:g}" for k, v in block.points[point].items() if v == v) if len(block.points) > 1 else ""
+    label = " ".join(filter(None, (block.rule, f"{block.scaling:>6}", grid)))
+    if n_div == 0:
+        runs_text = f"mean of {block.runs} runs, 0 diverged"
+    elif n_div < block.runs:
+        runs_text = f"end: mean of the {block.runs - n_div} of {block.runs} runs that did not diverge, {n_div} diverged"
+    else:
+        runs_text = f"all {block.runs} runs diverged"
+    return (f"{label}: ‖x̄−x*‖² {np.mean(dist[0]):.3e} -> {final:.3e} ({runs_text}); "
+            f"over runs and recorded steps min α̂ {alpha:.3g}, max Γ̂ {Gamma:.3g}; {drift_text}")

@@ -17,11 +17,13 @@ shared between machines.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -117,7 +119,20 @@ def run_experiment(cfg: NNConfig, out: str | os.PathLike, *, resume: bool = Fals
     out = Path(out)
     if report:
         return comm.broadcast_object(_report(cfg, out) if lead else None)
-    _collective(comm, lambda: _prepare_out(cfg, out, resume))
+    made = _collective(comm, lambda: _prepare_out(cfg, out, resume))
+    try:
+        summary = _run_all(cfg, out, resume, progress, comm, device, on_round, log)
+    except BaseException:
+        if lead and made is not None and not (out / "runs").exists():  # failed before a run was kept
+            _undo_prepare(out, made)
+        raise
+    comm.barrier()
+    return comm.broadcast_object(summary)
+
+
+def _run_all(cfg, out, resume, progress, comm, device, on_round, log):
+    """Every run of ``cfg`` into the prepared folder ``out``, then the tables and figures."""
+    lead = comm.rank == 0
     device = torch.device(device) if device is not None else pick_device(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -148,8 +163,7 @@ def run_experiment(cfg: NNConfig, out: str | os.PathLike, *, resume: bool = Fals
     summary = None
     if lead:
         summary = _write_results(cfg, out, histories)
-    comm.barrier()
-    return comm.broadcast_object(summary)
+    return summary
 
 
 # ------------------------------------------------------------------------------ one run
@@ -220,7 +234,14 @@ def _read_run(run_dir: Path, resume: bool):
     return "new", None
 
 
-def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> None:
+def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | None:
+    """Check ``out`` and write its ``config.toml``; what :func:`_undo_prepare` would remove.
+
+    That is the highest folder made (``out`` or a new folder above it), ``out / "config.toml"``
+    when ``out`` was an empty folder, or None when an existing experiment is continued.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is a file; choose another --out")
     saved = out / "config.toml"
     if saved.is_file():
         if not resume:
@@ -241,9 +262,26 @@ def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> None:
         raise ValueError(f"{out} exists and is not an experiment folder (no config.toml); choose another --out")
     import tomli_w
 
+    made = saved if out.exists() else out
+    while not made.parent.exists():
+        made = made.parent
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(saved, "wb") as fh:
         tomli_w.dump(cfg.to_dict(), fh)
+    return made
+
+
+def _undo_prepare(out: Path, made: Path) -> None:
+    """Remove what :func:`_prepare_out` made, so that a start that failed leaves nothing new."""
+    if made == out / "config.toml":
+        made.unlink(missing_ok=True)
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    for folder in out.parents:  # the new folders above out, while nothing else came into them
+        if folder == made.parent:
+            break
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _collective(comm, fn):

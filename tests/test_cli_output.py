@@ -1,0 +1,227 @@
+"""Output paths and messages: ``--out`` never replaces user data, modes follow the umask.
+
+Out of memory, interruptions and bad output paths each give one line that says what happened
+(and, when interrupted, what was kept).
+"""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+import savic_theory
+from savic_theory.cli import main
+from savic_theory.cli._common import UserError, atomic_dir, check_result_folder, write_json
+
+SMALL = ["--dim", "4", "--clients", "3", "--steps", "20", "--runs", "1", "--no-progress"]
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+# ----------------------------------------------------------------------------- --out keeps user data
+def test_out_refuses_a_folder_that_savic_did_not_write(tmp_path, capsys):
+    out = tmp_path / "P"
+    (out / "sub").mkdir(parents=True)
+    (out / "important.txt").write_text("keep")
+    assert main(["simulate", *SMALL, "--out", str(out)]) == 2
+    err = one_line(capsys)
+    assert err.startswith("savic simulate: error: --out") and "is not a savic result folder" in err
+    assert "important.txt" in err and "choose another --out or remove it" in err
+    assert (out / "important.txt").read_text() == "keep" and (out / "sub").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["P"]  # refused before anything ran
+
+
+def test_out_refuses_a_file_and_a_path_under_a_file(tmp_path, capsys):
+    f = tmp_path / "f"
+    f.write_text("mine")
+    for cmd in (["simulate", *SMALL], ["verify", "--suite", "quick", "--no-progress"]):
+        assert main([*cmd, "--out", str(f)]) == 2
+        assert "exists and is a file; choose another --out" in one_line(capsys)
+    assert main(["simulate", *SMALL, "--out", str(f / "x")]) == 2
+    assert f"{f} is a file, not a folder" in one_line(capsys)
+    assert f.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_out_refuses_a_users_lone_config_and_a_symlink(tmp_path, capsys):
+    mine = tmp_path / "exp"
+    mine.mkdir()
+    (mine / "config.toml").write_text("[run]\nsteps = 20\n")
+    (mine / "notes.md").write_text("mine")
+    assert main(["simulate", *SMALL, "--out", str(mine)]) == 2
+    assert "it holds notes.md" in one_line(capsys)
+    link = tmp_path / "link"
+    link.symlink_to(mine)
+    assert main(["simulate", *SMALL, "--out", str(link)]) == 2
+    assert "is a symbolic link" in one_line(capsys)
+    assert sorted(p.name for p in mine.iterdir()) == ["config.toml", "notes.md"]
+
+
+def test_out_replaces_its_own_result_folder_and_an_empty_one(tmp_path, capsys):
+    out = tmp_path / "res"
+    out.mkdir()
+    assert main(["simulate", *SMALL, "--out", str(out)]) == 0
+    first = (out / "history.csv").read_text()
+    assert main(["simulate", *SMALL, "--steps", "30", "--out", str(out)]) == 0  # a rerun replaces it
+    assert (out / "history.csv").read_text() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]  # no .old or .part left
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("value", ["", ".", "..", "/"])
+@pytest.mark.parametrize("cmd", [["simulate", *SMALL], ["verify", "--no-progress"], ["bench", "--suite", "cpu"]])
+def test_out_must_name_a_folder(capsys, cmd, value):
+    assert main([*cmd, "--out", value]) == 2
+    assert f"error: --out must name a folder to create, got {value!r}" in one_line(capsys)
+
+
+def test_every_result_folder_is_recognised_as_one(tmp_path):
+    """The names in RESULT_FILES/RESULT_FOLDERS follow what simulate and verify write."""
+    from savic_theory.verify import Report
+
+    out = tmp_path / "sim"
+    assert main(["simulate", *SMALL, "--out", str(out)]) == 0
+    assert check_result_folder(out) == out
+    with atomic_dir(tmp_path / "ver") as tmp:
+        Report("quick", 0.99, []).write(tmp)
+        (tmp / "config.toml").write_text("[verify]\n")
+        (tmp / "plots").mkdir(exist_ok=True)
+        (tmp / "plots" / "identical.png").write_bytes(b"")
+    assert check_result_folder(tmp_path / "ver") == tmp_path / "ver"
+
+
+def test_atomic_dir_checks_again_before_replacing(tmp_path):
+    target = tmp_path / "res"
+    with pytest.raises(UserError, match="it holds later.txt"):
+        with atomic_dir(target) as tmp:
+            (tmp / "config.toml").write_text("")
+            target.mkdir()
+            (target / "later.txt").write_text("written while the run ran")
+    assert (target / "later.txt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["res"]
+
+
+# ----------------------------------------------------------------------------- permissions
+@pytest.mark.parametrize("mask,folder,file", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])
+def test_result_files_follow_the_umask(tmp_path, capsys, mask, folder, file):
+    old = os.umask(mask)
+    try:
+        out = tmp_path / "res"
+        assert main(["simulate", *SMALL, "--out", str(out)]) == 0
+        write_json(tmp_path / "x.json", {})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == folder
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [*out.iterdir(), tmp_path / "x.json"]}
+    assert modes == dict.fromkeys(modes, file), modes  # plot.png and summary.json as the CSVs
+    capsys.readouterr()
+
+
+# ----------------------------------------------------------------------------- out of memory
+def test_out_of_memory_is_one_line(monkeypatch, capsys):
+    def huge(args):
+        raise MemoryError("Unable to allocate 7.28 TiB for an array with shape (1000000, 1000, 1000) "
+                          "and data type float64")
+
+    monkeypatch.setattr("savic_theory.cli.simulate.run", huge)
+    assert main(["simulate", "--runs", "1000000", "--clients", "1000", "--dim", "1000"]) == 2
+    err = one_line(capsys)
+    assert err == ("savic simulate: error: out of memory (unable to allocate 7.28 TiB for an array with shape "
+                   "(1000000, 1000, 1000) and data type float64): reduce runs, clients or dim")
+
+
+def test_torch_out_of_memory_is_one_line(monkeypatch, capsys):
+    torch = pytest.importorskip("torch")
+
+    def huge(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has ...\nmore")
+
+    monkeypatch.setattr("savic_theory.cli.nn.run", huge)
+    assert main(["nn", "x.toml"]) == 2
+    assert one_line(capsys) == ("savic nn: error: out of memory (CUDA out of memory): reduce data.batch_size, "
+                                "train.eval_batch or model.width")
+
+
+# ----------------------------------------------------------------------------- interruptions
+def test_interrupted_simulate_names_the_work_folder(tmp_path, monkeypatch, capsys):
+    import savic_theory.experiment as experiment
+
+    real, calls = experiment._run_block, []
+
+    def second_interrupts(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(experiment, "_run_block", second_interrupts)
+    out = tmp_path / "res"
+    assert main(["simulate", *SMALL, "--scaling", "both", "--out", str(out)]) == 130
+    err = one_line(capsys)
+    work = tmp_path / ".res.work"
+    assert err == (f"savic simulate: interrupted; no result folder was written to {out}; the finished blocks "
+                   f"are kept in {work}/ (rerun with --resume to reuse them)")
+    assert work.is_dir() and not out.exists()
+
+
+@pytest.mark.parametrize("argv,work,expected", [
+    (["verify", "--out", "{out}"], True, "no result folder was written to {out}; the finished cases and "
+                                         "searches are kept in {work}/ (rerun with --resume to reuse them)"),
+    (["verify", "--out", "{out}"], False, "no result folder was written to {out} and nothing was kept"),
+    (["bench"], False, "nothing was written"),
+    (["bench", "--suite", "cpu", "--out", "{out}"], False, "the results finished so far are in {out}/"),
+])
+def test_interrupt_message_fits_the_command(tmp_path, monkeypatch, capsys, argv, work, expected):
+    out, kept = tmp_path / "res", tmp_path / ".res.work"
+
+    def interrupted(args):
+        if work:
+            kept.mkdir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(f"savic_theory.cli.{argv[0]}.run", interrupted)
+    assert main([a.replace("{out}", str(out)) for a in argv]) == 130
+    expected = expected.replace("{out}", str(out)).replace("{work}", str(kept))
+    assert one_line(capsys) == f"savic {argv[0]}: interrupted; {expected}"
+
+
+# ----------------------------------------------------------------------------- other messages
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"savic {savic_theory.__version__}"
+
+
+def test_unknown_option_is_reported_by_its_subcommand(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--bogus"])
+    assert exc.value.code == 2
+    assert one_line(capsys).startswith("savic simulate: error: unrecognized arguments: --bogus (see 'savic simulate")
+
+
+def test_bench_json_checked_first_and_parents_made_as_for_out(tmp_path, capsys):
+    tiny = ["bench", "--runs", "1", "--clients", "2", "--dim", "2", "--steps", "2", "--repeats", "1", "--no-progress"]
+    assert main([*tiny, "--json", str(tmp_path)]) == 2
+    assert f"--json {tmp_path} is a folder; name a file to write" in one_line(capsys)
+    assert main([*tiny, "--json", ""]) == 2
+    assert "--json must name a file to create, got ''" in one_line(capsys)
+    target = tmp_path / "new" / "b.json"
+    assert main([*tiny, "--json", str(target)]) == 0
+    assert target.is_file() and f"measurements written to {target}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["simulate", "--steps", "5", "--runs", "1"], ["verify", "--suite", "quick"]])
+def test_a_foreign_folder_named_like_a_work_folder_is_not_deleted(tmp_path, capsys, command):
+    """``.<out>.work`` is replaced only when savic made it (its stamp is there) or it is empty."""
+    out = tmp_path / "res"
+    foreign = tmp_path / ".res.work"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main([*command, "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is not a work folder of savic" in err
+    assert (foreign / "notes.txt").read_text() == "mine" and not out.exists()
