@@ -72,3 +72,30 @@ def test_cli_reference_is_current():
 
     doc = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
     assert doc.read_text() == render(), "regenerate: python -m savic_theory.cli._docs > docs/cli.md"
+
+
+def test_api_page_names_resolve_in_their_module():
+    """Every name in a row of docs/api.md is importable from the module that row gives (a reader
+    copies ``from <module> import <name>``); ``rules.identity`` in the row of ``savic_theory.rules``
+    means that module's ``identity``, ``Quadratic.random`` an attribute of ``Quadratic``."""
+    import re
+
+    unresolved = []
+    for line in API_PAGE.read_text().splitlines():
+        cols = [c.strip() for c in line.split("|")]
+        if len(cols) < 4 or not cols[2].startswith("`savic_theory"):
+            continue
+        modname = cols[2].strip("`")
+        if modname.startswith("savic_theory.nn") and importlib.util.find_spec("torch") is None:
+            continue
+        mod = importlib.import_module(modname)
+        for name in re.findall(r"`([A-Za-z_][\w.]*)", cols[1]):
+            parts = name.split(".")
+            if len(parts) > 1 and parts[0] == modname.rsplit(".", 1)[-1] and not hasattr(mod, parts[0]):
+                parts = parts[1:]  # `config.resolve` in the row of savic_theory.config
+            obj = mod
+            for part in parts:
+                obj = getattr(obj, part, None)
+            if obj is None:
+                unresolved.append(f"{name} (row of {modname})")
+    assert not unresolved, "docs/api.md names what its module lacks: " + ", ".join(unresolved)

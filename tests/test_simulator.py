@@ -187,3 +187,21 @@ def test_rule_by_name_and_summary_is_json_ready():
     res = simulate(prob, "oasis", gamma=0.1, steps=10)
     assert res.rule.name == "oasis"
     json.dumps(res.summary())
+
+
+def test_params_record_beta_as_numbers():
+    """A constant β is recorded as its number (one per run for an array), a schedule by its name."""
+    import json
+
+    prob = Quadratic.random(dim=3, n_clients=2, seed=0)
+    kw = dict(gamma=0.1, steps=4)
+    one = simulate(prob, rules.adam(beta=0.99), **kw).summary()["params"]
+    per_run = simulate(prob, rules.adam(beta=np.array([0.9, 0.99])), **kw).summary()["params"]
+
+    def warmup(k):
+        return 0.9
+
+    sched = simulate(prob, rules.adam(beta=warmup), **kw).summary()["params"]
+    assert one["beta"] == 0.99 and per_run["beta"] == [0.9, 0.99] and sched["beta"] == "warmup"
+    assert simulate(prob, rules.identity(), **kw).params["beta"] is None
+    json.dumps([one, per_run, sched])  # JSON-ready

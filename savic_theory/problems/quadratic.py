@@ -82,8 +82,9 @@ class Quadratic(Problem):
         inst, M, d = b.shape
         expected = (inst, M, d, d) if form == "dense" else (inst, M, d)
         if A.shape != expected:
-            raise ValueError(f"A has shape {A.shape[1:] if not batched else A.shape}, expected "
-                             f"{expected[1:] if not batched else expected} to match b")
+            got, want = (A.shape[1:], expected[1:]) if not batched else (A.shape, expected)
+            raise ValueError(f"A of shape {got} and b of shape {b.shape[1:] if not batched else b.shape} do "
+                             f"not fit: b of this shape needs A of shape {want} ({form}); check both")
         if form == "eigenbasis" and Q.shape[0] != d:
             raise ValueError(f"Q has shape {Q.shape}, expected ({d}, {d})")
         if form == "dense":

@@ -72,6 +72,11 @@ class BetaSchedule:
         return None
 
     @property
+    def constant(self) -> np.ndarray | None:
+        """The constant β (a 0-d array, or one per run), ``None`` for a schedule ``k ↦ β_k``."""
+        return None if self._const is None else self._const.copy()
+
+    @property
     def is_constant(self) -> bool:
         """True when β is one number (or one per run) rather than a schedule ``k ↦ β_k``."""
         return self._const is not None

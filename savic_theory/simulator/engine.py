@@ -64,6 +64,9 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
         Record the history every this many steps (default ``max(1, T // 500)``); step 0 and
         ``T`` are always recorded.
     dtype : {"float64", "float32"}
+        Precision of the iterates, the scaling and the arithmetic of every step. The result's
+        arrays (``x``, ``x_bar``, ``D``, ``history``, ``drift``) come back as float64 NumPy
+        arrays whatever ``dtype`` is (a float32 run's values, exactly).
     backend : {"numpy", "cupy", "array_api_strict"} or module, optional
     keep_iterates : bool
         Also keep ``x̄`` at each record in ``history["x_bar"]``.
@@ -336,7 +339,7 @@ class Recorder:
         rule, xp = S.rule, S.xp
         params = {
             "gamma": S.gamma_arr, "H": S.schedule.H.copy(), "scaling": S.scaling, "rule": rule.name,
-            "beta": rule.beta.label if rule.beta is not None else None, "e": rule.e,
+            "beta": _beta_param(rule.beta), "e": rule.e,
             "probes": (("exact" if S.exact_probe else "rademacher")
                        if rule.statistic is Statistic.HESSIAN_PROBE else None),
             "steps": S.steps, "record_every": S.record_every, "runs": R,
@@ -519,3 +522,10 @@ def _as_host(a) -> np.ndarray:
         return np.array(to_numpy(a) if not isinstance(a, (list, tuple)) else a, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise TypeError("x0 must be an array of real numbers") from exc
+
+
+def _beta_param(beta) -> np.ndarray | str | None:
+    """β as recorded in ``params``: the number (or one per run), a schedule's name, or None."""
+    if beta is None:
+        return None
+    return beta.constant if beta.is_constant else beta.label

@@ -309,7 +309,7 @@ RULE_BOUNDS = MappingProxyType({
 })
 
 
-def drift_factors(rule: str, betas, alpha_, Gamma_, init_updates: int = 0) -> np.ndarray:
+def drift_factors(rule: str, betas, alpha, Gamma, init_updates: int = 0) -> np.ndarray:
     """``1 + δ_s`` for syncs ``s = 1, 2, …`` of ``rule``, from the β of every state update.
 
     .. math:: 1 + \\delta_s = \\text{drift}(\\tilde\\beta_{s + u}, \\alpha, \\Gamma)
@@ -323,7 +323,7 @@ def drift_factors(rule: str, betas, alpha_, Gamma_, init_updates: int = 0) -> np
         A key of ``RULE_BOUNDS``.
     betas : array (n_updates,) or (n_updates, runs)
         ``β_k`` for updates ``k = 1 … n_updates`` (ignored by the identity rule).
-    alpha_, Gamma_ : float or array broadcastable to the runs
+    alpha, Gamma : float or array broadcastable to the runs
     init_updates : int
 
     Example
@@ -341,7 +341,7 @@ def drift_factors(rule: str, betas, alpha_, Gamma_, init_updates: int = 0) -> np
     if betas.ndim == 0:
         raise ValueError("betas must be an array over state updates (k = 1, 2, ...)")
     eff = rb.effective_betas(betas, init_updates)
-    return rb.drift_bound(eff, alpha_, Gamma_)
+    return rb.drift_bound(eff, alpha, Gamma)
 
 
 # =========================================================================================
