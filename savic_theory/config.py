@@ -34,7 +34,7 @@ from typing import Any
 from .problems import Quadratic
 from .rules import RULES
 
-__all__ = ["DEFAULTS", "GRID_KEYS", "HELP", "load_config", "resolve", "build_problem"]
+__all__ = ["DEFAULTS", "GRID_KEYS", "HELP", "PROBLEM_KEYS", "load_config", "resolve", "applicable", "build_problem"]
 
 #: every key with its default; the type of the default is the type a value must have
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -100,6 +100,7 @@ def resolve(config: dict | None = None, overrides: dict | None = None) -> dict:
     """Defaults, updated by ``config`` then by ``overrides`` (both ``{table: {key: value}}``),
     with every key and value checked."""
     out = copy.deepcopy(DEFAULTS)
+    given: set[str] = set()  # [problem] keys set by the config or the overrides
     for source in (config or {}, overrides or {}):
         if not isinstance(source, dict):
             raise TypeError("a config must be a table of tables: [problem], [rule], [run]")
@@ -112,7 +113,29 @@ def resolve(config: dict | None = None, overrides: dict | None = None) -> dict:
                 if key not in DEFAULTS[table]:
                     raise ValueError(f"unknown key {table}.{key}; known keys: {', '.join(DEFAULTS[table])}")
                 out[table][key] = _check(table, key, value)
+                if table == "problem":
+                    given.add(key)
+    kind = out["problem"]["kind"]
+    other = next(k for k in PROBLEM_KEYS if k != kind)
+    stray = sorted(given & set(PROBLEM_KEYS[other]))
+    if stray:
+        raise ValueError(f"problem.{stray[0]} applies to kind = \"{other}\", not to kind = \"{kind}\" "
+                         f"(keys of {kind} problems: {', '.join(PROBLEM_KEYS[kind])}, and the shared ones)")
     return out
+
+
+#: the [problem] keys that only one kind of problem reads (the others are shared)
+PROBLEM_KEYS = {"quadratic": ("dim", "L", "mu", "heterogeneity", "form", "client_spectra"),
+                "logistic": ("dataset", "split", "alpha", "lam", "batch_size")}
+
+
+def applicable(cfg: dict) -> dict:
+    """A resolved config without the ``[problem]`` keys its kind does not read (what a result's
+    ``config.toml`` holds, so that it reruns as it is)."""
+    kind = cfg["problem"]["kind"]
+    unused = {k for other, keys in PROBLEM_KEYS.items() if other != kind for k in keys}
+    return {table: ({k: v for k, v in values.items() if k not in unused} if table == "problem" else values)
+            for table, values in cfg.items()}
 
 
 #: keys that accept a list of values: a grid axis, expanded into one batched run

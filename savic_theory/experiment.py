@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import build_problem
+from .config import applicable, build_problem
 from .rules import make
 from .simulator import HISTORY_KEYS, SimulationResult, simulate
 
@@ -164,7 +164,7 @@ def write_results(folder: Path, cfg: dict, blocks: list[Block], results: dict) -
     from .cli._common import write_json
     from .plotting import plot_scalings
 
-    (folder / "config.toml").write_text(tomli_w.dumps(cfg))
+    (folder / "config.toml").write_text(tomli_w.dumps(applicable(cfg)))
     with open(folder / "history.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["rule", "scaling", *GRID_COLUMNS, "run", "step", *HISTORY_KEYS])
