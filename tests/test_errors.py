@@ -155,3 +155,175 @@ def test_diverging_run_stops_with_status_and_step(scaling):
     assert np.all(np.isfinite(res.history["dist_sq"][:, 0]))
     alone = simulate(prob, rules.identity(), gamma=5.0, steps=200, sync_every=2, scaling=scaling, seed=0)
     assert alone.status == "diverged" and alone.diverged_at == k and alone.steps[-1] == k < 200
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(gamma=[]), "gamma must not be empty"),
+    (dict(sync_every=[]), "sync_every must not be empty"),
+    (dict(x0=np.zeros((0, 2))), "x0 must not be empty"),
+])
+def test_empty_run_axis_is_an_error(prob, kw, match):
+    """A zero-length run axis is rejected like ``runs=0``, naming the parameter."""
+    args = dict(rule=rules.adam(), gamma=0.1, steps=3) | kw
+    with pytest.raises(ValueError, match=match):
+        simulate(prob, **args)
+
+
+@pytest.mark.parametrize("name", ["rmsprop", "adam", "oasis"])
+@pytest.mark.parametrize("param", ["beta", "e"])
+def test_empty_beta_or_e_is_an_error(name, param):
+    with pytest.raises(ValueError, match=f"{param} must not be empty"):
+        rules.make(name, **{param: []})
+
+
+@pytest.mark.parametrize("param,value", [("beta", ["a"]), ("e", ["a"]), ("e", "0.1"), ("beta", None)])
+def test_non_numeric_beta_or_e(param, value):
+    with pytest.raises(TypeError, match=f"{param} must be"):
+        rules.make("adam", **{param: value})
+
+
+@pytest.mark.parametrize("H", [1e30, 2**63, 10**20, 2**62, np.uint64(2**63), [2, 10**20], [2, 1e30]])
+def test_sync_every_longer_than_any_int64_means_never(prob, H):
+    """A finite integer period of any size is accepted without warnings: beyond the run it
+    means "never synchronise" (recorded H = steps); a period within int64 is kept as given."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = simulate(prob, rules.adam(), gamma=0.1, steps=5, sync_every=H)
+    never = simulate(prob, rules.adam(), gamma=0.1, steps=5, sync_every=6)
+    if np.ndim(H):
+        assert res.params["H"].tolist() == [2, 5] and res.sync_steps.tolist() == [2, 4]
+        np.testing.assert_array_equal(res.x[1], never.x)
+    else:
+        assert res.params["H"] == 5 and res.sync_steps.size == 0
+        np.testing.assert_array_equal(res.x, never.x)
+
+
+@pytest.mark.parametrize("H", [np.inf, -np.inf, np.nan, [2, np.inf]])
+def test_sync_every_must_be_finite(prob, H):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="sync_every must be finite"):
+            simulate(prob, rules.adam(), gamma=0.1, steps=3, sync_every=H)
+
+
+@pytest.mark.parametrize("H", [-10**20, -1e30])
+def test_sync_every_hugely_negative(prob, H):
+    with pytest.raises(ValueError, match="sync_every must be >= 1"):
+        simulate(prob, rules.adam(), gamma=0.1, steps=3, sync_every=H)
+
+
+@pytest.mark.parametrize("sync_at", [2, np.int64(2), 2.0, {1, 2}, "12", np.array(2)])
+def test_sync_at_takes_a_sequence(prob, sync_at):
+    with pytest.raises(TypeError, match="sync_at must be a sequence of step numbers"):
+        simulate(prob, rules.adam(), gamma=0.1, steps=3, sync_at=sync_at)
+
+
+def test_sync_at_sequences_still_accepted(prob):
+    res = simulate(prob, rules.adam(), gamma=0.1, steps=5, sync_at=range(2, 6, 2))
+    assert res.sync_steps.tolist() == [2, 4]
+    res = simulate(prob, rules.adam(), gamma=0.1, steps=5, sync_at=[[1, 2], [3]])
+    assert res.sync_steps.tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("A_,b_,match", [
+    (np.zeros((0, 2)), np.zeros((0, 2)), r"b must have at least one client and one coordinate, got shape \(0, 2\)"),
+    (np.zeros((2, 0)), np.zeros((2, 0)), r"b must have at least one client and one coordinate, got shape \(2, 0\)"),
+    (np.zeros((0, 2, 2)), np.zeros((0, 2)), r"got shape \(0, 2\)"),  # dense, no clients
+    (np.zeros((0, 1, 2)), np.zeros((0, 1, 2)), r"at least one instance"),
+])
+def test_quadratic_without_clients_or_coordinates(A_, b_, match):
+    with pytest.raises(ValueError, match=match):
+        Quadratic(A=A_, b=b_)
+
+
+def test_logistic_without_rows_or_columns():
+    from savic_theory.problems import Logistic
+
+    with pytest.raises(ValueError, match=r"features_per_client\[1\] has shape \(0, 2\); every client needs >= 1 row"):
+        Logistic([np.ones((2, 2)), np.zeros((0, 2))], [np.ones(2), np.zeros(0)])
+    with pytest.raises(ValueError, match="d >= 1 columns"):
+        Logistic([np.zeros((3, 0))], [np.ones(3)])
+    with pytest.raises(ValueError, match="at least one client"):
+        Logistic([], [])
+    with pytest.raises(ValueError, match="n_clients must be >= 1"):
+        Logistic.random(n_clients=0, n_per_client=5, dim=2)
+    with pytest.raises(ValueError, match="dim must be >= 1"):
+        Logistic.random(n_clients=2, n_per_client=5, dim=0)
+
+
+@pytest.mark.parametrize("beta,match,err", [
+    (lambda k: np.full(5, 0.5), r"beta schedule at k=1 must return .* shape \(2,\).* got an array of shape \(5,\)",
+     ValueError),
+    (lambda k: np.full((2, 1), 0.5), r"beta schedule at k=1 must return", ValueError),
+    (lambda k: "0.5", r"beta schedule at k=1 must return a number", TypeError),
+    (lambda k: None, r"beta schedule at k=1 must return a number", TypeError),
+    (lambda k: True, r"beta schedule at k=1 must return a number", TypeError),
+    (lambda k: 0.5 if k < 2 else [0.5, "x"], r"beta schedule at k=2 must return a number", TypeError),
+])
+def test_beta_schedule_return_value_checked(prob, beta, match, err):
+    with pytest.raises(err, match=match):
+        simulate(prob, rules.rmsprop(beta=beta), gamma=[0.1, 0.2], steps=3)
+
+
+def test_beta_schedule_one_value_per_run_accepted(prob):
+    res = simulate(prob, rules.rmsprop(beta=lambda k: np.array([0.5, 0.9])), gamma=[0.1, 0.2], steps=3)
+    assert res.status.tolist() == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("kw,err", [
+    (dict(heterogeneity="a"), TypeError),
+    (dict(heterogeneity=None), TypeError),
+    (dict(heterogeneity=-1.0), ValueError),
+    (dict(heterogeneity=np.inf), ValueError),
+    (dict(L="1"), TypeError),
+    (dict(L=np.nan), ValueError),
+    (dict(mu=[0.1]), TypeError),
+    (dict(mu=0.0), ValueError),
+    (dict(noise="0"), TypeError),
+    (dict(noise=-1.0), ValueError),
+    (dict(dim=0), ValueError),
+    (dict(dim=2.0), TypeError),
+])
+def test_quadratic_random_numeric_arguments_named(kw, err):
+    name = next(iter(kw))
+    with pytest.raises(err, match=f"^{name} must"):
+        Quadratic.random(**(dict(dim=2) | kw))
+
+
+@pytest.mark.parametrize("kw,err", [
+    (dict(heterogeneity="a"), TypeError),
+    (dict(heterogeneity=-1.0), ValueError),
+    (dict(lam="a"), TypeError),
+    (dict(lam=0.0), ValueError),
+    (dict(noise=None), TypeError),
+    (dict(batch_size=0), ValueError),
+])
+def test_logistic_random_numeric_arguments_named(kw, err):
+    from savic_theory.problems import Logistic
+
+    name = next(iter(kw))
+    with pytest.raises(err, match=f"^{name} must"):
+        Logistic.random(**(dict(n_clients=2, n_per_client=5, dim=3) | kw))
+
+
+@pytest.mark.parametrize("kw,err", [
+    (dict(lam="a"), TypeError),
+    (dict(noise=-1.0), ValueError),
+    (dict(batch_size=1.5), TypeError),
+    (dict(split="dirichlet", alpha="a"), TypeError),
+    (dict(split="dirichlet", alpha=0.0), ValueError),
+])
+def test_logistic_from_dataset_checks_options_before_loading(monkeypatch, kw, err):
+    from savic_theory.problems import Logistic, logistic
+
+    def no_loading(*a, **k):
+        raise AssertionError("data loaded before the options were checked")
+
+    monkeypatch.setattr(logistic, "load_data", no_loading)
+    name = "alpha" if "alpha" in kw else next(iter(kw))
+    with pytest.raises(err, match=f"^{name} must"):
+        Logistic.from_dataset("breast_cancer", n_clients=2, **kw)

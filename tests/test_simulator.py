@@ -205,3 +205,29 @@ def test_params_record_beta_as_numbers():
     assert one["beta"] == 0.99 and per_run["beta"] == [0.9, 0.99] and sched["beta"] == "warmup"
     assert simulate(prob, rules.identity(), **kw).params["beta"] is None
     json.dumps([one, per_run, sched])  # JSON-ready
+
+
+def test_summary_writes_non_finite_numbers_as_none():
+    """A diverged run's NaN final values (and a never-synced run's drift) become None, so the
+    summary passes ``json.dumps(..., allow_nan=False)``; finite values stay numbers."""
+    import json
+
+    prob = Quadratic(A=np.array([[1.0, 2.0], [3.0, 4.0]]), b=np.ones((2, 2)))
+    res = simulate(prob, rules.adam(beta=0.9), gamma=np.array([0.05, 5.0]), steps=200,
+                   sync_every=np.array([2, 1000]), seed=0)
+    assert list(res.status) == ["ok", "diverged"]
+    s = res.summary()
+    json.dumps(s, allow_nan=False)
+    assert all(v[1] is None and isinstance(v[0], float) for v in s["final"].values())
+    assert isinstance(s["max_drift"][0], float) and s["max_drift"][1] is None
+    one = simulate(prob, rules.identity(), gamma=5.0, steps=200, sync_every=2).summary()
+    json.dumps(one, allow_nan=False)
+    assert one["status"] == "diverged" and one["final"]["dist_sq"] is None and one["max_drift"] == 1.0
+
+
+@pytest.mark.parametrize("seed", [3, np.int64(3), np.uint32(3)])
+def test_params_record_integer_seeds(seed):
+    prob = Quadratic.random(dim=3, n_clients=2, seed=0)
+    res = simulate(prob, "adam", gamma=0.1, steps=3, seed=seed)
+    assert res.params["seed"] == 3 and type(res.params["seed"]) is int
+    assert simulate(prob, "adam", gamma=0.1, steps=3, seed=np.random.SeedSequence(3)).params["seed"] is None

@@ -372,6 +372,24 @@ def test_drift_factors_validates_its_input():
     assert np.all(drift_factors("identity", np.full(4, 0.3), 0.1, 10.0) == 1.0)
 
 
+@pytest.mark.parametrize("name,init_updates", [("rmsprop", 0), ("adam", 1), ("oasis", 0), ("identity", 0)])
+def test_drift_factors_shared_betas_broadcast_against_per_run_constants(name, init_updates):
+    """``betas`` (n,) with per-run ``alpha``/``Gamma`` (runs,) gives (n − u, runs): column r is
+    the scalar call with run r's constants (also when n equals the number of runs)."""
+    betas = np.array([0.5, 0.9, 0.99])
+    for alpha_r, Gamma_r in [(np.array([0.1, 0.2, 0.5]), 2.0), (0.1, np.array([1.0, 2.0, 3.0, 4.0])),
+                             (np.array([0.1, 0.2]), np.array([1.0, 3.0]))]:
+        out = drift_factors(name, betas, alpha_r, Gamma_r, init_updates=init_updates)
+        runs = np.broadcast_shapes(np.shape(alpha_r), np.shape(Gamma_r))[0]
+        assert out.shape == (3 - init_updates, runs)
+        for r in range(runs):
+            col = drift_factors(name, betas, np.broadcast_to(alpha_r, (runs,))[r],
+                                np.broadcast_to(Gamma_r, (runs,))[r], init_updates=init_updates)
+            np.testing.assert_allclose(out[:, r], col, rtol=1e-15)
+    per_run = drift_factors(name, np.tile(betas[:, None], (1, 2)), np.array([0.1, 0.2]), 2.0, init_updates)
+    np.testing.assert_array_equal(per_run, drift_factors(name, betas, np.array([0.1, 0.2]), 2.0, init_updates))
+
+
 # ----------------------------------------------------------------------------- the one-step lemma
 @given(seed=st.integers(0, 2**31 - 1), frac=st.floats(0.05, 1.0))
 def test_one_step_lemma_holds_in_exact_expectation(seed, frac):

@@ -12,11 +12,12 @@ numbers for the same seed.
 from __future__ import annotations
 
 import abc
-import numbers
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+
+from .._validation import check_nonnegative
 
 __all__ = ["Problem", "Oracle", "Constants", "check_noise", "check_finite"]
 
@@ -156,12 +157,7 @@ class Problem(abc.ABC):
 
 def check_noise(noise) -> float:
     """Validate ``σ² ≥ 0``."""
-    if isinstance(noise, (bool, np.bool_)) or not isinstance(noise, numbers.Real):
-        raise TypeError(f"noise must be a non-negative number (σ² = E‖ξ‖²), got {noise!r}")
-    noise = float(noise)
-    if not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be finite and >= 0 (σ² = E‖ξ‖²), got {noise}")
-    return noise
+    return check_nonnegative("noise", noise, "σ² = E‖ξ‖²")
 
 
 def check_finite(name: str, arr: np.ndarray) -> None:

@@ -18,16 +18,15 @@ use the exact Hessian-vector product of the same minibatch.
 from __future__ import annotations
 
 import functools
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
 from scipy.special import expit
 
-from .._validation import check_int, check_positive
+from .._validation import check_int, check_nonnegative, check_positive
 from ._base import Constants, Oracle, Problem, additive_noise, check_finite, check_noise
-from .data import binary_labels, load_data, split_clients
+from .data import _check_alpha, binary_labels, load_data, split_clients
 
 __all__ = ["Logistic"]
 
@@ -132,6 +131,7 @@ class Logistic(Problem):
         >>> Logistic.from_arrays(X, y, n_clients=4, split="dirichlet", alpha=0.1).counts.sum().item()
         40
         """
+        _check_options(lam, batch_size, noise)
         y = binary_labels(y, name="y")
         feats, labels = split_clients(X, y, n_clients, split, alpha=alpha,
                                       shards_per_client=shards_per_client, seed=seed)
@@ -153,6 +153,10 @@ class Logistic(Problem):
         >>> prob.n_clients, prob.dim, int(prob.counts.sum())
         (4, 30, 569)
         """
+        _check_options(lam, batch_size, noise)
+        check_int("n_clients", n_clients, 1)
+        if split == "dirichlet":
+            _check_alpha(alpha)
         X, y = load_data(name_or_path)
         return cls.from_arrays(X, y, n_clients, split, lam=lam, batch_size=batch_size, noise=noise,
                                alpha=alpha, shards_per_client=shards_per_client, seed=seed)
@@ -201,10 +205,8 @@ class Logistic(Problem):
             if counts is None or len(counts) != M:
                 raise TypeError(f"n_per_client must be an integer or a sequence of {M} integers, got {n_per_client!r}")
             counts = [check_int(f"n_per_client[{m}]", c, 1) for m, c in enumerate(counts)]
-        if (isinstance(heterogeneity, (bool, np.bool_)) or not isinstance(heterogeneity, numbers.Real)
-                or not np.isfinite(heterogeneity) or heterogeneity < 0):
-            raise ValueError(f"heterogeneity must be a finite number >= 0, got {heterogeneity!r}")
-        h = float(heterogeneity)
+        h = check_nonnegative("heterogeneity", heterogeneity)
+        _check_options(lam, batch_size, noise)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         n = max(counts)
         base = rng.standard_normal((n, d))
@@ -447,3 +449,11 @@ def _client_arrays(name, seq, ndim):
 
 def _check_lam(lam):
     return check_positive("lam", lam, "the L2 weight λ = μ")
+
+
+def _check_options(lam, batch_size, noise) -> None:
+    """Check the constructor's numeric options before any data is made or loaded."""
+    _check_lam(lam)
+    if batch_size is not None:
+        check_int("batch_size", batch_size, 1)
+    check_noise(noise)

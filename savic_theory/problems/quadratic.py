@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validation import check_int
+from .._validation import check_int, check_nonnegative, check_positive
 from ._base import Constants, Oracle, Problem, additive_noise, check_finite, check_noise
 
 __all__ = ["Quadratic"]
@@ -76,6 +76,9 @@ class Quadratic(Problem):
                              "A (M, d) diagonal or (M, d, d) dense for b (M, d)")
         if b.ndim not in (2, 3):
             raise ValueError(f"b must have shape (M, d) or (instances, M, d), got {b.shape}")
+        if b.size == 0:
+            what = "instance, one client" if b.ndim == 3 else "client"
+            raise ValueError(f"b must have at least one {what} and one coordinate, got shape {b.shape}")
         batched = b.ndim == 3
         if not batched:
             A, b = A[None], b[None]
@@ -107,7 +110,7 @@ class Quadratic(Problem):
     def random(cls, dim: int, n_clients: int = 1, L: float = 1.0, mu: float = 0.1, *,
                heterogeneity: float = 0.0, form: str = "diagonal", client_spectra: str = "identical",
                noise: float = 0.0, seed=0) -> "Quadratic":
-        """A random quadratic with exactly the given ``L`` and ``μ``.
+        """A random quadratic with the given ``L`` and ``μ`` (exactly; to round-off for ``"dense"``).
 
         Spectra are log-uniform in ``[μ, L]`` with both ends attained (by client 0 when
         ``client_spectra="random"``). Client minimisers are ``u + heterogeneity · v_m`` with
@@ -124,12 +127,14 @@ class Quadratic(Problem):
             raise ValueError(f"unknown form {form!r}; known forms: {', '.join(_FORMS)}")
         if client_spectra not in ("identical", "random"):
             raise ValueError(f"client_spectra must be 'identical' or 'random', got {client_spectra!r}")
-        check_int("dim", dim, 1)
-        check_int("n_clients", n_clients, 1)
-        if not (np.isfinite(L) and np.isfinite(mu) and 0 < mu <= L):
+        dim = check_int("dim", dim, 1)
+        n_clients = check_int("n_clients", n_clients, 1)
+        L = check_positive("L", L, "the largest eigenvalue")
+        mu = check_positive("mu", mu, "the smallest eigenvalue")
+        if mu > L:
             raise ValueError(f"need 0 < mu <= L, got mu={mu}, L={L}")
-        if not np.isfinite(heterogeneity) or heterogeneity < 0:
-            raise ValueError(f"heterogeneity must be >= 0, got {heterogeneity}")
+        heterogeneity = check_nonnegative("heterogeneity", heterogeneity)
+        noise = check_noise(noise)
         rng = np.random.default_rng(seed)
         n_spec = n_clients if client_spectra == "random" else 1
         lam = np.exp(rng.uniform(np.log(mu), np.log(L), size=(n_spec, dim)))

@@ -53,13 +53,7 @@ class BetaSchedule:
             self._fn = beta
             self.label = getattr(beta, "__name__", "schedule")
             return
-        if isinstance(beta, (bool, np.bool_)) or not (
-            isinstance(beta, numbers.Real) or isinstance(beta, (list, tuple, np.ndarray))
-        ):
-            raise TypeError(f"beta must be a number, an array of numbers or a callable k -> beta_k, got {beta!r}")
-        arr = np.asarray(beta, dtype=np.float64)
-        if arr.ndim > 1:
-            raise ValueError(f"beta must be a scalar or a 1-D array over runs, got shape {arr.shape}")
+        arr = _run_array(beta, "beta", "a number, an array of numbers or a callable k -> beta_k")
         _check_beta(arr, "beta")
         self._const = arr
         self.label = f"{float(arr):g}" if arr.ndim == 0 else f"array{arr.shape}"
@@ -82,14 +76,19 @@ class BetaSchedule:
         return self._const is not None
 
     def values(self, k: np.ndarray) -> np.ndarray:
-        """β for update index ``k`` (integer array of shape ``(runs,)``), float64 ``(runs,)``."""
+        """β for update index ``k`` (integer array of shape ``(runs,)``), float64 ``(runs,)``.
+
+        A schedule's value is checked at each ``k``: a TypeError when it is not a number or an
+        array of numbers, a ValueError when it has the wrong shape or lies outside ``[0, 1)``.
+        """
         k = np.asarray(k)
         if self._const is not None:
             return np.broadcast_to(self._const, k.shape).astype(np.float64)
         out = np.empty(k.shape, dtype=np.float64)
         for kk in np.unique(k):
-            val = np.asarray(self._fn(int(kk)), dtype=np.float64)
-            _check_beta(val, f"beta schedule at k={int(kk)}")
+            name = f"beta schedule at k={int(kk)}"
+            val = _schedule_value(self._fn(int(kk)), name, k.shape)
+            _check_beta(val, name)
             mask = k == kk
             out[mask] = val if val.ndim == 0 else val[mask]
         return out
@@ -105,13 +104,44 @@ def _check_beta(arr: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} must lie in [0, 1), got {arr}")
 
 
+def _run_array(value: Any, name: str, expected: str) -> np.ndarray:
+    """``value`` (a number or a non-empty 1-D sequence over runs) as a float64 array.
+
+    TypeError naming ``name`` (and saying it should be ``expected``) for a non-numeric value,
+    ValueError for more than one axis or an empty run axis.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, list, tuple, np.ndarray)):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    try:
+        raw = np.asarray(value)
+    except ValueError as exc:  # ragged nesting
+        raise ValueError(f"{name} must be a scalar or a 1-D array over runs, got {value!r}") from exc
+    if raw.size and raw.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    if raw.ndim > 1:
+        raise ValueError(f"{name} must be a scalar or a 1-D array over runs, got shape {raw.shape}")
+    if raw.ndim == 1 and raw.size == 0:
+        raise ValueError(f"{name} must not be empty (one value per run), got shape {raw.shape}")
+    return raw.astype(np.float64)
+
+
+def _schedule_value(raw: Any, name: str, shape: tuple) -> np.ndarray:
+    """A β schedule's return value as float64: a number or an array of ``shape`` (one per run)."""
+    expected = f"a number or an array of shape {shape} (one per run)"
+    try:
+        val = np.asarray(raw)
+    except ValueError as exc:  # ragged nesting
+        raise TypeError(f"{name} must return {expected}, got {raw!r}") from exc
+    if isinstance(raw, (bool, np.bool_)) or val.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must return {expected}, got {raw!r}")
+    if val.ndim != 0 and val.shape != shape:
+        raise ValueError(f"{name} must return {expected}, got an array of shape {val.shape}")
+    return val.astype(np.float64)
+
+
 def check_e(e: Any) -> np.ndarray:
     """Validate the clipping level ``e > 0`` (scalar or one per run)."""
-    if isinstance(e, (bool, np.bool_)) or not isinstance(e, (numbers.Real, list, tuple, np.ndarray)):
-        raise TypeError(f"e must be a positive number or a 1-D array of them, got {e!r}")
-    arr = np.asarray(e, dtype=np.float64)
-    if arr.ndim > 1:
-        raise ValueError(f"e must be a scalar or a 1-D array over runs, got shape {arr.shape}")
+    arr = _run_array(e, "e", "a positive number or a 1-D array of them")
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0.0):
         raise ValueError(f"e must be finite and > 0, got {arr}")
     return arr

@@ -48,7 +48,7 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
     steps : int
         Number of local steps ``T ≥ 1``.
     sync_every : int or array of ints (runs,)
-        Period ``H ≥ 1`` between averagings (``t_p = pH``).
+        Period ``H ≥ 1`` between averagings (``t_p = pH``); ``H > steps``: never.
     scaling : {"global", "local"}
     x0 : array (d,) or (runs, d), optional
         Start point of every client (zeros by default). A CuPy array selects the GPU.
@@ -343,7 +343,7 @@ class Recorder:
             "probes": (("exact" if S.exact_probe else "rademacher")
                        if rule.statistic is Statistic.HESSIAN_PROBE else None),
             "steps": S.steps, "record_every": S.record_every, "runs": R,
-            "seed": S.seed if isinstance(S.seed, int) else None, "dtype": np.dtype(S.dtype).name,
+            "seed": int(S.seed) if _is_integer(S.seed) else None, "dtype": np.dtype(S.dtype).name,
             "backend": namespace_name(xp), "batched": S.batched,
         }
         D_host = np.array(to_numpy(xp.broadcast_to(D, (R, S.M if S.local else 1, S.d))), dtype=np.float64)
@@ -459,6 +459,8 @@ def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None
         raise TypeError(f"gamma must be a positive number or a 1-D array of them, got {gamma!r}")
     if gamma_arr.ndim > 1 or not np.all(np.isfinite(gamma_arr)) or np.any(gamma_arr <= 0):
         raise ValueError(f"gamma must be finite and > 0 (a scalar or a 1-D array over runs), got {gamma}")
+    if gamma_arr.ndim == 1 and gamma_arr.size == 0:
+        raise ValueError(f"gamma must not be empty (one step size per run), got {gamma!r}")
     if not (isinstance(divergence_factor, numbers.Real) and divergence_factor > 1):
         raise ValueError(f"divergence_factor must be a number > 1, got {divergence_factor!r}")
     if noise is not None:
@@ -468,6 +470,8 @@ def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None
     x0_host = np.zeros(problem.dim) if x0 is None else _as_host(x0)
     if x0_host.ndim not in (1, 2) or x0_host.shape[-1] != problem.dim:
         raise ValueError(f"x0 must have shape (d,) or (runs, d) with d = {problem.dim}, got {x0_host.shape}")
+    if x0_host.ndim == 2 and x0_host.shape[0] == 0:
+        raise ValueError(f"x0 must not be empty (one start point per run), got shape {x0_host.shape}")
     if not np.all(np.isfinite(x0_host)):
         raise ValueError("x0 contains NaN or inf")
 
@@ -505,6 +509,11 @@ def _positive_int(name, value):
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return int(value)
+
+
+def _is_integer(a) -> bool:
+    """True for Python and NumPy integers (not bools): the seeds recorded in ``params``."""
+    return isinstance(a, numbers.Integral) and not isinstance(a, (bool, np.bool_))
 
 
 def _is_real_array(a) -> bool:

@@ -1,6 +1,7 @@
 """The typed result of a simulation."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -104,8 +105,18 @@ class SimulationResult:
                    elapsed=meta["elapsed"], **fields_)
 
     def summary(self) -> dict:
-        """Final values and statuses as plain Python (JSON-ready)."""
-        final = {k: np.asarray(v[-1]).tolist() for k, v in self.history.items() if k != "x_bar"}
+        """Final values and statuses as plain Python (JSON-ready).
+
+        Non-finite numbers (a diverged run's NaN, an infinite drift) are written as ``None`` in
+        ``final`` and ``max_drift``, so the dictionary passes ``json.dumps(..., allow_nan=False)``.
+        """
+        final = {k: _finite_or_none(v[-1]) for k, v in self.history.items() if k != "x_bar"}
+        if self.drift.size and not np.all(np.isnan(self.drift)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a run that never synced: all-NaN
+                max_drift = _finite_or_none(np.nanmax(self.drift, axis=0))
+        else:
+            max_drift = None
         c = self.problem.constants
         return {
             "problem": repr(self.problem),
@@ -113,8 +124,16 @@ class SimulationResult:
             "params": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.params.items()},
             "constants": {k: np.asarray(v).tolist() for k, v in c.as_dict().items() if k != "x_star"},
             "final": final,
-            "max_drift": np.nanmax(self.drift, axis=0).tolist() if self.drift.size and not np.all(np.isnan(self.drift)) else None,
+            "max_drift": max_drift,
             "status": np.asarray(self.status).tolist(),
             "diverged_at": np.asarray(self.diverged_at).tolist(),
             "elapsed_s": self.elapsed,
         }
+
+
+def _finite_or_none(a):
+    """``a`` as plain Python (``tolist``) with every non-finite number replaced by ``None``."""
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim == 0:
+        return float(arr) if np.isfinite(arr) else None
+    return [_finite_or_none(v) for v in arr]

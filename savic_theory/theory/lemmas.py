@@ -71,7 +71,7 @@ f_gap = sp.Symbol("f_gap", nonnegative=True)
 
 @dataclass(frozen=True)
 class Lemma:
-    """A lemma: a SymPy inequality ``lhs ≤ rhs`` with its hypotheses and a proof sketch.
+    r"""A lemma: a SymPy inequality ``lhs ≤ rhs`` with its hypotheses and a proof sketch.
 
     Attributes
     ----------
@@ -322,9 +322,18 @@ def drift_factors(rule: str, betas, alpha, Gamma, init_updates: int = 0) -> np.n
     rule : str
         A key of ``RULE_BOUNDS``.
     betas : array (n_updates,) or (n_updates, runs)
-        ``β_k`` for updates ``k = 1 … n_updates`` (ignored by the identity rule).
-    alpha, Gamma : float or array broadcastable to the runs
+        ``β_k`` for updates ``k = 1 … n_updates`` (ignored by the identity rule); ``(n_updates,)``
+        is shared by every run.
+    alpha, Gamma : float or array (runs,)
+        Broadcast against the run axis: with ``betas`` of shape ``(n_updates,)`` and an array
+        ``alpha`` or ``Gamma`` the result has shape ``(n_updates − init_updates, runs)``.
     init_updates : int
+
+    Returns
+    -------
+    numpy.ndarray
+        ``1 + δ_s`` with syncs on the first axis: ``(n_updates − init_updates,)`` for scalar
+        ``alpha``, ``Gamma`` and 1-D ``betas``, else ``(n_updates − init_updates, runs)``.
 
     Example
     -------
@@ -341,6 +350,8 @@ def drift_factors(rule: str, betas, alpha, Gamma, init_updates: int = 0) -> np.n
     if betas.ndim == 0:
         raise ValueError("betas must be an array over state updates (k = 1, 2, ...)")
     eff = rb.effective_betas(betas, init_updates)
+    if eff.ndim == 1 and max(np.ndim(alpha), np.ndim(Gamma)) > 0:
+        eff = eff[:, None]  # shared β over syncs against a run axis of α or Γ
     return rb.drift_bound(eff, alpha, Gamma)
 
 
