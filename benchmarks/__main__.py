@@ -1,4 +1,10 @@
-"""``python -m benchmarks {cpu,gpu,all}``: run the suites in one process, write JSON and plots."""
+"""``python -m benchmarks {cpu,gpu,all}``: run the suites in one process, write JSON and plots.
+
+Results go to ``--out`` (default ``results/benchmarks``, relative to the current folder); the
+committed numbers of ``docs/performance.md`` are rewritten only when ``--out docs/performance``
+is given. The GPU suite (``gpu``, ``all``) needs CuPy and a CUDA device: without them the command
+stops before running or writing anything (exit status 2).
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +14,29 @@ from pathlib import Path
 
 from ._common import machine, table, write_json
 
+#: where the suites write unless ``--out`` says otherwise (never the committed docs/performance)
+DEFAULT_OUT = "results/benchmarks"
 
-def run_cpu(out: Path, quick: bool, torch: bool) -> dict:
+
+def gpu_unavailable() -> str | None:
+    """Why the GPU suite cannot run here (no CuPy, no CUDA device), or ``None`` when it can."""
+    try:
+        import cupy as cp
+
+        count = cp.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # ImportError, CUDARuntimeError, a broken CUDA installation
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return None if count > 0 else "no CUDA device found"
+
+
+def _command(args) -> str:
+    """The command that reproduces this run, with the folder it wrote to."""
+    flags = [args.suite, "--out", str(args.out)] + (["--quick"] if args.quick else [])
+    return " ".join(["python -m benchmarks"] + flags + (["--no-torch"] if args.no_torch else []))
+
+
+def run_cpu(out: Path, quick: bool, torch: bool, command: str = "python -m benchmarks cpu") -> dict:
     import numpy as np
 
     from . import cpu, dense
@@ -18,7 +45,7 @@ def run_cpu(out: Path, quick: bool, torch: bool) -> dict:
     print(f"machine: {info['cpu']}, {info['logical_cores']} logical cores, numpy {info['numpy']}, "
           f"torch {info.get('torch')}; load average {info['load_average_1min']:.2f}")
     cfg = dict(cpu.CONFIG, steps=40) if quick else cpu.CONFIG
-    result = {"machine": info, "command": " ".join(["python -m benchmarks"] + sys.argv[1:])}
+    result = {"machine": info, "command": command}
     result["compare"] = cpu.compare(cfg, repeats=3 if quick else 7, slow_repeats=1 if quick else 3,
                                     torch=torch)
     print(table(result["compare"]["rows"], [("method", "method"), ("ms_per_step", "ms / step"),
@@ -35,19 +62,15 @@ def run_cpu(out: Path, quick: bool, torch: bool) -> dict:
     return result
 
 
-def run_gpu(out: Path, quick: bool) -> dict:
-    try:
-        import cupy as cp
+def run_gpu(out: Path, quick: bool, command: str = "python -m benchmarks gpu") -> dict:
+    """The GPU suite; the caller has checked :func:`gpu_unavailable` (``main`` does)."""
+    import cupy as cp
 
-        cp.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # no CuPy or no CUDA device: say so, skip the suite
-        print(f"gpu suite skipped: {type(exc).__name__}: {exc}")
-        return {"skipped": str(exc)}
     from . import cpu, dense, gpu
 
     info = machine(gpu=True)
     print(f"machine: {info['gpu']} ({info['gpu_memory_GiB']} GiB), CuPy {info['cupy']}, host {info['cpu']}")
-    result = {"machine": info, "command": " ".join(["python -m benchmarks"] + sys.argv[1:])}
+    result = {"machine": info, "command": command}
     print("agreement with the CPU reference:")
     result["agreement"] = gpu.check_agreement()
     print("bandwidth of one fused step (kernel only):")
@@ -68,20 +91,37 @@ def run_gpu(out: Path, quick: bool) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("suite", choices=["cpu", "gpu", "all"], help="which suite to run")
-    parser.add_argument("--out", default="docs/performance", help="folder for JSON results and plots")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("suite", choices=["cpu", "gpu", "all"],
+                        help="which suite to run (gpu and all need CuPy and a CUDA device)")
+    parser.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
+                        help="folder for JSON results and plots (default: %(default)s; "
+                             "the committed results: --out docs/performance)")
     parser.add_argument("--quick", action="store_true", help="fewer points and repeats (a smoke run)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baselines")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    if args.suite in ("cpu", "all"):
-        run_cpu(out, args.quick, torch=not args.no_torch)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {args.out} is a file; name a folder")
     if args.suite in ("gpu", "all"):
-        run_gpu(out, args.quick)
-    print(f"done in {time.perf_counter() - t0:.0f} s; results in {out}/")
+        reason = gpu_unavailable()
+        if reason is not None:  # before anything runs or is written
+            hint = "; run 'cpu' for the CPU suite alone" if args.suite == "all" else ""
+            print(f"{parser.prog}: error: the GPU suite needs CuPy and a CUDA device ({reason}){hint}",
+                  file=sys.stderr)
+            return 2
+    out.mkdir(parents=True, exist_ok=True)
+    command = _command(args)
+    t0 = time.perf_counter()
+    written = []
+    if args.suite in ("cpu", "all"):
+        run_cpu(out, args.quick, torch=not args.no_torch, command=command)
+        written += ["cpu.json", "cpu_scaling.png"]
+    if args.suite in ("gpu", "all"):
+        run_gpu(out, args.quick, command=command)
+        written += ["gpu.json", "gpu_scaling.png"]
+    print(f"done in {time.perf_counter() - t0:.0f} s; results in {out}/: {', '.join(written)}")
     return 0
 
 

@@ -3,7 +3,9 @@
     python -m benchmarks.nn_throughput                      # the GPU measurement (defaults below)
     python -m benchmarks.nn_throughput --quick              # a CPU smoke run at tiny width
 
-Modes (images per second over forward, backward and the parameter update):
+Modes (images per second over forward, backward and the parameter update; every mode computes
+the gradient of the same objective, cross-entropy plus the weight decay ``(λ/2)‖x‖²`` of
+:class:`savic_theory.nn.Objective`, so the work per image is the same):
 
 * ``single``      one ResNet18 (``nn.Module``, autograd) at batch ``M·b``: the reference;
 * ``single-flat`` the same through the harness's flat parameter vector (``functional_call``);
@@ -11,10 +13,14 @@ Modes (images per second over forward, backward and the parameter update):
 * ``vmap``        ``M`` client models in one ``torch.func.vmap`` call;
 * ``round:NAME``  whole local steps of :class:`savic_theory.nn.Trainer` for method ``NAME``
   (minibatch sampling and augmentation on the device, the scaled update, the sync every ``H``
-  steps; no evaluation), with the clients computed as ``--together`` says.
+  steps; no evaluation), with the clients computed as ``--together`` says. This work on top of
+  the gradient is intended: it is what a training step costs.
 
 Timing: ``--warmup`` untimed iterations, then ``--steps`` iterations between two CUDA events
-(``time.perf_counter`` on CPU). Random data of the CIFAR-10 shape lives on the device.
+(``time.perf_counter`` on CPU); the round modes time ``--steps / --local-steps`` whole rounds,
+so ``--steps`` must be a multiple of ``--local-steps`` for all modes to time the same number of
+steps (each row records the steps it timed; the output says so when they differ). Random data
+of the CIFAR-10 shape lives on the device.
 The target on an H100: ``vmap`` at 8 × 128 reaches at least half of ``single`` at 1024.
 """
 from __future__ import annotations
@@ -32,8 +38,9 @@ from savic_theory.nn import (DeviceData, Objective, ResNet18, Trainer, init_para
                              to_channels_last)
 from savic_theory.nn.data import synthetic_images
 
-GPU_DEFAULTS = dict(width=64, clients=8, batch=128, image=32, steps=20, warmup=5)
-QUICK = dict(width=8, clients=4, batch=8, image=16, steps=3, warmup=1)
+# steps is a multiple of local_steps, so that the round modes time as many steps as the others
+GPU_DEFAULTS = dict(width=64, clients=8, batch=128, image=32, steps=20, warmup=5, local_steps=10)
+QUICK = dict(width=8, clients=4, batch=8, image=16, steps=10, warmup=1, local_steps=10)
 
 
 def _timer(device):
@@ -93,9 +100,9 @@ def run(args) -> dict:
     gamma = 1e-3
     rows = []
 
-    def record(mode, ips):
-        rows.append({"mode": mode, "images_per_second": ips})
-        print(f"{mode:>22s}  {ips:12,.0f} img/s", flush=True)
+    def record(mode, ips, steps=args.steps):
+        rows.append({"mode": mode, "images_per_second": ips, "steps": steps})
+        print(f"{mode:>22s}  {ips:12,.0f} img/s  ({steps} steps)", flush=True)
 
     modes = args.modes.split(",")
     if "single" in modes:
@@ -103,10 +110,13 @@ def run(args) -> dict:
         if cl:
             model = model.to(memory_format=torch.channels_last)
         params = list(model.parameters())
+        wd = obj.weight_decay
 
-        def single():
+        def single():  # the objective of Objective.__call__: cross-entropy + (λ/2)‖x‖²
             with obj.autocast(device):
                 loss = F.cross_entropy(model(images).float(), labels)
+            if wd:
+                loss = loss + 0.5 * wd * sum(torch.sum(p * p) for p in params)
             grads = torch.autograd.grad(loss, params)
             with torch.no_grad():
                 torch._foreach_add_(params, grads, alpha=-gamma)
@@ -139,7 +149,13 @@ def run(args) -> dict:
             tr.evaluate = lambda: {}  # throughput of the training steps only
             per_round = max(1, args.steps // args.local_steps)
             warm = max(1, args.warmup // args.local_steps)
-            record(f"round:{name}", measure(tr.run_round, n * args.local_steps, per_round, warm, device))
+            record(f"round:{name}", measure(tr.run_round, n * args.local_steps, per_round, warm, device),
+                   per_round * args.local_steps)
+        timed = per_round * args.local_steps
+        if timed != args.steps and len(rows) > len(rounds):
+            rounds_text = f"{per_round} round{'s' if per_round != 1 else ''} of H = {args.local_steps}"
+            print(f"note: the round modes timed {timed} steps ({rounds_text}), the others {args.steps}; "
+                  "make --steps a multiple of --local-steps to compare equal counts")
     single = next((r["images_per_second"] for r in rows if r["mode"] == "single"), None)
     if single:
         print("relative to single:", ", ".join(f"{r['mode']} {r['images_per_second'] / single:.2f}"
@@ -158,8 +174,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--quick", action="store_true", help="tiny CPU smoke settings: " + str(QUICK))
     for key, value in GPU_DEFAULTS.items():
-        p.add_argument(f"--{key}", type=int, default=None, help=f"(default {value}; --quick: {QUICK[key]})")
-    p.add_argument("--local-steps", type=int, default=10, help="H for the round modes (default 10)")
+        what = "H for the round modes " if key == "local_steps" else ""
+        p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int, default=None,
+                       help=f"{what}(default {value}; --quick: {QUICK[key]})")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="auto: bf16 autocast on CUDA, fp32 on CPU (default auto)")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
