@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
                    help="skip finished runs and continue unfinished ones from their checkpoints (default: off)")
     p.add_argument("--report", action="store_true",
                    help="train nothing: write results.csv, summary.json and the figures from the run histories "
-                        "already in --out (default: off)")
+                        "already in --out, whose config.toml must match CONFIG.toml (default: off)")
     p.add_argument("--data-root", metavar="DIR", default=None,
                    help="folder of the data files, overriding data.root (default: from the config)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")

@@ -65,7 +65,8 @@ class DataConfig:
     shards_per_client: int = _f(2, "label-sorted shards per client (split 'shards')", low=1)
     split_seed: int = _f(0, "seed of the split and of the data subsets (the same for every method and seed)",
                          low=0)
-    batch_size: int = _f(128, "minibatch per client and local step (0: the client's full data)", low=0)
+    batch_size: int = _f(128, "minibatch per client and local step (0: the client's full data, in order and "
+                              "unaugmented: needs data.augment = false and clients with equally many images)", low=0)
     augment: bool = _f(True, "random crop (padding 4) and horizontal flip of training images")
     train_size: int = _f(0, "use a random subset of this many training images (0: all)", low=0)
     test_size: int = _f(0, "use a random subset of this many test images (0: all)", low=0)
@@ -163,8 +164,11 @@ class NNConfig:
             for key, value in values.items():
                 if key not in allowed:
                     raise ValueError(f"unknown key method.{name}.{key}; known keys: {', '.join(allowed)}")
-                out[key] = _check_method_value(f"method.{name}.{key}", key, value)
+                out[key] = _check_method_value(f"method.{name}.{key}", key, value, parts["train"].precision)
             checked[name] = out
+        if parts["data"].batch_size == 0 and parts["data"].augment:
+            raise ValueError("data.batch_size = 0 takes each client's full data, unaugmented; "
+                             "set data.augment = false with it")
         return cls(parts["data"], parts["model"], parts["train"], checked)
 
     def method_params(self, name: str) -> dict:
@@ -271,7 +275,7 @@ def _scalar(name: str, default, meta: dict, value: Any):
     return value
 
 
-def _check_method_value(name: str, key: str, value: Any) -> float:
+def _check_method_value(name: str, key: str, value: Any, precision: str = "auto") -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise TypeError(f"{name} must be a finite number, got {value!r}")
     value = float(value)
@@ -279,4 +283,16 @@ def _check_method_value(name: str, key: str, value: Any) -> float:
         raise ValueError(f"{name} must lie in [0, 1), got {value}")
     if key != "beta" and not value > 0:
         raise ValueError(f"{name} must be > 0, got {value}")
+    if key != "beta":  # γ and e enter the update as numbers of the training dtype
+        dtype = "float64" if precision == "fp64" else "float32"
+        lo, hi = _NORMAL_RANGE[dtype]
+        if not lo <= value <= hi:
+            more = "" if dtype == "float64" else "; train.precision = \"fp64\" allows more"
+            raise ValueError(f"{name} = {value:g} is outside [{lo:.3g}, {hi:.3g}], the range of the training "
+                             f"dtype {dtype} (train.precision = \"{precision}\"){more}")
     return value
+
+
+#: the positive normal numbers of the training dtypes (parameters, γ and e: float32, or float64 for fp64)
+_NORMAL_RANGE = {"float32": (1.1754943508222875e-38, 3.4028234663852886e+38),
+                 "float64": (2.2250738585072014e-308, 1.7976931348623157e+308)}

@@ -389,9 +389,11 @@ class DeviceData:
 
         Client ``clients[i]`` draws, from ``generators[i]`` and in this order, ``b`` row indices
         uniformly with replacement from its rows, then (with augmentation) ``b`` crop offsets
-        and ``b`` flips. ``batch_size = 0`` takes all of each client's rows in order (the
-        clients must then hold equally many).
+        and ``b`` flips. ``batch_size = 0`` takes all of each client's rows in order, the exact
+        ``f_m`` (the clients must then hold equally many, and the data must not be augmented).
         """
+        if batch_size == 0 and self.augment:
+            raise ValueError("batch_size = 0 (each client's full data, unaugmented) needs augment=False")
         idx, offs, flips = [], [], []
         for m, gen in zip(clients, generators):
             part = self.parts[m]
@@ -407,7 +409,7 @@ class DeviceData:
                              f"{[int(i.numel()) for i in idx]}")
         rows = torch.cat(idx)
         x = self.train_x[rows]
-        if self.augment and batch_size > 0:
+        if self.augment:
             x = augment(x, torch.cat(offs), torch.cat(flips), self.pad)
         m = len(idx)
         x = self.normalize(x, dtype)

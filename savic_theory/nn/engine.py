@@ -159,6 +159,10 @@ class Trainer:
         self.generators = [torch.Generator(self.device).manual_seed(_stream_seed(seed, 1, m))
                            for m in self.clients]
         self.scaling = TorchScaling(method.rule)
+        info = torch.finfo(dtype)
+        for name, value in (("gamma", method.gamma), ("e", self.scaling.e)):  # numbers of dtype in each step
+            if not info.tiny <= value <= info.max:
+                raise ValueError(f"{name} = {value:g} does not fit {dtype} (from {info.tiny:.3g} to {info.max:.3g})")
         self.local = method.scaling == "local"
         self.probe = method.rule.statistic is Statistic.HESSIAN_PROBE
         self.round, self.k, self.history = 0, 0, []

@@ -13,6 +13,7 @@ once through ``torch.func.vmap`` or in a Python loop over clients.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -229,7 +230,8 @@ class Objective:
     def evaluate(self, x, batches) -> torch.Tensor:
         """``[Σ loss, Σ correct, count]`` over ``batches`` of ``(inputs, targets)`` (no weight decay).
 
-        ``correct`` counts ``argmax = target`` for integer targets and is 0 otherwise.
+        ``correct`` counts ``argmax = target`` for integer targets and is 0 otherwise; it is NaN
+        once an output is NaN or infinite (the argmax of such outputs means nothing).
         """
         total = torch.zeros(3, dtype=torch.float64, device=x.device)
         for inputs, targets in batches:
@@ -237,7 +239,8 @@ class Objective:
             n = targets.shape[0]
             total[0] += float(n) * self.loss(out, targets).double()
             if not targets.is_floating_point() and out.ndim == 2:
-                total[1] += (out.argmax(dim=1) == targets).sum()
+                correct = (out.argmax(dim=1) == targets).sum().double()
+                total[1] += torch.where(torch.isfinite(out).all(), correct, math.nan)  # no host sync
             total[2] += n
         return total
 

@@ -14,6 +14,11 @@ A checkpoint is written every ``train.checkpoint_every`` rounds (default: every 
 the same numbers as an uninterrupted run. With several processes (``torch.distributed``),
 process 0 reads and writes the files and sends what the others need, so the folder need not be
 shared between machines.
+
+The JSON files are strict JSON: a NaN or infinite metric (round 0 has no ``batch_loss`` or
+``drift``; a diverged run has no losses and no test accuracy) is written as ``null``. The
+mean/std over seeds in ``summary.json`` leave out diverged runs (``runs`` and ``diverged`` say
+how many runs a method has and how many of them diverged).
 """
 from __future__ import annotations
 
@@ -107,7 +112,9 @@ def run_experiment(cfg: NNConfig, out: str | os.PathLike, *, resume: bool = Fals
         Receives one line per finished run (process 0 only).
     report : bool
         Train nothing: write ``results.csv``, ``summary.json`` and the figures from the
-        histories already in ``out`` (finished or not), e.g. after an interrupted run.
+        histories already in ``out`` (finished or not), e.g. after an interrupted run. As
+        with ``resume``, ``cfg`` must be the config saved in ``out`` (apart from ``data.root``,
+        ``train.device`` and ``train.threads``).
 
     Returns
     -------
@@ -139,6 +146,7 @@ def _run_all(cfg, out, resume, progress, comm, device, on_round, log):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     images = load_run_images(cfg)
+    _check_split_sizes(cfg, images, comm.world)
     dtype = torch.float64 if cfg.train.precision == "fp64" else torch.float32
     runs = cfg.runs()
     bar = _progress(len(runs) * cfg.train.rounds, "savic nn", enabled=progress and lead)
@@ -147,6 +155,10 @@ def _run_all(cfg, out, resume, progress, comm, device, on_round, log):
         for split in cfg.data.splits:
             parts = client_parts(images.train_y, cfg.data.clients, split, alpha=cfg.data.alpha,
                                  shards_per_client=cfg.data.shards_per_client, seed=cfg.data.split_seed)
+            sizes = [len(p) for p in parts]
+            if cfg.data.batch_size == 0 and min(sizes) != max(sizes):
+                raise ValueError(f"data.batch_size = 0 (each client's full data) needs clients with equally many "
+                                 f"training images; split {split!r} gives from {min(sizes)} to {max(sizes)}")
             data = DeviceData(images.train_x, images.train_y, parts, images.test_x, images.test_y, device=device,
                               augment=cfg.data.augment, train_eval_size=min(cfg.data.train_eval_size,
                                                                             images.train_x.shape[0]),
@@ -164,6 +176,18 @@ def _run_all(cfg, out, resume, progress, comm, device, on_round, log):
     if lead:
         summary = _write_results(cfg, out, histories)
     return summary
+
+
+def _check_split_sizes(cfg: NNConfig, images: ImageSet, world: int) -> None:
+    """Errors naming the config keys for clients the data or the processes cannot be split over."""
+    d, n = cfg.data, int(images.train_x.shape[0])
+    if d.clients > n:
+        raise ValueError(f"data.clients = {d.clients} exceeds the {n} training images of {images.name}")
+    if "shards" in d.splits and d.clients * d.shards_per_client > n:
+        raise ValueError(f"data.clients × data.shards_per_client = {d.clients * d.shards_per_client} exceeds "
+                         f"the {n} training images of {images.name} (split 'shards')")
+    if d.clients % world:
+        raise ValueError(f"data.clients = {d.clients} cannot be shared equally by {world} processes")
 
 
 # ------------------------------------------------------------------------------ one run
@@ -196,13 +220,15 @@ def _run_one(cfg, out, data, images, split, method_name, seed, comm, device, dty
         bar.set_postfix_str(f"{split}/{method_name}/seed{seed} acc {record['test_acc']:.3f}")
         if not math.isfinite(record["batch_loss"]):
             status = "diverged"
+            record["test_acc"] = math.nan  # (also in trainer.history) no accuracy of a diverged model
         if status == "diverged" or trainer.round == cfg.train.rounds or trainer.round % cfg.train.checkpoint_every == 0:
             sd = trainer.state_dict()
             if lead:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 with atomic_write(run_dir / "checkpoint.pt", "wb") as fh:
                     torch.save(sd, fh)
-                write_json(run_dir / "history.json", {**info, "status": "running", "history": trainer.history})
+                write_json(run_dir / "history.json", _strict({**info, "status": "running",
+                                                              "history": trainer.history}))
         if on_round is not None:
             on_round(split, method_name, seed, record)
     if status == "diverged":
@@ -211,7 +237,7 @@ def _run_one(cfg, out, data, images, split, method_name, seed, comm, device, dty
     payload = {**info, "status": status, "history": trainer.history}
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "history.json", payload)
+        write_json(run_dir / "history.json", _strict(payload))
         if not cfg.train.keep_checkpoints:
             (run_dir / "checkpoint.pt").unlink(missing_ok=True)
         if log is not None:
@@ -226,7 +252,7 @@ def _read_run(run_dir: Path, resume: bool):
     hist = run_dir / "history.json"
     ckpt = run_dir / "checkpoint.pt"
     if resume and hist.is_file():
-        payload = json.loads(hist.read_text())
+        payload = _read_history(hist)
         if payload.get("status") in ("done", "diverged"):
             return "finished", payload
     if resume and ckpt.is_file():
@@ -247,16 +273,7 @@ def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | None:
         if not resume:
             raise ValueError(f"{out} already holds an experiment; pass --resume to continue it or choose "
                              "another --out")
-        old, new = load_nn_config(saved).to_dict(), cfg.to_dict()
-        for table in (old, new):  # where the run happens, not what it computes
-            table["train"].pop("threads", None)
-            table["train"].pop("device", None)
-            table["data"].pop("root", None)
-        if old != new:
-            diff = sorted(f"{t}.{k}" for t in set(old) | set(new)
-                          for k in set(old.get(t, {})) | set(new.get(t, {}))
-                          if old.get(t, {}).get(k) != new.get(t, {}).get(k))
-            raise ValueError(f"--resume: the config differs from {saved} in {', '.join(diff)}")
+        _check_same_config(cfg, saved, "--resume")
         return
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not an experiment folder (no config.toml); choose another --out")
@@ -269,6 +286,32 @@ def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | None:
     with atomic_write(saved, "wb") as fh:
         tomli_w.dump(cfg.to_dict(), fh)
     return made
+
+
+def _check_same_config(cfg: NNConfig, saved: Path, flag: str) -> None:
+    """Raise a ValueError naming every key in which ``cfg`` differs from the config file ``saved``,
+    apart from where the runs happen (``train.threads``, ``train.device``, ``data.root``)."""
+    old, new = _flat(load_nn_config(saved).to_dict()), _flat(cfg.to_dict())
+    for table in (old, new):
+        for key in ("train.threads", "train.device", "data.root"):
+            table.pop(key, None)
+    diff = sorted(k for k in set(old) | set(new) if old.get(k, _MISSING) != new.get(k, _MISSING))
+    if diff:
+        raise ValueError(f"{flag}: the config differs from {saved} in {', '.join(diff)}")
+
+
+_MISSING = object()
+
+
+def _flat(tables: dict, prefix: str = "") -> dict:
+    """``{"data.clients": 8, "method.adam.gamma": 0.001, ...}`` of nested tables."""
+    out = {}
+    for key, value in tables.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _undo_prepare(out: Path, made: Path) -> None:
@@ -303,11 +346,12 @@ def _report(cfg: NNConfig, out: Path) -> dict:
     saved = out / "config.toml"
     if not saved.is_file():
         raise FileNotFoundError(f"{out} holds no experiment (no config.toml) to report on")
+    _check_same_config(cfg, saved, "--report")
     histories = {}
     for split, method, seed in cfg.runs():
         path = out / "runs" / split / method / f"seed{seed}" / "history.json"
         if path.is_file():
-            histories[(split, method, seed)] = json.loads(path.read_text())
+            histories[(split, method, seed)] = _read_history(path)
     if not histories:
         raise ValueError(f"{out} holds no run history yet")
     return _write_results(cfg, out, histories)
@@ -335,12 +379,13 @@ def _write_results(cfg: NNConfig, out: Path, histories: dict, figures: bool = Tr
             rows = [r for r in runs if r["split"] == split and r["method"] == method]
             if not rows:
                 continue
+            kept = [r for r in rows if r["status"] != "diverged"]  # a diverged run's numbers mean nothing
             table.setdefault(split, {})[method] = {
-                k: _stats([r["final"][k] for r in rows]) for k in REPORTED} | {
-                "best_test_acc": _stats([r["best_test_acc"] for r in rows]),
-                "diverged": sum(r["status"] == "diverged" for r in rows)}
+                k: _stats([r["final"][k] for r in kept]) for k in REPORTED} | {
+                "best_test_acc": _stats([r["best_test_acc"] for r in kept]),
+                "runs": len(rows), "diverged": len(rows) - len(kept)}
     summary = {"runs": runs, "table": table, "config": cfg.to_dict()}
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", _strict(summary))
     if not figures:
         return summary
     from .figures import plot_rounds, plot_scaling
@@ -348,6 +393,24 @@ def _write_results(cfg: NNConfig, out: Path, histories: dict, figures: bool = Tr
     plot_rounds(histories, out / "figures" / "rounds.png", cfg.data.splits, cfg.train.methods)
     plot_scaling(histories, out / "figures" / "scaling.png", cfg.data.splits, cfg.train.methods)
     return summary
+
+
+def _strict(obj):
+    """``obj`` with NaN and infinite floats as None (``null``: JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
+def _read_history(path: Path) -> dict:
+    """A run's ``history.json``, its ``null`` metrics back as NaN."""
+    payload = json.loads(path.read_text())
+    payload["history"] = [{k: math.nan if v is None else v for k, v in rec.items()} for rec in payload["history"]]
+    return payload
 
 
 def _stats(values) -> dict:

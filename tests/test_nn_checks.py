@@ -1,0 +1,220 @@
+"""The ResNet18 harness on bad inputs: diverged runs, strict JSON, --report's config check, step
+sizes outside the training dtype, config keys named in split errors (CPU, width 2, seconds)."""
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from savic_theory.cli import main  # noqa: E402
+from savic_theory.nn import (DeviceData, NNConfig, Objective, ResNet18, Trainer, client_parts,  # noqa: E402
+                             init_params, make_method, run_experiment, synthetic_images)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+SMALL = """
+[data]
+synthetic_train = 64
+synthetic_test = 32
+synthetic_classes = 4
+synthetic_size = 16
+clients = 2
+splits = ["iid"]
+batch_size = 8
+train_eval_size = 32
+augment = false
+[model]
+width = 2
+norm_groups = 2
+[train]
+rounds = 2
+local_steps = 2
+seeds = [0, 1]
+methods = ["local_sgd", "adam-global"]
+device = "cpu"
+threads = 1
+[method.local_sgd]
+gamma = 1e30
+[method.adam]
+gamma = 0.001
+"""
+
+
+def small(**tables) -> dict:
+    raw = tomllib.loads(SMALL)
+    for table, values in tables.items():
+        raw.setdefault(table, {}).update(values)
+    return raw
+
+
+def strict_json(path):
+    """Parse as strict JSON: NaN, Infinity and -Infinity are errors."""
+    def reject(constant):
+        raise ValueError(f"{path}: {constant} is not JSON")
+    return json.loads(path.read_text(), parse_constant=reject)
+
+
+# ------------------------------------------------------------------------------ divergence
+def test_diverged_run_has_no_test_accuracy_and_no_share_in_the_means(tmp_path, capsys):
+    cfg = tmp_path / "div.toml"
+    cfg.write_text(SMALL)
+    out = tmp_path / "out"
+    assert main(["nn", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("diverged after 1 rounds, test acc nan,") == 2, text
+    for seed in (0, 1):
+        hist = strict_json(out / f"runs/iid/local_sgd/seed{seed}/history.json")
+        assert hist["status"] == "diverged"
+        last = hist["history"][-1]
+        assert last["test_loss"] is None and last["test_acc"] is None  # argmax of NaN outputs is no accuracy
+    rows = [r.split(",") for r in (out / "results.csv").read_text().splitlines()]
+    col = rows[0].index("test_acc")
+    assert [r[col] for r in rows[1:] if r[1] == "local_sgd" and r[3] == "1"] == ["nan", "nan"]
+    summary = strict_json(out / "summary.json")
+    diverged = summary["table"]["iid"]["local_sgd"]
+    assert diverged["runs"] == diverged["diverged"] == 2
+    assert diverged["test_acc"] == {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+    assert diverged["best_test_acc"]["n"] == 0
+    fine = summary["table"]["iid"]["adam-global"]
+    assert fine["runs"] == 2 and fine["diverged"] == 0 and fine["test_acc"]["n"] == 2
+    assert all(r["final"]["test_acc"] is None for r in summary["runs"] if r["method"] == "local_sgd")
+    assert (out / "figures/rounds.png").stat().st_size > 0
+
+    # one of two seeds diverged: the seed statistics are those of the other
+    path = out / "runs/iid/adam-global/seed1/history.json"
+    hist = strict_json(path)
+    kept = strict_json(out / "runs/iid/adam-global/seed0/history.json")["history"][-1]
+    hist["status"] = "diverged"
+    hist["history"][-1].update(test_acc=0.99, train_loss=None, test_loss=None)
+    path.write_text(json.dumps(hist))
+    assert main(["nn", str(cfg), "--out", str(out), "--report"]) == 0
+    row = strict_json(out / "summary.json")["table"]["iid"]["adam-global"]
+    assert row["runs"] == 2 and row["diverged"] == 1
+    assert row["test_acc"]["n"] == 1 and row["test_acc"]["mean"] == kept["test_acc"]
+    assert row["train_loss"]["mean"] == kept["train_loss"]
+    capsys.readouterr()
+
+
+def test_accuracy_of_non_finite_outputs_is_nan():
+    s = synthetic_images(8, 8, classes=4, size=16)
+    data = DeviceData(s.train_x, s.train_y, client_parts(s.train_y, 1), s.test_x, s.test_y)
+    net = ResNet18(classes=4, width=2, norm_groups=2)
+    obj = Objective(net)
+    x = init_params(net, 0)
+    loss, correct, n = obj.evaluate(x, data.test_batches(4)).tolist()
+    assert math.isfinite(loss) and math.isfinite(correct) and n == 8
+    x[0] = math.nan
+    loss, correct, n = obj.evaluate(x, data.test_batches(4)).tolist()
+    assert math.isnan(loss) and math.isnan(correct) and n == 8
+
+
+def test_result_json_is_strict_and_resume_reads_it_back(tmp_path):
+    raw = small(train={"methods": ["adam-global"], "seeds": [0], "rounds": 1})
+    cfg = NNConfig.from_dict(raw)
+    first = run_experiment(cfg, tmp_path / "o", progress=False)
+    hist = strict_json(tmp_path / "o/runs/iid/adam-global/seed0/history.json")
+    assert hist["history"][0]["batch_loss"] is None and hist["history"][0]["drift"] is None  # round 0
+    assert strict_json(tmp_path / "o/summary.json")["runs"] == json.loads(json.dumps(first["runs"]))
+    csv = (tmp_path / "o/results.csv").read_text()
+    again = run_experiment(cfg, tmp_path / "o", progress=False, resume=True)  # finished: read back
+    assert (tmp_path / "o/results.csv").read_text() == csv
+    assert again["table"] == first["table"]
+
+
+# ------------------------------------------------------------------------------ --report
+def test_report_refuses_a_config_other_than_the_saved_one(tmp_path, capsys):
+    raw = small(train={"methods": ["local_sgd"], "seeds": [0], "rounds": 1}, method={"local_sgd": {"gamma": 0.1}})
+    run_experiment(NNConfig.from_dict(raw), tmp_path / "o", progress=False)
+    other = small(train={"methods": ["local_sgd"], "seeds": [0], "rounds": 1}, method={"local_sgd": {"gamma": 0.5}})
+    with pytest.raises(ValueError, match=r"--report: the config differs from .*config.toml in method.local_sgd.gamma$"):
+        run_experiment(NNConfig.from_dict(other), tmp_path / "o", report=True)
+    before = (tmp_path / "o/summary.json").read_text()
+    import tomli_w
+
+    changed = tmp_path / "changed.toml"
+    changed.write_text(tomli_w.dumps(other))
+    assert main(["nn", str(changed), "--out", str(tmp_path / "o"), "--report"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--report: the config differs" in err and "method.local_sgd.gamma" in err
+    assert (tmp_path / "o/summary.json").read_text() == before
+    where = small(train={"methods": ["local_sgd"], "seeds": [0], "rounds": 1, "threads": 2},
+                  method={"local_sgd": {"gamma": 0.1}})
+    summary = run_experiment(NNConfig.from_dict(where), tmp_path / "o", report=True)  # where it ran: no matter
+    assert summary["config"]["method"]["local_sgd"]["gamma"] == 0.1
+
+
+# ------------------------------------------------------------------------------ step sizes and the dtype
+@pytest.mark.parametrize("method,precision", [
+    ({"local_sgd": {"gamma": 1e308}}, "auto"),
+    ({"local_sgd": {"gamma": 1e39}}, "fp32"),
+    ({"adam": {"gamma": 1e39}}, "bf16"),
+    ({"adam-local": {"gamma": 1e-50}}, "fp32"),
+    ({"oasis": {"e": 1e39}}, "fp32"),
+    ({"rmsprop": {"e": 1e-320}}, "fp64"),
+])
+def test_step_size_and_clip_level_must_fit_the_training_dtype(method, precision):
+    (name, values), = method.items()
+    (key, value), = values.items()
+    with pytest.raises(ValueError, match=rf"^method\.{name}\.{key} = .* the range of the training dtype"):
+        NNConfig.from_dict({"train": {"precision": precision}, "method": method})
+
+
+def test_step_size_beyond_float32_is_fine_in_fp64_and_a_cli_error_otherwise(tmp_path, capsys):
+    cfg = NNConfig.from_dict({"train": {"precision": "fp64"}, "method": {"local_sgd": {"gamma": 1e308}}})
+    assert cfg.method_params("local_sgd") == {"gamma": 1e308}
+    path = tmp_path / "big.toml"
+    path.write_text(SMALL.replace("gamma = 1e30", "gamma = 1e308"))
+    assert main(["nn", str(path), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("savic nn: error: method.local_sgd.gamma = 1e+308 is outside") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_trainer_rejects_a_step_size_its_dtype_cannot_hold():
+    s = synthetic_images(8, 4, classes=2, size=16)
+    data = DeviceData(s.train_x, s.train_y, client_parts(s.train_y, 2), s.test_x, s.test_y)
+    net = ResNet18(classes=2, width=2, norm_groups=2)
+    for dtype, gamma in ((torch.float32, 1e39), (torch.float64, 1e-320)):
+        with pytest.raises(ValueError, match="^gamma = .* does not fit"):
+            Trainer(Objective(net), data, make_method("local_sgd", gamma), init_params(net, 0, dtype),
+                    local_steps=1, batch_size=2, dtype=dtype)
+    with pytest.raises(ValueError, match="^e = .* does not fit"):
+        Trainer(Objective(net), data, make_method("adam-global", 1e-3, e=1e39), init_params(net, 0),
+                local_steps=1, batch_size=2)
+
+
+# ------------------------------------------------------------------------------ keys in split errors
+@pytest.mark.parametrize("data,match", [
+    ({"clients": 5000}, r"^data\.clients = 5000 exceeds the 64 training images of synthetic$"),
+    ({"splits": ["shards"], "shards_per_client": 40},
+     r"^data\.clients × data\.shards_per_client = 80 exceeds the 64 training images"),
+    ({"splits": ["dirichlet"], "batch_size": 0}, r"^data\.batch_size = 0 .* split 'dirichlet' gives from \d+ to \d+$"),
+])
+def test_split_errors_name_the_config_keys(tmp_path, data, match):
+    cfg = NNConfig.from_dict(small(data=data, train={"methods": ["local_sgd"], "seeds": [0], "rounds": 1}))
+    with pytest.raises(ValueError, match=match):
+        run_experiment(cfg, tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_full_batches_are_not_augmented_so_augment_must_be_off():
+    with pytest.raises(ValueError, match=r"^data\.batch_size = 0 .* data\.augment = false"):
+        NNConfig.from_dict({"data": {"batch_size": 0}})  # augment is on by default
+    assert NNConfig.from_dict({"data": {"batch_size": 0, "augment": False}}).data.batch_size == 0
+    s = synthetic_images(8, 4, classes=2, size=8)
+    data = DeviceData(s.train_x, s.train_y, client_parts(s.train_y, 2), augment=True)
+    gens = [torch.Generator().manual_seed(m) for m in range(2)]
+    with pytest.raises(ValueError, match="batch_size = 0 .* augment=False"):
+        data.client_batch(range(2), gens, 0)
+    assert data.client_batch(range(2), gens, 3)[0].shape[:2] == (2, 3)
