@@ -114,11 +114,11 @@ def run_experiment(cfg: dict, out: str | Path, *, resume: bool = False, progress
     Returns ``{block key: SimulationResult}``. With ``resume``, blocks finished by an earlier,
     interrupted call of the same config are loaded instead of run again.
     """
-    from .cli._common import UserError, atomic_dir, remove_stale_work
+    from .cli._common import UserError, atomic_dir, remove_stale_work, work_folder
     from .cli._common import progress as bar_of
 
     out = Path(out)
-    work = out.with_name(f".{out.name}.work")
+    work = work_folder(out)
     digest = config_digest(cfg)
     if work.exists() and resume:
         stamp = work / "config.sha"

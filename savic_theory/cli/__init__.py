@@ -11,7 +11,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from ._common import UserError
+from ._common import UserError, work_folder
 
 SUBCOMMANDS = ("simulate", "verify", "bench", "nn", "run")
 
@@ -82,17 +82,12 @@ def _result_folder(args: argparse.Namespace) -> str | None:
     return args.out if args.command in ("simulate", "run", "verify") else None
 
 
-def _work_folder(out: Path) -> Path:
-    """The hidden sibling where ``simulate``/``run``/``verify`` keep what they finished."""
-    return out.with_name(f".{out.name}.work")
-
-
 def _interrupted(args: argparse.Namespace) -> str:
     """What an interrupted command left behind and how to go on, for its one-line message."""
     out = _result_folder(args)
     out = Path(out) if out is not None else None
     if out is not None and out.name not in ("", ".", ".."):
-        kept, pieces = _work_folder(out), "cases and searches" if args.command == "verify" else "blocks"
+        kept, pieces = work_folder(out), "cases and searches" if args.command == "verify" else "blocks"
         if not kept.is_dir():
             return f"no result folder was written to {out} and nothing was kept"
         return (f"no result folder was written to {out}; the finished {pieces} are kept in {kept}/ "

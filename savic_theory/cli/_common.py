@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["UserError", "atomic_write", "atomic_dir", "check_output_path", "check_result_folder",
-           "write_json", "progress", "add_config_option", "config_values", "options_as_table",
-           "RESULT_FILES", "RESULT_FOLDERS"]
+           "work_folder", "remove_stale_work", "write_json", "progress", "add_config_option",
+           "config_values", "options_as_table", "RESULT_FILES", "RESULT_FOLDERS"]
 
 
 class UserError(Exception):
@@ -139,6 +139,12 @@ def _not_a_result(folder: Path) -> str | None:
     if "config.toml" not in entries:
         return "it has no config.toml"
     return None
+
+
+def work_folder(out: str | os.PathLike) -> Path:
+    """``.<name>.work`` beside the result folder ``<name>``: where a resumable command keeps what it finished."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.work")
 
 
 #: the stamp a command writes first into its work folder (``savic simulate``/``run``, ``savic verify``)

@@ -50,8 +50,9 @@ class WorkArea:
     """
 
     def __init__(self, out: str | os.PathLike, options: dict):
-        out = Path(out)
-        self.path = out.with_name(f".{out.name}.work")
+        from ..cli._common import work_folder
+
+        self.path = work_folder(out)
         self.options = json.loads(json.dumps(options))  # as read back from options.json
 
     def open(self, resume: bool) -> bool:
