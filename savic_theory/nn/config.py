@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..problems.data import SPLITS
 from ..rules import RULES
 from .data import DATASETS
@@ -285,14 +287,9 @@ def _check_method_value(name: str, key: str, value: Any, precision: str = "auto"
         raise ValueError(f"{name} must be > 0, got {value}")
     if key != "beta":  # γ and e enter the update as numbers of the training dtype
         dtype = "float64" if precision == "fp64" else "float32"
-        lo, hi = _NORMAL_RANGE[dtype]
+        lo, hi = float(np.finfo(dtype).tiny), float(np.finfo(dtype).max)
         if not lo <= value <= hi:
             more = "" if dtype == "float64" else "; train.precision = \"fp64\" allows more"
             raise ValueError(f"{name} = {value:g} is outside [{lo:.3g}, {hi:.3g}], the range of the training "
                              f"dtype {dtype} (train.precision = \"{precision}\"){more}")
     return value
-
-
-#: the positive normal numbers of the training dtypes (parameters, γ and e: float32, or float64 for fp64)
-_NORMAL_RANGE = {"float32": (1.1754943508222875e-38, 3.4028234663852886e+38),
-                 "float64": (2.2250738585072014e-308, 1.7976931348623157e+308)}

@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .._json import finite_or_none
 from ..cli._common import atomic_write, progress as _progress, write_json
 from .config import NNConfig, load_nn_config
 from .data import DeviceData, ImageSet, client_parts, load_images
@@ -227,8 +228,8 @@ def _run_one(cfg, out, data, images, split, method_name, seed, comm, device, dty
                 run_dir.mkdir(parents=True, exist_ok=True)
                 with atomic_write(run_dir / "checkpoint.pt", "wb") as fh:
                     torch.save(sd, fh)
-                write_json(run_dir / "history.json", _strict({**info, "status": "running",
-                                                              "history": trainer.history}))
+                write_json(run_dir / "history.json", finite_or_none({**info, "status": "running",
+                                                                     "history": trainer.history}))
         if on_round is not None:
             on_round(split, method_name, seed, record)
     if status == "diverged":
@@ -237,7 +238,7 @@ def _run_one(cfg, out, data, images, split, method_name, seed, comm, device, dty
     payload = {**info, "status": status, "history": trainer.history}
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "history.json", _strict(payload))
+        write_json(run_dir / "history.json", finite_or_none(payload))
         if not cfg.train.keep_checkpoints:
             (run_dir / "checkpoint.pt").unlink(missing_ok=True)
         if log is not None:
@@ -385,7 +386,7 @@ def _write_results(cfg: NNConfig, out: Path, histories: dict, figures: bool = Tr
                 "best_test_acc": _stats([r["best_test_acc"] for r in kept]),
                 "runs": len(rows), "diverged": len(rows) - len(kept)}
     summary = {"runs": runs, "table": table, "config": cfg.to_dict()}
-    write_json(out / "summary.json", _strict(summary))
+    write_json(out / "summary.json", finite_or_none(summary))
     if not figures:
         return summary
     from .figures import plot_rounds, plot_scaling
@@ -393,17 +394,6 @@ def _write_results(cfg: NNConfig, out: Path, histories: dict, figures: bool = Tr
     plot_rounds(histories, out / "figures" / "rounds.png", cfg.data.splits, cfg.train.methods)
     plot_scaling(histories, out / "figures" / "scaling.png", cfg.data.splits, cfg.train.methods)
     return summary
-
-
-def _strict(obj):
-    """``obj`` with NaN and infinite floats as None (``null``: JSON has no NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_strict(v) for v in obj]
-    return obj
 
 
 def _read_history(path: Path) -> dict:

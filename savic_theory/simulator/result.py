@@ -7,6 +7,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .._json import finite_or_none
+
 __all__ = ["SimulationResult", "HISTORY_KEYS"]
 
 #: quantities recorded every ``record_every`` steps, one value per run
@@ -110,11 +112,12 @@ class SimulationResult:
         Non-finite numbers (a diverged run's NaN, an infinite drift) are written as ``None`` in
         ``final`` and ``max_drift``, so the dictionary passes ``json.dumps(..., allow_nan=False)``.
         """
-        final = {k: _finite_or_none(v[-1]) for k, v in self.history.items() if k != "x_bar"}
+        final = {k: finite_or_none(np.asarray(v[-1], dtype=np.float64))
+                 for k, v in self.history.items() if k != "x_bar"}
         if self.drift.size and not np.all(np.isnan(self.drift)):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # a run that never synced: all-NaN
-                max_drift = _finite_or_none(np.nanmax(self.drift, axis=0))
+                max_drift = finite_or_none(np.nanmax(self.drift, axis=0))
         else:
             max_drift = None
         c = self.problem.constants
@@ -129,11 +132,3 @@ class SimulationResult:
             "diverged_at": np.asarray(self.diverged_at).tolist(),
             "elapsed_s": self.elapsed,
         }
-
-
-def _finite_or_none(a):
-    """``a`` as plain Python (``tolist``) with every non-finite number replaced by ``None``."""
-    arr = np.asarray(a, dtype=np.float64)
-    if arr.ndim == 0:
-        return float(arr) if np.isfinite(arr) else None
-    return [_finite_or_none(v) for v in arr]
