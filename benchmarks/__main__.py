@@ -62,6 +62,21 @@ def run_cpu(out: Path, quick: bool, torch: bool, command: str = "python -m bench
     return result
 
 
+def run_rules(out: Path, quick: bool, command: str = "python -m benchmarks rules") -> dict:
+    """One call for a sweep over rules against one call per rule (CPU)."""
+    from . import rules_axis
+
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['logical_cores']} logical cores, numpy {info['numpy']}; "
+          f"load average {info['load_average_1min']:.2f}")
+    cfg = dict(rules_axis.CONFIG, steps=30) if quick else rules_axis.CONFIG
+    result = {"machine": info, "command": command}
+    result["rules_axis"] = rules_axis.compare(cfg, repeats=1 if quick else 5)
+    result["load_average_1min_at_end"] = __import__("os").getloadavg()[0]
+    write_json(out / "rules.json", result)
+    return result
+
+
 def run_gpu(out: Path, quick: bool, command: str = "python -m benchmarks gpu") -> dict:
     """The GPU suite; the caller has checked :func:`gpu_unavailable` (``main`` does)."""
     import cupy as cp
@@ -93,8 +108,9 @@ def run_gpu(out: Path, quick: bool, command: str = "python -m benchmarks gpu") -
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("suite", choices=["cpu", "gpu", "all"],
-                        help="which suite to run (gpu and all need CuPy and a CUDA device)")
+    parser.add_argument("suite", choices=["cpu", "rules", "gpu", "all"],
+                        help="which suite to run: cpu, rules (a sweep over rules in one call, CPU), "
+                             "gpu; all runs the three (gpu and all need CuPy and a CUDA device)")
     parser.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
                         help="folder for JSON results and plots (default: %(default)s; "
                              "the committed results: --out docs/performance)")
@@ -118,6 +134,9 @@ def main(argv=None) -> int:
     if args.suite in ("cpu", "all"):
         run_cpu(out, args.quick, torch=not args.no_torch, command=command)
         written += ["cpu.json", "cpu_scaling.png"]
+    if args.suite in ("rules", "all"):
+        run_rules(out, args.quick, command=command)
+        written += ["rules.json"]
     if args.suite in ("gpu", "all"):
         run_gpu(out, args.quick, command=command)
         written += ["gpu.json", "gpu_scaling.png"]

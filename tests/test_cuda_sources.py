@@ -25,13 +25,18 @@ ARCH = "sm_90"  # H100 and H200
 
 
 def _programs():
-    """The traced local-scaling program of every rule with state, plus a rule given only as functions."""
+    """The traced local-scaling program of every rule with state, a rule given only as functions,
+    and a rule over runs (its kinds selected per run by ``where``)."""
     full = (2, 3, 5)
     beta = np.full((2, 1, 1), 0.9)
     stateful = [rules.make(name, beta=0.9, e=0.1) for name, _ in RULES.items() if name != "identity"]
     for r in stateful + [_adagrad_like()]:
         state = r.init(np.ones(full), beta, np)
         yield r.name, fused.trace_rule(r, [np.shape(c) for c in state], full)
+    mixed = rules.per_run([rules.adam(beta=0.9), rules.rmsprop(beta=0.5), rules.identity()])
+    full = (3, 3, 5)
+    state = mixed.init(np.ones(full), np.full((3, 1, 1), 0.9), np)
+    yield "per_run", fused.trace_rule(mixed, [np.shape(c) for c in state], full)
 
 
 def generated_kernels():
@@ -55,7 +60,7 @@ def test_every_generated_kernel_is_listed():
     """The list covers each rule with state and each form of the step (a guard for the tests below)."""
     names = [k[0] for k in generated_kernels()]
     assert len(names) == len(set(names))
-    for rule in [n for n in RULES if n != "identity"] + ["adagrad_like"]:
+    for rule in [n for n in RULES if n != "identity"] + ["adagrad_like", "per_run"]:
         assert sum(n.startswith(f"local_{rule}_") for n in names) == 6
     assert sum(n.startswith("step_") for n in names) == 6
 

@@ -9,6 +9,7 @@ by g++ as host C++ (``tests/_cuda_host.py``).
 from __future__ import annotations
 
 import itertools
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -514,7 +515,10 @@ def _exec_kernel(ins, outs, body, args, dtype):
         if not stmt:
             continue
         target, expr = stmt.removeprefix("const T ").split("=", 1)
-        env[target.strip()] = eval(expr, lib, env)  # noqa: S307 - our own generated source
+        # C's selection ``((c) != T(0) ? (a) : (b))`` (every operand is a name or a constant)
+        expr = re.sub(r"^\s*\(\((.+)\) != T\(0\) \? \((.+)\) : \((.+)\)\)\s*$",
+                      r"np.where(\1 != 0, \2, \3)", expr)
+        env[target.strip()] = eval(expr, {**lib, "np": np}, env)  # noqa: S307 - our own generated source
     return {n: np.broadcast_to(env[n], args[names.index(n)].shape) for n in out_names}
 
 

@@ -3,8 +3,9 @@
 Times whole ``simulate`` calls (median of ``--repeats`` after one warm-up) on a random diagonal
 quadratic with heterogeneous clients and prints milliseconds per step with the machine they were
 measured on, the parameters (γ = 0.1, β = 0.99, e = 0.1) and the path that ran (Numba-compiled
-or NumPy). ``--suite cpu|gpu|all`` instead runs the benchmark suite of a source checkout
-(``python -m benchmarks``: comparisons with per-client NumPy/PyTorch loops, scaling plots) into
+or NumPy). ``--suite cpu|rules|gpu|all`` instead runs the benchmark suite of a source checkout
+(``python -m benchmarks``: comparisons with per-client NumPy/PyTorch loops, scaling plots, a
+sweep over rules in one call against one call per rule) into
 ``--out`` (default ``results/benchmarks``; ``--out docs/performance`` rewrites the committed
 results); with it only ``--out`` and ``--quick`` apply. Every option can also come from the
 ``[bench]`` table of a TOML file (``--config``).
@@ -66,7 +67,7 @@ def add_parser(sub) -> None:
                    help="also time the reference loop (fused=False) and check both agree (default: off)")
     p.add_argument("--json", metavar="FILE", help="also write the measurements as JSON (default: none)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
-    p.add_argument("--suite", choices=("cpu", "gpu", "all"),
+    p.add_argument("--suite", choices=("cpu", "rules", "gpu", "all"),
                    help="run the benchmark suite of a source checkout instead (python -m benchmarks; "
                         "gpu and all need CuPy and a CUDA device); the options above do not apply, "
                         "only --out, --quick (and --no-progress, --config) do (default: none, time one "

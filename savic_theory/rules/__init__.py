@@ -11,6 +11,7 @@ from ._base import BetaSchedule, ScalingRule, Statistic, clip
 from .adam import adam
 from .identity import identity
 from .oasis import oasis
+from .per_run import per_run
 from .rmsprop import rmsprop
 
 RULES = MappingProxyType({
@@ -33,5 +34,5 @@ def make(name: str, **params) -> ScalingRule:
     return ctor(**params)
 
 
-__all__ = ["RULES", "make", "ScalingRule", "BetaSchedule", "Statistic", "clip",
+__all__ = ["RULES", "make", "per_run", "ScalingRule", "BetaSchedule", "Statistic", "clip",
            "identity", "rmsprop", "adam", "oasis"]

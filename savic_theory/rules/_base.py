@@ -28,6 +28,7 @@ class Statistic(enum.Enum):
     NONE = "none"
     GRAD_SQUARED = "grad_squared"  # g ⊙ g, same sample as the step's gradient
     HESSIAN_PROBE = "hessian_probe"  # z ⊙ (∇²f_m(x, ξ) z), z Rademacher
+    PER_RUN = "per_run"  # a rule over runs whose runs use different statistics (rules.per_run)
 
 
 class BetaSchedule:
@@ -167,9 +168,13 @@ class ScalingRule(NamedTuple):
         β for each update (``None`` for rules without state).
     e : numpy.ndarray
         Clipping level (scalar or one per run); ``α = e``.
-    init_updates : int
+    init_updates : int or numpy.ndarray
         How many β values ``init`` consumes: 0 when the first sync is update ``k = 1``
-        (rmsprop, oasis), 1 when initialisation is itself update ``k = 1`` (adam).
+        (rmsprop, oasis), 1 when initialisation is itself update ``k = 1`` (adam); one per
+        run for a rule over runs.
+    parts : tuple of ScalingRule
+        Empty for a rule; for a rule over runs (:func:`savic_theory.rules.per_run`) the rule
+        of each run, in run order.
     """
 
     name: str
@@ -180,11 +185,17 @@ class ScalingRule(NamedTuple):
     beta: BetaSchedule | None
     e: np.ndarray
     init_updates: int = 0
+    parts: tuple = ()
 
     @property
     def is_static(self) -> bool:
         """True when ``D̂`` never changes (the identity rule)."""
         return self.statistic is Statistic.NONE
+
+    @property
+    def run_names(self) -> tuple[str, ...] | None:
+        """The name of each run's rule for a rule over runs, ``None`` for a plain rule."""
+        return tuple(p.name for p in self.parts) if self.parts else None
 
     @property
     def runs(self) -> int | None:

@@ -6,6 +6,7 @@ both. Reductions over clients happen only at synchronisation (and when recording
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import numpy as np
 
 from .._backend import dtype_of, namespace, namespace_name, to_numpy
 from ..problems._base import Problem
-from ..rules import ScalingRule, Statistic, clip, make
+from ..rules import ScalingRule, Statistic, clip, make, per_run
 from .result import HISTORY_KEYS, SimulationResult
 from .schedule import SyncSchedule
 
@@ -41,8 +42,10 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
     ----------
     problem : Problem
         ``Quadratic``, ``Logistic``, ... (a leading instance axis gives one problem per run).
-    rule : ScalingRule or str
-        From ``savic_theory.rules`` (a name uses the rule's default ``beta`` and ``e``).
+    rule : ScalingRule, str, or a list of them (one per run)
+        From ``savic_theory.rules`` (a name uses the rule's default ``beta`` and ``e``). A list
+        gives every run its own rule, so a sweep over rules is one call: it is
+        :func:`savic_theory.rules.per_run` of the list, and ``params["rule"]`` names each run's.
     gamma : float or array (runs,)
         Step size ``γ > 0``.
     steps : int
@@ -148,7 +151,7 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
             xp.mean(xp.sum(dev_c * dev_c, axis=-1), axis=-1),
             xp.min(D, axis=(1, 2)),
             xp.max(D, axis=(1, 2)),
-            xp.sqrt(stat_max) if rule.statistic is Statistic.GRAD_SQUARED else stat_max,
+            S.G_hat(stat_max),
         ])
         rec.record(t, np.array(to_numpy(vals), dtype=np.float64), x, xbar)
 
@@ -223,7 +226,7 @@ def initial_scaling(S: "RunSetup", x, e_x, draw_squared_gradients=None):
     An overflowing start gives inf/NaN here, reported as a diverged run at step 0, not a warning.
     """
     xp, rule, R = S.xp, S.rule, S.R
-    probing = rule.statistic is Statistic.HESSIAN_PROBE and not S.exact_probe
+    probing = rule.statistic in (Statistic.HESSIAN_PROBE, Statistic.PER_RUN) and not S.exact_probe
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         if rule.is_static:
             s0 = xp.zeros((R, S.M if S.local else 1, S.d), dtype=S.dt)
@@ -234,11 +237,14 @@ def initial_scaling(S: "RunSetup", x, e_x, draw_squared_gradients=None):
             else:
                 sample0 = S.oracle.draw(S.rng, R)
                 g0 = S.oracle.grad(x, sample0)
-                s0 = S.statistic(x, sample0, g0)
+                per_run = rule.statistic is Statistic.PER_RUN
+                s0 = S.probe(x, sample0) if per_run else S.statistic(x, sample0, g0)
                 for _ in range(S.init_probes - 1 if probing else 0):
-                    s0 = s0 + S.statistic(x, sample0, g0)
+                    s0 = s0 + (S.probe(x, sample0) if per_run else S.statistic(x, sample0, g0))
                 if probing and S.init_probes > 1:
                     s0 = s0 / S.init_probes
+                if per_run:  # the g ⊙ g runs take theirs; the probe runs their average of probes
+                    s0 = xp.where(S.probe_runs[:, None, None], s0, g0 * g0)
             # g ⊙ g ≥ 0 (or NaN): its max needs no |·| (a pass and a temporary fewer)
             stat_max = xp.max(s0 if rule.statistic is Statistic.GRAD_SQUARED else xp.abs(s0), axis=(1, 2))
             if not S.local:
@@ -299,6 +305,8 @@ class Recorder:
     def record(self, t: int, host: np.ndarray, x, xbar) -> None:
         """``host``: float64 array (len(HISTORY_KEYS), runs) of step ``t``; ``x``, ``xbar`` on the device."""
         alive, dist = self.alive, host[0]
+        if self.S.static_runs is not None:  # identity runs of a rule over runs fold no statistic
+            host[HISTORY_KEYS.index("G_hat"), self.S.static_runs] = 0.0
         if self.ref is None:
             self.ref = np.maximum(dist, 1.0)
         bad = alive & (~np.isfinite(host).all(axis=0) | (dist > self.S.divergence_factor * self.ref))
@@ -338,10 +346,11 @@ class Recorder:
         status, diverged_at = np.where(alive, "ok", "diverged"), self.diverged_at
         rule, xp = S.rule, S.xp
         params = {
-            "gamma": S.gamma_arr, "H": S.schedule.H.copy(), "scaling": S.scaling, "rule": rule.name,
+            "gamma": S.gamma_arr, "H": S.schedule.H.copy(), "scaling": S.scaling,
+            "rule": rule.name if not rule.parts else np.array(rule.run_names),
             "beta": _beta_param(rule.beta), "e": rule.e,
             "probes": (("exact" if S.exact_probe else "rademacher")
-                       if rule.statistic is Statistic.HESSIAN_PROBE else None),
+                       if rule.statistic in (Statistic.HESSIAN_PROBE, Statistic.PER_RUN) else None),
             "steps": S.steps, "record_every": S.record_every, "runs": R,
             "seed": int(S.seed) if _is_integer(S.seed) else None, "dtype": np.dtype(S.dtype).name,
             "backend": namespace_name(xp), "batched": S.batched,
@@ -413,13 +422,42 @@ class RunSetup:
 
     def statistic(self, x, sample, g):
         """The rule's statistic ``S_m`` at ``x`` with ``sample`` (``g`` its gradient): ``g ⊙ g``,
-        the exact Hessian diagonal, or a Rademacher probe ``z ⊙ (∇²f_m z)`` drawn from ``rng``."""
+        the exact Hessian diagonal, or a Rademacher probe ``z ⊙ (∇²f_m z)`` drawn from ``rng``
+        (for a rule over runs with both kinds, each run's own: the probe is drawn for all)."""
         if self.rule.statistic is Statistic.GRAD_SQUARED:
             return g * g
+        if self.rule.statistic is Statistic.PER_RUN:
+            return self.xp.where(self.probe_runs[:, None, None], self.probe(x, sample), g * g)
+        return self.probe(x, sample)
+
+    def probe(self, x, sample):
+        """The Hessian-diagonal statistic: exact, or a Rademacher probe drawn from ``rng``."""
         if self.exact_probe:
             return self.xp.zeros_like(x) + self.oracle.hessian_diag(x, sample)
         z = self.xp.asarray(self.rng.integers(0, 2, size=(self.R, self.M, self.d)) * 2.0 - 1.0, dtype=self.dt)
         return self.oracle.probe(x, sample, z)
+
+    @functools.cached_property
+    def probe_runs(self):
+        """Rule over runs: which runs use a Hessian probe, as a ``(runs,)`` device bool array."""
+        parts = self.rule.parts or (self.rule,) * self.R
+        return self.xp.asarray(np.array([p.statistic is Statistic.HESSIAN_PROBE for p in parts]))
+
+    @functools.cached_property
+    def static_runs(self) -> np.ndarray | None:
+        """Rule over runs: which runs use a rule without statistic (host bool), else ``None``."""
+        if not self.rule.parts:
+            return None
+        return np.array([p.statistic is Statistic.NONE for p in self.rule.parts])
+
+    def G_hat(self, stat_max):
+        """The history's ``G_hat`` from the largest ``|S|`` per run: ``√`` for ``g ⊙ g`` runs."""
+        stat = self.rule.statistic
+        if stat is Statistic.GRAD_SQUARED:
+            return self.xp.sqrt(stat_max)
+        if stat is Statistic.PER_RUN:
+            return self.xp.where(self.probe_runs, stat_max, self.xp.sqrt(stat_max))
+        return stat_max
 
     def beta_of(self, k: np.ndarray):
         """The rule's ``β`` for update indices ``k`` (runs,), as a ``(runs, 1, 1)`` device array
@@ -445,8 +483,11 @@ def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None
         raise TypeError(f"problem must be a savic_theory Problem, got {type(problem).__name__}")
     if isinstance(rule, str):
         rule = make(rule)
+    elif isinstance(rule, (list, tuple)) and not isinstance(rule, ScalingRule):
+        rule = per_run(rule)
     if not isinstance(rule, ScalingRule):
-        raise TypeError(f"rule must be a ScalingRule from savic_theory.rules or a rule name, got {rule!r}")
+        raise TypeError("rule must be a ScalingRule from savic_theory.rules, a rule name, or a list "
+                        f"of them (one per run), got {rule!r}")
     if scaling not in SCALINGS:
         raise ValueError(f"unknown scaling {scaling!r}; expected one of {', '.join(SCALINGS)}")
     steps = _positive_int("steps", steps)

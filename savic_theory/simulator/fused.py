@@ -84,6 +84,9 @@ _OPS = {
     "exp": ("exp", "exp({0})", "np.exp({0})"),
     "log": ("log", "log({0})", "np.log({0})"),
     "square": ("square", "({0} * {0})", "({0} * {0})"),
+    # a selection (rules over runs keep each run's kind with it); the condition is a per-run
+    # mask that reaches the kernels as a number of the run's dtype, 0 for false
+    "where": ("where", "(({0}) != T(0) ? ({1}) : ({2}))", "(({1}) if ({0}) != 0 else ({2}))"),
 }
 
 # NumPy's maximum/minimum propagate NaN; C's fmax/fmin do not, so the kernels use these.
@@ -173,6 +176,8 @@ def _traced(op: str, arity: int):
     """The traced stand-in of the elementwise function ``op`` of ``_OPS`` (``arity`` operands)."""
     if arity == 1:
         return staticmethod(lambda a: _apply(op, a))
+    if arity == 3:
+        return staticmethod(lambda a, b, c: _apply(op, a, b, c))
     return staticmethod(lambda a, b: _apply(op, a, b))
 
 
@@ -194,6 +199,7 @@ class _TraceNamespace:
     subtract = _traced("subtract", 2)
     multiply = _traced("multiply", 2)
     divide = _traced("divide", 2)
+    where = _traced("where", 3)
 
     @staticmethod
     def ones_like(a):
@@ -297,7 +303,12 @@ class RuleProgram:
             else:
                 fn = getattr(mod, _OPS[op][0])
                 args = [vals[id(a)] for a in node.args]
-                if node.big:
+                if node.big and op == "where":  # no out= for where: the two copies it makes
+                    v = pool.take()
+                    mod.copyto(v, args[2])
+                    mod.copyto(v, args[1], where=mod.broadcast_to(mod.not_equal(args[0], 0), v.shape))
+                    owned.add(id(node))
+                elif node.big:
                     v = fn(*args, out=pool.take())
                     owned.add(id(node))
                 else:
@@ -448,9 +459,10 @@ def _topological(outputs) -> list:
 
 
 def _state_type(rule: ScalingRule):
-    """The NamedTuple class of ``rule``'s state (by initialising it on a tiny array)."""
-    s = np.ones((1, 1, 1))
-    return type(rule.init(s, np.full((1, 1, 1), 0.5), np))
+    """The NamedTuple class of ``rule``'s state (by initialising it on a tiny array; one row per
+    run for a rule over runs)."""
+    shape = (len(rule.parts) if rule.parts else 1, 1, 1)
+    return type(rule.init(np.ones(shape), np.full(shape, 0.5), np))
 
 
 def trace_rule(rule: ScalingRule, state_shapes, full) -> RuleProgram:
@@ -533,7 +545,7 @@ def unsupported_reason(problem, rule, scaling="global", backend=None, x0=None) -
         rule = make(rule)
     if not isinstance(rule, ScalingRule):
         return "rule is not a ScalingRule"
-    return _unsupported(problem, rule, scaling, namespace(backend, like=x0), (2, 3, 4))
+    return _unsupported(problem, rule, scaling, namespace(backend, like=x0), (rule.runs or 2, 3, 4))
 
 
 def _unsupported(problem, rule: ScalingRule, scaling: str, xp, full) -> str | None:
@@ -665,7 +677,7 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
     run_max = run_min = None
 
     def record(t):
-        host, xbar = ops.record_values(x, D, stat_max, x_star, f_star, grad_sq)
+        host, xbar = ops.record_values(x, D, stat_max, x_star, f_star, S.G_hat)
         rec.record(t, host, x, xbar)
 
     bar = None
@@ -720,7 +732,12 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                     ops.plain_step(xi, D)
                 s = None
             elif local:
-                s_given = None if grad_sq else statistic(x, None, None)
+                if grad_sq:  # g ⊙ g inside the step
+                    s_given = None
+                elif rule.statistic is Statistic.PER_RUN:  # each run's own, from g before the step
+                    s_given = ops.with_gradient(xi, lambda g: statistic(x, None, g))
+                else:
+                    s_given = statistic(x, None, None)
                 betas = []
                 for _ in range(n_local):
                     k += 1
@@ -737,7 +754,7 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                     s_mean, s_max = one_pass
                     averaged = True
                 else:
-                    s, s_max = ops.sync_step(xi, D, None if grad_sq else (lambda: statistic(x, None, None)))
+                    s, s_max = ops.sync_step(xi, D, None if grad_sq else (lambda g: statistic(x, None, g)))
                 if all_sync:
                     stat_max = xp.maximum(stat_max, s_max)
                 else:
@@ -975,10 +992,11 @@ class _CPUOps(_Ops):
         return np.multiply(g, g, out=self._s_buffer())
 
     def sync_step(self, xi, D, statistic):
-        """A step that also returns the statistic ``s`` at the pre-step iterate and ``max|s|``."""
+        """A step that also returns the statistic ``s`` at the pre-step iterate and ``max|s|``
+        (``g ⊙ g``, or ``statistic(g)`` of the step's gradient ``g`` when given)."""
         g = self.grad(xi, self._g)
         if statistic is not None:
-            s = statistic()
+            s = statistic(g)
             s_max = np.max(np.abs(s), axis=(1, 2))
         if self._affine:  # x ← P ⊙ x + q − (γ/D̂) ξ; g stays intact for s = g ⊙ g
             self.plain_step(xi, D)
@@ -993,6 +1011,14 @@ class _CPUOps(_Ops):
         if not hasattr(self, "_s"):
             self._s = self._empty()
         return self._s
+
+    def with_gradient(self, xi, fn):
+        """``fn(g)`` of the gradient ``g`` the next step will take (a scratch buffer, returned)."""
+        buf = self.pool.take()
+        try:
+            return fn(self.grad(xi, buf))
+        finally:
+            self.pool.give(buf)
 
     # local scaling ------------------------------------------------------------------------------
     def adopt_local(self, program: RuleProgram, state: list, D):
@@ -1079,7 +1105,7 @@ class _CPUOps(_Ops):
         else:
             np.copyto(self.x, xbar, where=sync[:, None, None])
 
-    def record_values(self, x, D, stat_max, x_star, f_star, grad_sq):
+    def record_values(self, x, D, stat_max, x_star, f_star, G_hat):
         if self._compiled is not None:  # x̄ and the consensus error in one pass over x
             if not self._spread_ready:  # (or already left by the sync step just before)
                 self._launch(self._compiled.client_spread, x, self._count, self._xbar, self._consensus)
@@ -1097,7 +1123,7 @@ class _CPUOps(_Ops):
             consensus,
             np.min(D, axis=(1, 2)),
             np.max(D, axis=(1, 2)),
-            np.sqrt(stat_max) if grad_sq else stat_max,
+            G_hat(stat_max),
         ])
         return np.array(vals, dtype=np.float64), xbar
 
@@ -1344,10 +1370,14 @@ class _GPUOps(_Ops):
             s = g * g
             s_max = cp.max(s, axis=(1, 2))
         else:
-            s = statistic()
+            s = statistic(g)
             s_max = cp.max(cp.abs(s), axis=(1, 2))
         self._k_step_given(g, self.gamma, D, self.x)
         return s, s_max
+
+    def with_gradient(self, xi, fn):
+        """``fn(g)`` of the gradient ``g`` the next step will take."""
+        return fn(self.grad(xi))
 
     # local scaling ---------------------------------------------------------------------------------------
     def adopt_local(self, program: RuleProgram, state: list, D):
@@ -1375,7 +1405,8 @@ class _GPUOps(_Ops):
         if s_given is not None:
             args.append(s_given)
         args.append(self.gamma)
-        args += [params[k] for k in small_names]
+        # one dtype for the placeholder T: a rule over runs hands its per-run masks as booleans
+        args += [cp.asarray(params[k], dtype=self.dt) for k in small_names]
         big = [c for c, n in zip(state, program.state_in) if n.big]
         ratio = cp.empty(self.full, dtype=self.dt)
         sabs = cp.empty(self.full, dtype=self.dt)
@@ -1405,7 +1436,7 @@ class _GPUOps(_Ops):
     def average(self, sync):
         self._mean(self.x, write_back=True, sync=sync)
 
-    def record_values(self, x, D, stat_max, x_star, f_star, grad_sq):
+    def record_values(self, x, D, stat_max, x_star, f_star, G_hat):
         cp = self.cp
         xbar = self._mean(x)[:, 0, :]
         diff = xbar - x_star
@@ -1416,6 +1447,6 @@ class _GPUOps(_Ops):
             cp.mean(cp.sum(dev * dev, axis=-1), axis=-1),
             cp.min(D, axis=(1, 2)),
             cp.max(D, axis=(1, 2)),
-            cp.sqrt(stat_max) if grad_sq else stat_max,
+            G_hat(stat_max),
         ])
         return np.array(vals.get(), dtype=np.float64), xbar

@@ -123,7 +123,7 @@ class SimulationResult:
         c = self.problem.constants
         return {
             "problem": repr(self.problem),
-            "rule": self.rule.name,
+            "rule": list(self.rule.run_names) if getattr(self.rule, "parts", ()) else self.rule.name,
             "params": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.params.items()},
             "constants": {k: np.asarray(v).tolist() for k, v in c.as_dict().items() if k != "x_star"},
             "final": final,
