@@ -539,6 +539,38 @@ def test_fashion_mnist_reader_on_synthetic_idx_files(tmp_path, compressed):
     np.testing.assert_array_equal(s.test_y, arrays["t10k-labels-idx1-ubyte"])
 
 
+def test_labels_outside_the_classes_are_a_reader_error_not_a_traceback(tmp_path, capsys):
+    """A damaged labels file (here label 200 of 10 classes) is named by the reader; before, the
+    run started and failed inside the cross-entropy with an IndexError traceback."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 6)
+    labels[3] = 200
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (6, 28, 28)), "train-labels-idx1-ubyte": labels,
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (4, 28, 28)),
+              "t10k-labels-idx1-ubyte": rng.integers(0, 10, 4)}
+    for name, arr in arrays.items():
+        (tmp_path / name).write_bytes(_idx_bytes(arr))
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte: labels must lie in 0\.\.9, found 200"):
+        load_fashion_mnist(tmp_path)
+    cfg = tmp_path / "fm.toml"
+    cfg.write_text('[data]\ndataset = "fashion_mnist"\nclients = 2\nsplits = ["iid"]\nbatch_size = 2\n'
+                   '[model]\nwidth = 2\n[train]\nrounds = 1\nlocal_steps = 1\nmethods = ["local_sgd"]\n'
+                   'device = "cpu"\n')
+    out = tmp_path / "out"
+    assert main(["nn", str(cfg), "--out", str(out), "--data-root", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("savic nn: error: ") and "found 200" in err and err.count("\n") == 1, err
+    assert not out.exists()
+    cifar = tmp_path / "cifar-10-batches-py"
+    cifar.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = [1, 10 if name == "test_batch" else 2]
+        batch = {b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": labels}
+        (cifar / name).write_bytes(pickle.dumps(batch))
+    with pytest.raises(ValueError, match=r"test_batch: labels must lie in 0\.\.9, found 10"):
+        load_cifar10(tmp_path)
+
+
 def test_idx_reader_rejects_bad_files(tmp_path):
     (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01\x00\x00\x00\x01\x05")
     with pytest.raises(ValueError, match="magic"):

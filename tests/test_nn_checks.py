@@ -106,6 +106,39 @@ def test_diverged_run_has_no_test_accuracy_and_no_share_in_the_means(tmp_path, c
     capsys.readouterr()
 
 
+def test_a_last_step_that_overflows_the_parameters_is_a_divergence(tmp_path):
+    """One round of one step: the minibatch loss is taken before the step that overflows x, so
+    only the evaluation of x̄ sees the divergence; the run must not count as done."""
+    raw = small(train={"methods": ["local_sgd"], "seeds": [0], "rounds": 1, "local_steps": 1})
+    summary = run_experiment(NNConfig.from_dict(raw), tmp_path / "o", progress=False)
+    hist = strict_json(tmp_path / "o/runs/iid/local_sgd/seed0/history.json")
+    last = hist["history"][-1]
+    assert last["batch_loss"] is not None and last["test_loss"] is None  # finite loss, then x overflowed
+    assert hist["status"] == "diverged"
+    assert summary["table"]["iid"]["local_sgd"]["diverged"] == 1
+    assert summary["runs"][0]["status"] == "diverged"
+
+
+def test_resume_of_a_run_cut_off_as_it_diverged_does_not_train_on(tmp_path):
+    """Interrupted after the checkpoint of the round that diverged but before the history said
+    so: resuming must end the run there, as an uninterrupted run does, not train another round."""
+    raw = small(train={"methods": ["local_sgd"], "seeds": [0], "rounds": 3})
+    cfg = NNConfig.from_dict(raw)
+    run_experiment(cfg, tmp_path / "straight", progress=False)
+    straight = strict_json(tmp_path / "straight/runs/iid/local_sgd/seed0/history.json")
+    assert straight["status"] == "diverged" and len(straight["history"]) == 2  # rounds 0 and 1
+
+    def stop(split, method, seed, record):
+        raise KeyboardInterrupt  # after round 1's checkpoint, before the final history
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, tmp_path / "cut", progress=False, on_round=stop)
+    run_experiment(cfg, tmp_path / "cut", progress=False, resume=True)
+    resumed = strict_json(tmp_path / "cut/runs/iid/local_sgd/seed0/history.json")
+    assert resumed["status"] == "diverged"
+    assert [r["round"] for r in resumed["history"]] == [0, 1]
+
+
 def test_accuracy_of_non_finite_outputs_is_nan():
     s = synthetic_images(8, 8, classes=4, size=16)
     data = DeviceData(s.train_x, s.train_y, client_parts(s.train_y, 1), s.test_x, s.test_y)

@@ -1,8 +1,8 @@
 """The configuration of a network experiment: TOML tables read into validated dataclasses.
 
 A config file has the tables ``[data]``, ``[model]``, ``[train]`` and ``[method.NAME]``, every
-key optional (defaults and meanings in :data:`HELP`, ``savic nn --help`` and
-``docs/nn-results.md``)::
+key optional (defaults and meanings in :data:`HELP` and ``docs/nn-results.md``, to which
+``savic nn --help`` points; the help itself does not list them, as it must not import torch)::
 
     [data]
     dataset = "fashion_mnist"        # synthetic | fashion_mnist | cifar10
@@ -219,7 +219,7 @@ def load_nn_config(path: str | Path) -> NNConfig:
     return NNConfig.from_dict(raw)
 
 
-#: ``(table, key) -> (default, help)`` of every dataclass key, for ``--help`` and the docs
+#: ``(table, key) -> (default, help)`` of every dataclass key, the source of the docs' key table
 HELP = {(t, f.name): (f.default if f.default is not dataclasses.MISSING else f.default_factory(),
                       f.metadata["help"])
         for t, k in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig))

@@ -99,10 +99,20 @@ def load_cifar10(root: str | os.PathLike = CIFAR10_ROOT) -> ImageSet:
             y = np.asarray(batch[b"labels"], dtype=np.int64)
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{folder / n} is not a CIFAR-10 python batch: {exc}") from None
+        _check_labels(y, 10, folder / n)
         parts.append((x, y))
     train_x = np.concatenate([p[0] for p in parts[:5]])
     train_y = np.concatenate([p[1] for p in parts[:5]])
     return ImageSet(train_x, train_y, parts[5][0], parts[5][1], 10, "cifar10")
+
+
+def _check_labels(y: np.ndarray, classes: int, path: Path) -> None:
+    """A ValueError naming ``path`` when a label lies outside ``[0, classes)`` (a wrong or damaged
+    file, which would otherwise fail deep inside the loss)."""
+    bad = y[(y < 0) | (y >= classes)]
+    if bad.size:
+        raise ValueError(f"{path}: labels must lie in 0..{classes - 1}, found {int(bad[0])} "
+                         f"({bad.size} of {y.size} labels outside)")
 
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
@@ -182,6 +192,7 @@ def load_fashion_mnist(root: str | os.PathLike = FASHION_MNIST_ROOT) -> ImageSet
         if x.ndim != 3 or x.dtype != np.uint8 or y.ndim != 1 or x.shape[0] != y.shape[0]:
             raise ValueError(f"Fashion-MNIST {split} files in {root} have inconsistent shapes "
                              f"{x.shape} and {y.shape}")
+        _check_labels(y, 10, files[f"{split}-labels-idx1-ubyte"])
         pad_h, pad_w = 32 - x.shape[1], 32 - x.shape[2]
         if pad_h < 0 or pad_w < 0:
             raise ValueError(f"Fashion-MNIST images must be at most 32×32, got {x.shape[1:]}")

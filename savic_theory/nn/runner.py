@@ -15,6 +15,9 @@ the same numbers as an uninterrupted run. With several processes (``torch.distri
 process 0 reads and writes the files and sends what the others need, so the folder need not be
 shared between machines.
 
+A run is ``diverged``, and stops, after the first round whose ``batch_loss`` or whose
+``test_loss`` of ``x̄`` is NaN or infinite.
+
 The JSON files are strict JSON: a NaN or infinite metric (round 0 has no ``batch_loss`` or
 ``drift``; a diverged run has no losses and no test accuracy) is written as ``null``. The
 mean/std over seeds in ``summary.json`` leave out diverged runs (``runs`` and ``diverged`` say
@@ -208,18 +211,20 @@ def _run_one(cfg, out, data, images, split, method_name, seed, comm, device, dty
                       batch_size=cfg.data.batch_size, seed=seed, comm=comm, together=cfg.train.together,
                       channels_last=cfg.train.channels_last and device.type == "cuda",
                       eval_batch=cfg.train.eval_batch, dtype=dtype)
+    status = "running"
     if kind == "checkpoint":
         trainer.load_state_dict(payload)
+        if trainer.round > 0 and _diverged(trainer.history[-1]):  # cut off before its history said so
+            status = "diverged"
     else:
         trainer.history.append(trainer.initial_metrics())
     bar.update(trainer.round)
-    status = "running"
     info = {"split": split, "method": method_name, "seed": seed, "params": params}
     while trainer.round < cfg.train.rounds and status == "running":
         record = trainer.run_round()
         bar.update(1)
         bar.set_postfix_str(f"{split}/{method_name}/seed{seed} acc {record['test_acc']:.3f}")
-        if not math.isfinite(record["batch_loss"]):
+        if _diverged(record):
             status = "diverged"
             record["test_acc"] = math.nan  # (also in trainer.history) no accuracy of a diverged model
         if status == "diverged" or trainer.round == cfg.train.rounds or trainer.round % cfg.train.checkpoint_every == 0:
@@ -247,6 +252,13 @@ def _run_one(cfg, out, data, images, split, method_name, seed, comm, device, dty
                 f"{last['test_acc']:.4f}, train loss {last['train_loss']:.4g}, "
                 f"{last['images_per_second']:,.0f} img/s")
     return payload
+
+
+def _diverged(record: dict) -> bool:
+    """Whether a round (not round 0) left the run diverged: a minibatch loss of the round, or the
+    test loss of ``x̄`` after it, is NaN or infinite. The test loss catches a last step that
+    overflowed the parameters after the round's final minibatch loss was taken."""
+    return not (math.isfinite(record["batch_loss"]) and math.isfinite(record["test_loss"]))
 
 
 def _read_run(run_dir: Path, resume: bool):
