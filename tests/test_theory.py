@@ -438,3 +438,70 @@ def test_evaluate_names_bad_parameters():
         thm.evaluate(t=1, **{**nums, "sigma2": np.inf})
     out = thm.evaluate(t=np.arange(3), **{**nums, "gamma": np.array([[0.1], [0.05]])})
     assert out.shape == (2, 3)
+
+
+def test_evaluate_rejects_numbers_outside_the_assumptions_by_name():
+    """Signs and integrality of the symbols (``symbols.py``) and the relations μ ≤ L (A1) and α ≤ Γ
+    (A2) are checked; the error names the offending parameter (before: a bound was returned for
+    μ < 0 or α > Γ, NaN for H = 0, and a non-number gave a message without the parameter's name)."""
+    thm = THEOREMS["identical"]
+    nums = _numbers(gamma=0.1)
+    for over, pattern in [({"mu": -0.1}, "mu must be > 0"), ({"H": 0}, "H must be > 0"),
+                          ({"M": 2.5}, "M must be an integer"), ({"r0": -1.0}, "r0 must be >= 0"),
+                          ({"alpha": 3.0}, "alpha must be <= Gamma"), ({"mu": 2.0}, "mu must be <= L"),
+                          ({"sigma2": "abc"}, "sigma2 must be a number")]:
+        with pytest.raises(ValueError, match=pattern):
+            thm.evaluate(t=1, **{**nums, **over})
+    for t_bad, pattern in [(-1, "t must be >= 0"), (2.5, "t must be an integer")]:
+        with pytest.raises(ValueError, match=pattern):
+            thm.evaluate(t=t_bad, **nums)
+    with pytest.raises(ValueError, match="parameter L must be > 0"):  # was: "gamma must be finite"
+        thm.gamma_max(**{**nums, "L": 0.0})
+    with pytest.raises(ValueError, match="parameter eps must be > 0"):  # was: "gamma must be finite"
+        THEOREMS["complexity[identical]"].plan(eps=-0.01, **nums)
+    ok = thm.evaluate(t=np.arange(3), **{**nums, "alpha": 2.0, "Gamma": 2.0})  # α = Γ is allowed
+    assert ok.shape == (3,) and np.all(np.isfinite(ok))
+
+
+def test_evaluate_reads_strings_in_the_theory_symbols():
+    """A string expression means the theory's symbols (before: an AssertionError 'symbol mu has no
+    keyword', because sympify made a fresh ``mu`` without the sign)."""
+    from savic_theory.theory import evaluate
+
+    assert float(evaluate("L + 2*mu", L=1.0, mu=0.25)) == 1.5
+    assert float(evaluate("gamma*sigma2/M", gamma=0.5, sigma2=0.2, M=2)) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="symbol foo"):
+        evaluate("foo + L", L=1.0)
+
+
+def test_curve_rejects_negative_steps_and_answers_repeated_steps():
+    """A negative step was silently skipped and a repeated one filled once, leaving entries of
+    ``np.empty`` (arbitrary memory) in the returned bound."""
+    thm = THEOREMS["heterogeneous"]
+    nums = _numbers(gamma=0.05)
+    ref = thm.curve(np.arange(6), [4], [1.1], **nums)
+    out = thm.curve([3, 5, 3, 0], [4], [1.1], **nums)
+    np.testing.assert_array_equal(out, ref[[3, 5, 3, 0]])
+    with pytest.raises(ValueError, match="steps must be integers >= 0"):
+        thm.curve([0, -1], [4], [1.1], **nums)
+    with pytest.raises(ValueError, match="sync_steps must be integers >= 0"):
+        thm.curve([0, 1], [1.5], [1.1], **nums)
+    with pytest.raises(ValueError, match="sync_steps must not repeat"):
+        thm.curve([0, 1], [4, 4], [1.1, 1.1], **nums)
+
+
+def test_drift_factors_rejects_inputs_outside_the_drift_lemma():
+    """β outside [0, 1), α ≤ 0, Γ < α and a negative ``init_updates`` were accepted: they gave a
+    'drift bound' below 1 (Γ < α), a ZeroDivisionError (α = 0) or, for ``init_updates = -1``,
+    silently only the last sync's factor."""
+    for betas, pattern in [(np.full(3, 1.5), "betas must lie in"), (np.full(3, -0.1), "betas must lie in"),
+                           (np.full(3, np.nan), "betas must lie in")]:
+        with pytest.raises(ValueError, match=pattern):
+            drift_factors("oasis", betas, 1.0, 2.0)
+    with pytest.raises(ValueError, match="alpha must be finite and > 0"):
+        drift_factors("rmsprop", np.full(3, 0.9), 0.0, 2.0)
+    with pytest.raises(ValueError, match="Gamma must be finite and >= alpha"):
+        drift_factors("oasis", np.full(3, 0.9), 2.0, 1.0)
+    with pytest.raises(ValueError, match="init_updates must be an integer >= 0"):
+        drift_factors("adam", np.full(3, 0.9), 1.0, 2.0, -1)
+    assert np.all(drift_factors("oasis", np.full(3, 0.9), 2.0, 2.0) == 1.0)  # Γ = α: no drift

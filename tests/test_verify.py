@@ -124,6 +124,21 @@ def test_default_suite_is_valid_and_every_bound_holds():
     assert s["theorems"]["identical"]["worst_ratio_late"] > 0.1
     assert s["theorems"]["heterogeneous"]["worst_ratio_late"] > 0.1
     assert s["local_scaling"], "local scaling is reported next to global scaling"
+    _assert_adaptive_rules_leave_their_clip(report)
+
+
+def _assert_adaptive_rules_leave_their_clip(report):
+    """Every case of an adaptive rule sees a D̂ that is not e everywhere (Γ̂ > α), and every rmsprop or
+    adam case one that changes at a sync (largest drift > 1): with e above the gradients' size
+    D̂ = max(e, ·) stays at e, the identity rule in disguise, and its lemmas are checked vacuously."""
+    for cr in report.cases:
+        if cr.case.rule == "identity":
+            continue
+        for g in cr.groups:
+            c = g.constants
+            assert c["Gamma_hat"] > c["alpha"] * (1 + 1e-6), (cr.case.name, c)
+            if cr.case.rule in ("rmsprop", "adam"):
+                assert c["drift_hat_max"] > 1.0, (cr.case.name, c)
 
 
 def test_a_wrong_bound_is_caught(monkeypatch):
@@ -186,6 +201,7 @@ def test_case_validation_and_skips():
 def test_report_files_and_json(tmp_path):
     report = verify("quick", progress=False)
     assert report.passed
+    _assert_adaptive_rules_leave_their_clip(report)  # the quick suite's rmsprop case had e = 0.5 > G ≈ 0.3
     paths = report.write(tmp_path)
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["passed"] is True and data["confidence_level"] == 0.99
@@ -215,6 +231,27 @@ def test_stats():
         z_of(1.0)
     x = np.array([[0.0, 2.0]])
     assert np.isclose(upper_limit(x, 0.5)[0], 1.0)
+
+
+def test_exact_expectation_validates_its_input():
+    """Bad input is named (before: ``b`` of another shape was broadcast silently, ``sync_every=0`` was a
+    ZeroDivisionError, negative ``steps``, ``noise`` or ``gamma`` and a zero ``D`` were computed with)."""
+    lam = np.array([[1.0, 0.5], [0.8, 0.6]])
+    b = np.array([[1.0, -1.0], [0.5, 0.2]])
+    good = exact_dist_sq(lam, b, 0.5, 3, 1, 0.1)
+    assert good.shape == (4,) and np.all(np.isfinite(good))
+    for kw, pattern in [(dict(b=b[:, :1]), "b must have the shape of lam"), (dict(lam=lam[0], b=b[0]), "lam must be"),
+                        (dict(lam=-lam), "lam must be finite and > 0"), (dict(sync_every=0), "sync_every must be"),
+                        (dict(steps=-1), "steps must be"), (dict(steps=2.5), "steps must be"),
+                        (dict(noise=-0.1), "noise"), (dict(gamma=-0.5), "gamma must be > 0"),
+                        (dict(D=np.array([1.0, 0.0])), "D must be finite and > 0"),
+                        (dict(D=np.ones(3)), "D must have shape"), (dict(x0=np.ones(3)), "x0 must be")]:
+        args = dict(lam=lam, b=b, gamma=0.5, steps=3, sync_every=1, noise=0.1, **{})
+        args.update(kw)
+        with pytest.raises(ValueError, match=pattern):
+            exact_dist_sq(**args)
+    with pytest.raises(ValueError, match="n_syncs must be an integer >= 0"):  # was: one round, silently
+        probe_scaling_rounds(rules.oasis(beta=0.9, e=0.1), lam, -1)
 
 
 # ----------------------------------------------------------------------------- adversarial search

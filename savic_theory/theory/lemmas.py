@@ -329,6 +329,9 @@ def drift_factors(rule: str, betas, alpha, Gamma, init_updates: int = 0) -> np.n
         ``alpha`` or ``Gamma`` the result has shape ``(n_updates − init_updates, runs)``.
     init_updates : int
 
+    The lemma's hypotheses are checked: every ``β`` in ``[0, 1)``, ``0 < α ≤ Γ`` and
+    ``init_updates ≥ 0`` (``ValueError`` naming the parameter otherwise).
+
     Returns
     -------
     numpy.ndarray
@@ -349,6 +352,15 @@ def drift_factors(rule: str, betas, alpha, Gamma, init_updates: int = 0) -> np.n
     betas = np.asarray(betas, dtype=np.float64)
     if betas.ndim == 0:
         raise ValueError("betas must be an array over state updates (k = 1, 2, ...)")
+    if not np.all(np.isfinite(betas)) or np.any(betas < 0) or np.any(betas >= 1):
+        raise ValueError(f"betas must lie in [0, 1) (the drift lemma's hypothesis), got {betas}")
+    if isinstance(init_updates, bool) or not isinstance(init_updates, (int, np.integer)) or init_updates < 0:
+        raise ValueError(f"init_updates must be an integer >= 0, got {init_updates!r}")
+    a_v, G_v = np.asarray(alpha, dtype=np.float64), np.asarray(Gamma, dtype=np.float64)
+    if not np.all(np.isfinite(a_v)) or np.any(a_v <= 0):
+        raise ValueError(f"alpha must be finite and > 0, got {alpha!r}")
+    if not np.all(np.isfinite(G_v)) or np.any(G_v < a_v):
+        raise ValueError(f"Gamma must be finite and >= alpha (αI ⪯ D̂ ⪯ ΓI), got Gamma={Gamma!r}, alpha={alpha!r}")
     eff = rb.effective_betas(betas, init_updates)
     if eff.ndim == 1 and max(np.ndim(alpha), np.ndim(Gamma)) > 0:
         eff = eff[:, None]  # shared β over syncs against a run axis of α or Γ

@@ -123,7 +123,9 @@ class Theorem:
         ----------
         **numbers : float or array
             One keyword per symbol of the bound (``parameters``); names of other known symbols
-            are ignored, unknown names raise ``TypeError``.
+            are ignored, unknown names raise ``TypeError``. A value outside its symbol's domain
+            (sign, integrality: ``symbols.py``) or against ``μ ≤ L`` or ``α ≤ Γ`` raises
+            ``ValueError`` naming the parameter.
         """
         return _evaluate(self.bound, numbers, f"theorem {self.name!r}")
 
@@ -202,8 +204,7 @@ class Theorem:
         eps_v = np.asarray(_evaluate(self.extras["eps_step"], numbers, "eps_step"), dtype=np.float64)
         alpha_v = np.asarray(_evaluate(alpha, numbers, "alpha"), dtype=np.float64)
         b = np.asarray(Phi0 if Phi0 is not None else _evaluate(Gamma * r0, numbers, "Phi0"), dtype=np.float64)
-        steps = np.asarray(steps, dtype=np.int64)
-        sync_steps = np.asarray(sync_steps, dtype=np.int64)
+        steps, sync_steps = _step_array(steps, "steps"), _step_array(sync_steps, "sync_steps")
         drift = np.asarray(drift, dtype=np.float64)
         if drift.shape[:1] != sync_steps.shape:
             raise ValueError(f"drift has {drift.shape[:1]} rows for {sync_steps.shape[0]} sync moments")
@@ -212,7 +213,11 @@ class Theorem:
         b = np.broadcast_to(b, shape).astype(np.float64)
         out = np.empty((len(steps),) + shape)
         sync_at = {int(s): i for i, s in enumerate(sync_steps)}
-        want = {int(s): i for i, s in enumerate(steps)}
+        if len(sync_at) != len(sync_steps):
+            raise ValueError(f"sync_steps must not repeat a step, got {sync_steps.tolist()}")
+        want: dict[int, list[int]] = {}
+        for i, s in enumerate(steps):
+            want.setdefault(int(s), []).append(i)  # a step asked for twice gets its value twice
         T_end = int(steps.max()) if steps.size else 0
         with np.errstate(over="ignore"):
             for tt in range(T_end + 1):
@@ -225,6 +230,17 @@ class Theorem:
 
     def __repr__(self) -> str:
         return f"Theorem({self.name}: {self.title})"
+
+
+def _step_array(values, name: str) -> np.ndarray:
+    """``values`` as a 1-D array of step counts ``≥ 0`` (an error naming ``name`` otherwise)."""
+    arr = np.atleast_1d(np.asarray(values))
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of steps, got shape {arr.shape}")
+    if arr.size and not (np.issubdtype(arr.dtype, np.number) and np.all(np.isfinite(arr))
+                         and np.all(arr == np.round(arr)) and np.all(arr >= 0)):
+        raise ValueError(f"{name} must be integers >= 0, got {arr.tolist()}")
+    return arr.astype(np.int64)
 
 
 class ComplexityTheorem(Theorem):
@@ -265,9 +281,36 @@ def _names(expr) -> tuple[str, ...]:
     out = []
     for s in expr.free_symbols:
         if s not in lookup:
-            raise AssertionError(f"symbol {s} has no keyword")  # pragma: no cover - a bug in the derivation
+            raise ValueError(f"symbol {s} of the expression is not a symbol of the theory; "
+                             f"known: {', '.join(SYMBOLS)}")
         out.append(lookup[s])
     return tuple(sorted(out))
+
+
+#: keyword -> symbol, also under the symbol's own printed name (``sigma^2``, ``zeta_*^2``, ...), so
+#: that a string expression means the theory's symbols (with their signs), not fresh ones
+_STRING_LOCALS = {**{s.name: s for s in SYMBOLS.values()}, **dict(SYMBOLS), "gamma_max": gamma_max_sym}
+
+
+def _sympify(expr):
+    if isinstance(expr, str):
+        return sp.sympify(expr, locals=_STRING_LOCALS)
+    return sp.sympify(expr)
+
+
+def _check_domain(name: str, val: np.ndarray, given, what: str) -> None:
+    """``val`` satisfies the sign and integrality of the symbol ``name`` (``symbols.py``)."""
+    sym = SYMBOLS.get(name, gamma_max_sym)
+    if sym.is_positive and np.any(val <= 0):
+        raise ValueError(f"{what}: parameter {name} must be > 0, got {given!r}")
+    if sym.is_nonnegative and np.any(val < 0):
+        raise ValueError(f"{what}: parameter {name} must be >= 0, got {given!r}")
+    if sym.is_integer and np.any(val != np.round(val)):
+        raise ValueError(f"{what}: parameter {name} must be an integer, got {given!r}")
+
+
+#: (smaller, larger): relations every theorem assumes (A1: μ ≤ L; A2: α ≤ Γ)
+_ORDERED = (("mu", "L"), ("alpha", "Gamma"))
 
 
 @functools.lru_cache(maxsize=256)
@@ -279,6 +322,10 @@ def _compiled(expr):
 
 def evaluate(expr, **numbers):
     """Evaluate any expression of the theory at numbers given by keyword (NumPy broadcasting).
+
+    ``expr`` is a SymPy expression of the theory or a string in its keywords (``"gamma*sigma2/M"``).
+    Numbers are checked against their symbols' signs and integrality and against ``μ ≤ L`` and
+    ``α ≤ Γ``; a bad one raises ``ValueError`` naming it.
 
     Example
     -------
@@ -293,17 +340,27 @@ def _evaluate(expr, numbers: Mapping[str, Any], what: str):
     unknown = sorted(set(numbers) - set(SYMBOLS) - set(_KNOWN_EXTRA))
     if unknown:
         raise TypeError(f"{what}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(SYMBOLS)}")
-    expr = sp.sympify(expr)
+    expr = _sympify(expr)
     names, fn = _compiled(expr)
     missing = [n_ for n_ in names if n_ not in numbers]
     if missing:
         raise ValueError(f"{what}: missing parameter(s) {', '.join(missing)}")
-    args = []
-    for n_ in names:
-        val = np.asarray(numbers[n_], dtype=np.float64)
+    values = {}
+    for n_ in sorted(set(names) | {a for pair in _ORDERED for a in pair if a in numbers}):
+        try:
+            val = np.asarray(numbers[n_], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what}: parameter {n_} must be a number or an array of numbers, "
+                             f"got {numbers[n_]!r}") from None
         if not np.all(np.isfinite(val)):
             raise ValueError(f"{what}: parameter {n_} must be finite, got {numbers[n_]!r}")
-        args.append(val)
+        _check_domain(n_, val, numbers[n_], what)
+        values[n_] = val
+    for small, large in _ORDERED:
+        if small in values and large in values and np.any(values[small] > values[large]):
+            raise ValueError(f"{what}: parameter {small} must be <= {large} "
+                             f"(got {small}={numbers[small]!r}, {large}={numbers[large]!r})")
+    args = [values[n_] for n_ in names]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.asarray(fn(*args), dtype=np.float64) if names else np.asarray(float(expr))
 

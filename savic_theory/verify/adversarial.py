@@ -198,9 +198,14 @@ def probe_scaling_rounds(rule, lam, n_syncs: int):
     n_syncs : int
         Number of syncs; rows ``0 … n_syncs`` of the result are the rounds' ``D̂``.
     """
+    if isinstance(n_syncs, bool) or not isinstance(n_syncs, (int, np.integer)) or n_syncs < 0:
+        raise ValueError(f"n_syncs must be an integer >= 0, got {n_syncs!r}")
+    lam = np.asarray(lam, dtype=np.float64)
+    if lam.ndim != 2 or lam.size == 0:
+        raise ValueError(f"lam must be an array (M, d) of diagonal client Hessians, got shape {lam.shape}")
     if rule.statistic is not _rules.Statistic.HESSIAN_PROBE:
         return None
-    s = np.mean(np.asarray(lam, dtype=np.float64), axis=0)[None, None, :]
+    s = np.mean(lam, axis=0)[None, None, :]
     e = np.asarray(rule.e, dtype=np.float64).reshape(-1)[:1].reshape(1, 1, 1)
 
     def beta(k):

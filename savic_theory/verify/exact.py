@@ -49,10 +49,37 @@ def exact_dist_sq(lam, b, gamma: float, steps: int, sync_every: int = 1, noise: 
     """
     lam = np.asarray(lam, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
+    if lam.ndim != 2 or lam.size == 0:
+        raise ValueError(f"lam must be an array (M, d) of diagonal client Hessians, got shape {lam.shape}")
     M, d = lam.shape
+    if b.shape != lam.shape:
+        raise ValueError(f"b must have the shape of lam {lam.shape}, got {b.shape}")
+    if not (np.all(np.isfinite(lam)) and np.all(lam > 0)):
+        raise ValueError("lam must be finite and > 0 (positive definite diagonal Hessians)")
+    if not np.all(np.isfinite(b)):
+        raise ValueError("b must be finite")
+    for name, val in (("gamma", gamma), ("noise", noise)):
+        if isinstance(val, (bool, str)) or np.ndim(val) != 0 or not np.isfinite(np.asarray(val, dtype=np.float64)):
+            raise ValueError(f"{name} must be a finite number, got {val!r}")
+    gamma, noise = float(gamma), float(noise)
+    if gamma <= 0:
+        raise ValueError(f"gamma must be > 0, got {gamma!r}")
+    if noise < 0:
+        raise ValueError(f"noise (σ²) must be >= 0, got {noise!r}")
+    for name, val, low in (("steps", steps, 0), ("sync_every", sync_every, 1)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {val!r}")
     Ds = np.ones((1, d)) if D is None else np.atleast_2d(np.asarray(D, dtype=np.float64))
+    if Ds.ndim != 2 or Ds.shape[1] != d or Ds.shape[0] == 0:
+        raise ValueError(f"D must have shape ({d},) or (n_rounds, {d}), got {np.shape(D)}")
+    if not (np.all(np.isfinite(Ds)) and np.all(Ds > 0)):
+        raise ValueError("D must be finite and > 0")
+    if x0 is not None:
+        x0 = np.asarray(x0, dtype=np.float64)
+        if x0.shape != (d,) or not np.all(np.isfinite(x0)):
+            raise ValueError(f"x0 must be a finite array of shape ({d},), got shape {x0.shape}")
     x_star = b.sum(0) / lam.sum(0)
-    mean = np.zeros((M, d)) + (0.0 if x0 is None else np.asarray(x0, dtype=np.float64))
+    mean = np.zeros((M, d)) + (0.0 if x0 is None else x0)
     C = np.zeros((d, M, M))
     P = np.full((M, M), 1.0 / M)
     eye = np.eye(M)
