@@ -81,7 +81,7 @@ def run_gpu(out: Path, quick: bool, command: str = "python -m benchmarks gpu") -
     """The GPU suite; the caller has checked :func:`gpu_unavailable` (``main`` does)."""
     import cupy as cp
 
-    from . import cpu, dense, gpu
+    from . import cpu, dense, gpu, rules_axis
 
     info = machine(gpu=True)
     print(f"machine: {info['gpu']} ({info['gpu_memory_GiB']} GiB), CuPy {info['cupy']}, host {info['cpu']}")
@@ -101,6 +101,14 @@ def run_gpu(out: Path, quick: bool, command: str = "python -m benchmarks gpu") -
     print("dense A_m and eigenbasis gradients:")
     result["dense"] = dense.suite(cp, quick)
     print(dense.tables(result["dense"]))
+    write_json(out / "gpu.json", result)  # the measurements above are kept whatever follows
+    print("rules on the run axis, 16 clients × d = 100 (one call against one call per rule):")
+    try:
+        result["rules_axis"] = rules_axis.compare(rules_axis.GPU_CONFIG, repeats=1 if quick else 3,
+                                                  backend="cupy")
+    except Exception as exc:  # recorded, not fatal: the suite's own numbers are written
+        print(f"rules on the run axis failed: {type(exc).__name__}: {exc}")
+        result["rules_axis"] = {"error": f"{type(exc).__name__}: {exc}"}
     write_json(out / "gpu.json", result)
     return result
 

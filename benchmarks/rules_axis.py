@@ -24,6 +24,10 @@ from ._common import median_time
 
 CONFIG = dict(cpu.CONFIG, runs=8, steps=100)  # runs: per rule
 
+#: on the GPU: the small problem of the launch-floor target (16 clients × d = 100), where one
+#: launch per step instead of one per rule is what a sweep gains
+GPU_CONFIG = dict(CONFIG, clients=16, dim=100, steps=200)
+
 SWEEPS = {
     "g*g rules + identity": ("identity", "rmsprop", "adam"),
     "with oasis (two statistics)": ("identity", "rmsprop", "adam", "oasis"),
@@ -34,12 +38,13 @@ def _rule(name, cfg):
     return rules.identity() if name == "identity" else rules.make(name, beta=cfg["beta"], e=cfg["e"])
 
 
-def compare(cfg=CONFIG, repeats=5, log=print) -> dict:
-    """Median ms per step (whole calls, set-up included) of the mixed call and the per-rule calls."""
+def compare(cfg=CONFIG, repeats=5, log=print, backend=None) -> dict:
+    """Median ms per step (whole calls, set-up included) of the mixed call and the per-rule calls
+    (``backend``: as for ``simulate``; ``"cupy"`` times the GPU path)."""
     prob = cpu.problem(cfg)
     n = cfg["runs"]
     kw = dict(gamma=cfg["gamma"], steps=cfg["steps"], sync_every=cfg["H"], record_every=cfg["H"],
-              seed=cfg["seed"], probes="exact")
+              seed=cfg["seed"], probes="exact", backend=backend)
     rows = []
     for label, names in SWEEPS.items():
         per_run = [_rule(name, cfg) for name in names for _ in range(n)]
@@ -65,7 +70,8 @@ def compare(cfg=CONFIG, repeats=5, log=print) -> dict:
                    "mixed_ms_per_step": 1e3 * t_mixed / cfg["steps"],
                    "separate_ms_per_step": 1e3 * t_sep / cfg["steps"],
                    "separate_over_mixed": t_sep / t_mixed, "max_rel_gap": gap,
-                   "mixed_path": "fused" if unsupported_reason(prob, one.rule, scaling) is None else "reference"}
+                   "mixed_path": ("fused" if unsupported_reason(prob, one.rule, scaling, backend=backend) is None
+                                  else "reference")}
             log(f"{label:28s} {scaling:6s}: one call {row['mixed_ms_per_step']:.3f} ms/step "
                 f"({row['mixed_path']}), one call per rule {row['separate_ms_per_step']:.3f} ms/step")
             rows.append(row)

@@ -48,11 +48,13 @@ def generated_kernels():
         ins, outs, body = fused.step_kernel_source(inline, noisy, with_stat)
         kernels.append((f"step_{int(inline)}{int(noisy)}{int(with_stat)}", ins, outs, body))
     for rule, program in _programs():
-        for inline, noisy, given_s in itertools.product([True, False], repeat=3):
+        statistics = [True, False] + (["per_run"] if rule == "per_run" else [])
+        for inline, noisy, given_s in itertools.product([True, False], [True, False], statistics):
             if noisy and not inline:
                 continue
             ins, outs, body, _ = fused.local_kernel_source(program, inline, noisy, given_s)
-            kernels.append((f"local_{rule}_{int(inline)}{int(noisy)}{int(given_s)}", ins, outs, body))
+            mode = "p" if given_s == "per_run" else int(given_s)
+            kernels.append((f"local_{rule}_{int(inline)}{int(noisy)}{mode}", ins, outs, body))
     return kernels
 
 
@@ -61,7 +63,9 @@ def test_every_generated_kernel_is_listed():
     names = [k[0] for k in generated_kernels()]
     assert len(names) == len(set(names))
     for rule in [n for n in RULES if n != "identity"] + ["adagrad_like", "per_run"]:
-        assert sum(n.startswith(f"local_{rule}_") for n in names) == 6
+        # three forms of the gradient × the statistic: g ⊙ g, given, and (a rule over runs with
+        # both statistics) given or g ⊙ g per run
+        assert sum(n.startswith(f"local_{rule}_") for n in names) == (9 if rule == "per_run" else 6)
     assert sum(n.startswith("step_") for n in names) == 6
 
 

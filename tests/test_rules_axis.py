@@ -87,6 +87,19 @@ def test_fused_path_gives_the_reference_numbers(scaling, noise, form, probes):
     assert_same_result(fast, ref)
 
 
+@pytest.mark.parametrize("fused_mode", [True, "numpy"])
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+@pytest.mark.parametrize("form", ["diagonal", "dense"])
+def test_common_syncs_take_the_one_pass_sync_with_probe_runs(fused_mode, noise, form):
+    """Every run syncing at once (one H): the compiled one-pass sync (step, average, client mean
+    of g ⊙ g) serves the g ⊙ g runs and the probe runs take their probes' mean (global scaling)."""
+    prob = problem(form, seed=9)
+    kw = dict(gamma=GAMMA, steps=STEPS, sync_every=4, scaling="global", noise=noise, seed=3,
+              x0=np.full(prob.dim, 2.0), record_every=4, probes="rademacher")
+    fast = simulate(prob, mixed_parts(probes=True), fused=fused_mode, **kw)
+    assert_same_result(fast, simulate(prob, mixed_parts(probes=True), fused=False, **kw))
+
+
 @BOTH
 @pytest.mark.parametrize("noise", [0.0, 0.3])
 def test_generated_local_kernel_selects_each_runs_kind(local_kernel, noise, probes):
@@ -195,3 +208,15 @@ def test_sweep_of_rules_seeds_and_step_sizes_in_one_call():
     final = res.history["dist_sq"][-1].reshape(len(names), len(gammas), seeds)
     assert final.shape == (3, 2, 4) and np.all(np.isfinite(final))
     assert list(res.params["rule"][::seeds * len(gammas)]) == names
+
+
+def test_rules_benchmark_on_the_emulated_gpu_path(fake_cupy):
+    """``benchmarks/rules_axis.py`` as the GPU suite calls it (backend given), on a tiny problem:
+    it checks the two ways agree before timing and reports the fused path."""
+    from benchmarks import rules_axis
+
+    cfg = dict(rules_axis.GPU_CONFIG, runs=2, clients=3, dim=4, steps=10)
+    out = rules_axis.compare(cfg, repeats=1, log=lambda *a: None, backend=fake_cupy)
+    assert [(r["sweep"], r["scaling"]) for r in out["rows"]] == [
+        (label, scaling) for label in rules_axis.SWEEPS for scaling in ("global", "local")]
+    assert all(r["mixed_path"] == "fused" and r["max_rel_gap"] <= 1e-9 for r in out["rows"])

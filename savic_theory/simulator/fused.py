@@ -48,6 +48,7 @@ True
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import threading
 from typing import Any
@@ -368,21 +369,52 @@ class RuleProgram:
                     taken.add(id(a))
         return params
 
-    def _big_lines(self, which: int, const, input_name) -> tuple[list[str], dict]:
+    def selectors(self) -> list[str]:
+        """The small parameters (``k…``) that select a ``where`` (a rule over runs' kind masks)."""
+        params = {id(n): k for k, n in self._small_params().items()}
+        out = []
+        for node in self.order:
+            if node.op == "where" and node.big and id(node.args[0]) in params:
+                name = params[id(node.args[0])]
+                if name not in out:
+                    out.append(name)
+        return out
+
+    def _resolve(self, node, fixed: dict):
+        """``node`` with every ``where`` whose selector is in ``fixed`` replaced by its branch."""
+        params = {id(n): k for k, n in self._small_params().items()}
+        while node.op == "where" and params.get(id(node.args[0])) in fixed:
+            node = node.args[1] if fixed[params[id(node.args[0])]] else node.args[2]
+        return node
+
+    def _big_lines(self, which: int, const, input_name, fixed=None) -> tuple[list[str], dict]:
         """One assignment per big node, in order, with expression template ``which`` of ``_OPS``
         (1: CUDA C, 2: Numba); ``const(value)`` writes a constant, small parameters are
-        ``k0, k1…``, big inputs are named by ``input_name``. Returns the lines and the names."""
+        ``k0, k1…``, big inputs are named by ``input_name``. Returns the lines and the names.
+
+        ``fixed`` maps selector names (:meth:`selectors`) to their truth: each such ``where`` is
+        its branch, and only the nodes the outputs then need get a line (a specialised body)."""
+        fixed = fixed or {}
         names = {id(n): k for k, n in self._small_params().items()}
         for node in self.order:
             if node.op == "input" and node.big:
                 names[id(node)] = input_name(node.name)
+        live: set[int] = set()
+        stack = [self._resolve(o, fixed) for o in self.outputs]
+        while stack:
+            node = stack.pop()
+            if id(node) in live:
+                continue
+            live.add(id(node))
+            stack.extend(self._resolve(a, fixed) for a in node.args)
 
         def arg(a):
+            a = self._resolve(a, fixed)
             return const(float(a.value)) if a.op == "const" else names[id(a)]
 
         lines = []
         for node in self.order:
-            if not node.big or node.op == "input":
+            if not node.big or node.op == "input" or id(node) not in live:
                 continue
             if node.op == "fill":
                 expr = const(float(node.value))
@@ -390,6 +422,9 @@ class RuleProgram:
                 expr = _OPS[node.op][which].format(*(arg(a) for a in node.args))
             names[id(node)] = f"v{len(lines)}"
             lines.append(f"v{len(lines)} = {expr}")
+        for o in self.outputs:
+            if o.big:
+                names[id(o)] = arg(o)
         return lines, names
 
     def cuda_body(self) -> tuple[str, list[str], list[str]]:
@@ -419,6 +454,12 @@ class RuleProgram:
         the run's dtype, as NumPy casts a Python float operand to the array's dtype); they
         define ``D_new`` and ``st0_new…`` for the big state outputs.
         """
+        (lines,), small, state_params, consts = self.numba_bodies([None])
+        return lines, small, state_params, consts
+
+    def numba_bodies(self, settings) -> tuple[list[list[str]], list[str], list[str], list[float]]:
+        """:meth:`numba_body` once per setting of the selectors (``fixed`` of :meth:`_big_lines`;
+        ``None``: the full body), with one table of constants for all."""
         consts: list[float] = []
         keys: list[str] = []  # repr keys: NaN constants compare unequal to themselves
 
@@ -428,14 +469,17 @@ class RuleProgram:
                 consts.append(v)
             return f"c{keys.index(repr(v))}"
 
-        lines, names = self._big_lines(2, const, lambda n: "s_" if n == "s" else f"{n}_old")
-        lines.append(f"D_new = {names[id(self.outputs[-1])]}")
-        state_params = []
-        for o, inp in zip(self.outputs[:-1], self.state_in):
-            if o.big:
-                state_params.append(inp.name)
-                lines.append(f"{inp.name}_new = {names[id(o)]}")
-        return lines, list(self._small_params()), state_params, consts
+        bodies = []
+        for fixed in settings:
+            lines, names = self._big_lines(2, const, lambda n: "s_" if n == "s" else f"{n}_old", fixed)
+            lines.append(f"D_new = {names[id(self.outputs[-1])]}")
+            state_params = []
+            for o, inp in zip(self.outputs[:-1], self.state_in):
+                if o.big:
+                    state_params.append(inp.name)
+                    lines.append(f"{inp.name}_new = {names[id(o)]}")
+            bodies.append(lines)
+        return bodies, list(self._small_params()), state_params, consts
 
 
 def _size(shape) -> int:
@@ -688,7 +732,8 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
     # noise-free steps with D̂ fixed and no event before the next sync or record: one call, or
     # none when the back end folds them into the one-pass sync step that follows
     skip = not problem.noise and (rule.is_static or not local)
-    one_pass_sync = not local and (grad_sq or rule.is_static)
+    per_run_stat = rule.statistic is Statistic.PER_RUN
+    one_pass_sync = not local and (grad_sq or rule.is_static or per_run_stat)
     before = 0  # steps deferred into the next sync step
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         record(0)
@@ -734,8 +779,8 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
             elif local:
                 if grad_sq:  # g ⊙ g inside the step
                     s_given = None
-                elif rule.statistic is Statistic.PER_RUN:  # each run's own, from g before the step
-                    s_given = ops.with_gradient(xi, lambda g: statistic(x, None, g))
+                elif rule.statistic is Statistic.PER_RUN:  # the probes; g ⊙ g runs take theirs in the step
+                    s_given = S.probe(x, None)
                 else:
                     s_given = statistic(x, None, None)
                 betas = []
@@ -748,10 +793,14 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                 run_min = lo if run_min is None else xp.minimum(run_min, lo)
             else:
                 one_pass = (ops.sync_and_average(xi, D, True, before, recording)
-                            if grad_sq and all_sync else None)
+                            if (grad_sq or per_run_stat) and all_sync else None)
                 before = 0
-                if one_pass is not None:  # step, average and client mean of s in one pass
+                if one_pass is not None:  # step, average and client mean of g ⊙ g in one pass
                     s_mean, s_max = one_pass
+                    if per_run_stat:  # the probe runs' own: a quadratic's probes do not depend on x
+                        p, sel = S.probe(x, None), S.probe_runs
+                        s_mean = xp.where(sel[:, None, None], xp.mean(p, axis=1, keepdims=True), s_mean)
+                        s_max = xp.where(sel, xp.max(xp.abs(p), axis=(1, 2)), s_max)
                     averaged = True
                 else:
                     s, s_max = ops.sync_step(xi, D, None if grad_sq else (lambda g: statistic(x, None, g)))
@@ -857,6 +906,9 @@ class _CPUOps(_Ops):
         # runs with enough work (steps × coordinates) to win it back
         self._local_work = S.steps * S.R * S.M * S.d
         self._local = None  # (kernel, small parameter names, constants) once adopted
+        # a rule over runs with both statistics: which runs take the given probe (else g ⊙ g)
+        self._per_run = S.rule.statistic is Statistic.PER_RUN
+        self._sel = np.asarray(S.probe_runs, dtype=self.dt) if self._per_run else None
 
     def _empty(self, dtype=None):
         buf = _WORKSPACE.take(self.full, self.dt if dtype is None else dtype)
@@ -1012,14 +1064,6 @@ class _CPUOps(_Ops):
             self._s = self._empty()
         return self._s
 
-    def with_gradient(self, xi, fn):
-        """``fn(g)`` of the gradient ``g`` the next step will take (a scratch buffer, returned)."""
-        buf = self.pool.take()
-        try:
-            return fn(self.grad(xi, buf))
-        finally:
-            self.pool.give(buf)
-
     # local scaling ------------------------------------------------------------------------------
     def adopt_local(self, program: RuleProgram, state: list, D):
         """Copy the initial big state and ``D̂`` into pool buffers (they are recycled per step)."""
@@ -1035,7 +1079,7 @@ class _CPUOps(_Ops):
         Dbuf[...] = D
         self._big_names = frozenset(n.name for n in program.state_in if n.big)
         if self._compiled is not None and self._local_work >= _LOCAL_KERNEL_MIN_WORK:
-            given_s = program.rule.statistic is not Statistic.GRAD_SQUARED
+            given_s = "per_run" if self._per_run else program.rule.statistic is not Statistic.GRAD_SQUARED
             source, small, _, consts = local_numba_source(program, self._affine, bool(self.noise), given_s)
             kernel = self._compiled.compile_generated(source, "savic_local_steps")
             self._local = (kernel, small, np.array([consts], dtype=self.dt).reshape(1, len(consts)))
@@ -1068,8 +1112,8 @@ class _CPUOps(_Ops):
             g = self.grad(xi, self._g)
         hi, lo, smax = (np.empty(R, dtype=self.dt) for _ in range(3))
         self._launch(kernel, self.x, D, *big, self.A, self.b, self.x if xi is None else xi, g,
-                     self.x if s_given is None else s_given, self.gamma.reshape(R), K, consts,
-                     hi, lo, smax)
+                     self.x if s_given is None else s_given, self._sel if self._per_run else self.gamma.reshape(R),
+                     self.gamma.reshape(R), K, consts, hi, lo, smax)
         it = iter(small_state)
         new_state = [c if node.big else next(it) for c, node in zip(state, program.state_in)]
         return new_state, D, hi, lo, smax
@@ -1081,6 +1125,8 @@ class _CPUOps(_Ops):
             s_max = np.max(s, axis=(1, 2))
         else:
             s = s_given
+            if self._per_run:  # the probe runs' probes, the others' g ⊙ g
+                s = np.where(self._sel[:, None, None] != 0, s_given, g * g)
             s_max = np.max(np.abs(s), axis=(1, 2))
         self._scaled_step(g, D)
         env = {"s": s, "beta": beta, "e": e}
@@ -1195,19 +1241,23 @@ def local_kernel_source(program: RuleProgram, inline_grad: bool, noisy: bool, gi
     """Parameters and body of the generated local-scaling kernel (one launch per local step).
 
     Per element: the gradient ``gr`` (inline for diagonal quadratics), the statistic ``s_``
-    (``gr·gr`` or a given probe), ``x ← x − (γ gr)/D̂_old``, the traced rule update of the
-    state, ``D̂_new``, the ratio ``D̂_new/D̂_old`` and ``|s_|`` (for the per-run maxima).
+    (``gr·gr``, a given probe, or with ``given_s="per_run"`` the given probe where the per-run
+    selector ``sel`` is nonzero and ``gr·gr`` elsewhere), ``x ← x − (γ gr)/D̂_old``, the traced
+    rule update of the state, ``D̂_new``, the ratio ``D̂_new/D̂_old`` and ``|s_|`` (for the
+    per-run maxima).
 
     Returns ``(in_params, out_params, body, small_names)``.
     """
     rule_body, small, state_params = program.cuda_body()
     grad_in, grad = _grad_expr(inline_grad, noisy)
-    ins = grad_in + ("T s_in, " if given_s else "") + "T gamma" + "".join(f", T {k}" for k in small)
+    given = ("T s_in, T sel, " if given_s == "per_run" else "T s_in, ") if given_s else ""
+    ins = grad_in + given + "T gamma" + "".join(f", T {k}" for k in small)
     outs = "T x, T D" + "".join(f", T {p}" for p in state_params) + ", T ratio, T sabs"
     pre = ["const T x_old = x;", "const T D_old = D;"]
     pre += [f"const T {p}_old = {p};" for p in state_params]
     pre.append(f"const T gr = {grad};")
-    pre.append("const T s_ = s_in;" if given_s else "const T s_ = gr * gr;")
+    pre.append("const T s_ = ((sel) != T(0) ? (s_in) : (gr * gr));" if given_s == "per_run"
+               else "const T s_ = s_in;" if given_s else "const T s_ = gr * gr;")
     post = ["x = x_old - (gamma * gr) / D_old;", "D = D_new;", "ratio = D_new / D_old;",
             "sabs = fabs(s_);"]
     return ins, outs, "\n".join(pre + [rule_body] + post), small
@@ -1216,10 +1266,11 @@ def local_kernel_source(program: RuleProgram, inline_grad: bool, noisy: bool, gi
 def local_numba_source(program: RuleProgram, inline_grad: bool, noisy: bool, given_s: bool):
     """Python source of the generated CPU kernel for local-scaling steps (compiled by Numba).
 
-    ``savic_local_steps(x, D, <big state…>, a, b, xi, g, s_in, gamma, K, C, hi, lo, smax)``
+    ``savic_local_steps(x, D, <big state…>, a, b, xi, g, s_in, sel, gamma, K, C, hi, lo, smax)``
     takes ``n = K.shape[1]`` local steps in place, one client row at a time (the row, its
     ``D̂`` and its state stay in cache for all ``n`` steps), each as the NumPy path takes it:
-    ``gr = a ⊙ x − b (+ ξ)`` (or ``gr = g``), ``s = gr ⊙ gr`` (or ``s_in``), ``x ← x − (γ gr)/D̂``,
+    ``gr = a ⊙ x − b (+ ξ)`` (or ``gr = g``), ``s = gr ⊙ gr`` (or ``s_in``; with
+    ``given_s="per_run"``, ``s_in`` in the runs whose ``sel`` is nonzero), ``x ← x − (γ gr)/D̂``,
     the traced update, ``D̂_new``. ``K`` (runs, n, ·) holds the small parameters of each step,
     ``C`` (1, ·) the constants in the run's dtype; ``hi, lo`` (runs,) receive the largest and
     smallest ``D̂_new/D̂_old`` over the steps and ``smax`` the largest ``|s|``, NaN when any
@@ -1227,8 +1278,12 @@ def local_numba_source(program: RuleProgram, inline_grad: bool, noisy: bool, giv
 
     Returns ``(source, small parameter names, big state names, constants)``.
     """
-    lines, small, state_params, consts = program.numba_body()
-    args = ["x", "D"] + state_params + ["a", "b", "xi", "g", "s_in", "gamma", "K", "C", "hi", "lo", "smax"]
+    # a rule over runs selects each run's kind with where on per-run masks: the row loop gets one
+    # specialised body per setting of those selectors (a run computes only its own kind)
+    selectors = program.selectors()
+    settings = [dict(zip(selectors, bits)) for bits in itertools.product([True, False], repeat=len(selectors))]
+    bodies, small, state_params, consts = program.numba_bodies(settings)
+    args = ["x", "D"] + state_params + ["a", "b", "xi", "g", "s_in", "sel", "gamma", "K", "C", "hi", "lo", "smax"]
     src = [f"def savic_local_steps({', '.join(args)}):",
            "    R, M, d = x.shape",
            "    n = K.shape[1]",
@@ -1239,6 +1294,7 @@ def local_numba_source(program: RuleProgram, inline_grad: bool, noisy: bool, giv
             "    for r in range(R):",
             "        ra = r if many else 0",
             "        gam = gamma[r]",
+            "        probe_run = sel[r] != 0",
             "        h = -np.inf",
             "        lw = np.inf",
             "        top = 0.0",
@@ -1265,14 +1321,19 @@ def local_numba_source(program: RuleProgram, inline_grad: bool, noisy: bool, giv
             body.append("gr = gr + xir[j]")
     else:
         body.append("gr = gr_row[j]")
-    body.append("s_ = sr[j]" if given_s else "s_ = gr * gr")
+    body.append("s_ = sr[j] if probe_run else gr * gr" if given_s == "per_run"
+                else "s_ = sr[j]" if given_s else "s_ = gr * gr")
     body.append("xr[j] = x_old - (gam * gr) / D_old")
-    body += lines
-    body.append("Dr[j] = D_new")
-    body += [f"{p}r[j] = {p}_new" for p in state_params]
-    body += ["qr[j] = D_new / D_old", "sq[j] = abs(s_)"]
-    src.append("                for j in range(d):")  # elementwise only: it vectorises
-    src += ["                    " + line for line in body]
+    tail = ["Dr[j] = D_new"] + [f"{p}r[j] = {p}_new" for p in state_params]
+    tail += ["qr[j] = D_new / D_old", "sq[j] = abs(s_)"]
+    for i, (fixed, lines) in enumerate(zip(settings, bodies)):
+        indent = "                "
+        if selectors:  # the settings are exhaustive: the last is the else branch
+            test = " and ".join(f"{k} != 0" if fixed[k] else f"{k} == 0" for k in selectors)
+            src.append(f"{indent}{'if ' + test if i == 0 else 'elif ' + test if i < len(settings) - 1 else 'else'}:")
+            indent += "    "
+        src.append(f"{indent}for j in range(d):")  # elementwise only: it vectorises
+        src += [f"{indent}    " + line for line in body + lines + tail]
     src += ["                for j in range(d):",  # the reductions, NaN-aware, on the cached row
             "                    q = qr[j]",
             "                    sa = sq[j]",
@@ -1304,6 +1365,9 @@ class _GPUOps(_Ops):
         self.x = cp.ascontiguousarray(x)
         self.A, self.b = self.oracle.A, self.oracle.b
         self._xi = cp.empty(self.full, dtype=self.dt) if self.noise else None
+        # a rule over runs with both statistics: which runs take the given probe (else g ⊙ g)
+        self._sel = (cp.asarray(S.probe_runs, dtype=self.dt).reshape(S.R, 1, 1)
+                     if S.rule.statistic is Statistic.PER_RUN else None)
         self._xi_host = np.empty(self.full) if self.noise else None
         self._xi_cast = (np.empty(self.full, dtype=np.dtype(self.dt))
                          if self.noise and np.dtype(self.dt) != np.float64 else None)
@@ -1375,10 +1439,6 @@ class _GPUOps(_Ops):
         self._k_step_given(g, self.gamma, D, self.x)
         return s, s_max
 
-    def with_gradient(self, xi, fn):
-        """``fn(g)`` of the gradient ``g`` the next step will take."""
-        return fn(self.grad(xi))
-
     # local scaling ---------------------------------------------------------------------------------------
     def adopt_local(self, program: RuleProgram, state: list, D):
         cp = self.cp
@@ -1397,13 +1457,14 @@ class _GPUOps(_Ops):
 
     def local_step(self, xi, D, state, s_given, program: RuleProgram, beta, e):
         cp = self.cp
-        kern, small_names = self._local_kernel(s_given is not None)
+        per_run = self._sel is not None
+        kern, small_names = self._local_kernel(("per_run" if per_run else True) if s_given is not None else False)
         env = {"beta": beta, "e": e}
         env.update({f"st{i}": c for i, c in enumerate(state)})
         params, small_state = program.small_values(env, cp)
         args = list(self._grad_inputs(xi)) if self.form == "diagonal" else [self.grad(xi)]
         if s_given is not None:
-            args.append(s_given)
+            args += [s_given, self._sel] if per_run else [s_given]
         args.append(self.gamma)
         # one dtype for the placeholder T: a rule over runs hands its per-run masks as booleans
         args += [cp.asarray(params[k], dtype=self.dt) for k in small_names]
