@@ -220,3 +220,65 @@ def test_rules_benchmark_on_the_emulated_gpu_path(fake_cupy):
     assert [(r["sweep"], r["scaling"]) for r in out["rows"]] == [
         (label, scaling) for label in rules_axis.SWEEPS for scaling in ("global", "local")]
     assert all(r["mixed_path"] == "fused" and r["max_rel_gap"] <= 1e-9 for r in out["rows"])
+
+
+def test_a_schedule_is_called_only_at_its_own_runs_update_indices():
+    """A part's β schedule sees the update indices its run would see alone: not those of the
+    other runs (a run syncing every step reaches k far beyond one syncing every 4), and never
+    k = 0 (a run that has not synced yet while others sync). A schedule defined by a table of
+    β₁, β₂, β₃ serves its run in a mixed call exactly as alone."""
+    prob = problem("diagonal", seed=2)
+    seen: list[int] = []
+
+    def table(k):
+        seen.append(k)
+        return [0.9, 0.5, 0.7][k - 1] if k >= 1 else float("nan")  # k = 0 would be a bug
+
+    rs = [rules.rmsprop(beta=table, e=0.5), rules.adam(beta=lambda k: 0.9, e=0.5), rules.identity()]
+    for scaling, fused_mode in [("global", False), ("global", True), ("local", False)]:
+        H = [4, 1, 2] if scaling == "global" else [4, 4, 4]
+        steps = 12 if scaling == "global" else 2
+        kw = dict(steps=steps, scaling=scaling, record_every=1, x0=np.full(prob.dim, 2.0), fused=fused_mode)
+        seen.clear()
+        alone = simulate(prob, rs[0], gamma=0.2, sync_every=H[0], **kw)
+        own = set(seen)
+        seen.clear()
+        mixed = simulate(prob, rs, gamma=0.2, sync_every=H, **kw)
+        assert set(seen) == own, scaling
+        if fused_mode is False:
+            _run_equals_single(mixed, 0, alone)
+
+
+def test_generated_kernel_has_one_row_loop_per_kind():
+    """The generated Numba kernel specialises one row loop per kind (one-hot masks), plus one
+    that selects per element for any other setting: not one per subset of kinds, whose number
+    (and compile time) doubles with each kind."""
+    from .test_fused import _adagrad_like
+
+    n = 6  # rules defined by their own functions: each call is a kind of its own
+    r = rules.per_run([_adagrad_like(e=0.5 + 0.1 * i) for i in range(n)])
+    full = (n, 3, 4)
+    prog = fused.trace_rule(r, [np.shape(c) for c in r.init(np.ones(full), np.full((n, 1, 1), 0.5), np)], full)
+    assert len(prog.selectors()) == n - 1
+    source = fused.local_numba_source(prog, True, False, False)[0]
+    assert source.count("for j in range(d):") == n + 1 + 1  # the kinds, the fallback, the reductions
+
+
+def test_unsupported_reason_takes_a_list_of_rules_as_simulate_does():
+    prob = problem("diagonal", seed=1)
+    assert fused.unsupported_reason(prob, ["adam", rules.oasis(), "identity"], "local") is None
+    assert fused.unsupported_reason(prob, ("adam", "rmsprop"), backend="array_api_strict").startswith(
+        "backend array_api_strict")
+
+
+def test_generated_kernel_with_two_kinds_whose_small_components_share_a_slot(local_kernel):
+    """Adam and a variant of it (its own functions): both bias-correction masses are per-run
+    values in one slot, selected on the host (a small ``where``, a kernel parameter); the
+    specialised row loops must read that parameter, not the branches behind it."""
+    adam = rules.adam(beta=0.9, e=0.5)
+    variant = adam._replace(name="adam_variant", update=lambda st, s, b, xp: type(st)(
+        b * st.v + (1.0 - b) * s, b * st.c + (1.0 - b)))
+    rs = [adam, variant, rules.rmsprop(beta=0.5, e=0.5)]
+    prob = problem("diagonal", seed=1)
+    kw = dict(gamma=0.2, steps=10, sync_every=3, scaling="local", noise=0.1, seed=1, x0=np.full(prob.dim, 2.0))
+    assert_same_result(simulate(prob, rs, fused=True, **kw), simulate(prob, rs, fused=False, **kw))

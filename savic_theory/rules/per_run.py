@@ -42,7 +42,9 @@ def per_run(rules: Sequence) -> ScalingRule:
         With a run axis of ``len(rules)`` (per-run ``e``, ``β`` and ``init_updates``) and
         ``parts`` the rules in run order. Its statistic is the parts' common one (the identity
         rule uses none, so it joins any); rules with different statistics (``g ⊙ g`` and
-        Hessian probes) give ``Statistic.PER_RUN``, which the reference loop serves.
+        Hessian probes) give ``Statistic.PER_RUN`` (each run takes its own; the reference
+        loop and the fused paths serve it). A part's β schedule is called only at the update
+        indices of its own run.
 
     Example
     -------
@@ -164,16 +166,33 @@ def _per_run_beta(parts) -> BetaSchedule:
     betas = [p.beta for p in parts]
     if all(b is None or b.is_constant for b in betas):
         return BetaSchedule(np.array([0.0 if b is None else float(b.constant) for b in betas]))
-    groups: dict[int, tuple[BetaSchedule, np.ndarray]] = {}
-    for i, b in enumerate(betas):
-        if b is not None:
-            groups.setdefault(id(b), (b, []))[1].append(i)
-    groups = {key: (b, np.array(idx)) for key, (b, idx) in groups.items()}
+    return _PerRunSchedule(betas)
 
-    def per_run(k: int):
-        out = np.zeros(len(parts))
-        for b, idx in groups.values():
-            out[idx] = b.values(np.full(len(idx), k, dtype=np.int64))
+
+class _PerRunSchedule(BetaSchedule):
+    """The β of a rule over runs with a schedule among its parts: each part's β is evaluated
+    only at the update indices of its own run (a schedule never sees another run's ``k``, which
+    may lie outside the range its own run reaches)."""
+
+    def __init__(self, betas):
+        groups: dict[int, tuple[BetaSchedule, list]] = {}
+        for i, b in enumerate(betas):
+            if b is not None:
+                groups.setdefault(id(b), (b, []))[1].append(i)
+        self._groups = [(b, np.array(idx)) for b, idx in groups.values()]
+        self._runs = len(betas)
+        super().__init__(self._at)
+        self.label = "per_run"
+
+    def _at(self, k: int) -> np.ndarray:
+        """β of every run at the same update index ``k``."""
+        return self.values(np.full(self._runs, k, dtype=np.int64))
+
+    def values(self, k: np.ndarray) -> np.ndarray:
+        k = np.asarray(k)
+        if k.shape != (self._runs,):
+            raise ValueError(f"this rule over runs has {self._runs} runs, got update indices of shape {k.shape}")
+        out = np.zeros(k.shape, dtype=np.float64)
+        for b, idx in self._groups:
+            out[idx] = b.values(k[idx])
         return out
-
-    return BetaSchedule(per_run)

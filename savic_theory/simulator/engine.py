@@ -465,6 +465,9 @@ class RunSetup:
         rule = self.rule
         if rule.beta is None:
             return 0.0
+        # a run that does not sync at a sync moment of others has its β computed and discarded:
+        # it gets the β of an update it has had (k = 0 before its first: β₁), never a k < 1
+        k = np.maximum(k, 1)
         key = "const" if rule.beta.is_constant else k.tobytes()
         if key not in self._beta_cache:
             if len(self._beta_cache) > 64:

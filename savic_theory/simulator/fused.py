@@ -57,7 +57,7 @@ import numpy as np
 
 from .._backend import namespace, namespace_name
 from ..problems.quadratic import Quadratic
-from ..rules import ScalingRule, Statistic, clip, make
+from ..rules import ScalingRule, Statistic, clip, make, per_run
 from .engine import Recorder, RunSetup, drift_since_sync, initial_scaling, update_scaling
 from .result import SimulationResult
 
@@ -381,9 +381,11 @@ class RuleProgram:
         return out
 
     def _resolve(self, node, fixed: dict):
-        """``node`` with every ``where`` whose selector is in ``fixed`` replaced by its branch."""
+        """``node`` with every big ``where`` whose selector is in ``fixed`` replaced by its branch
+        (a small ``where`` is a kernel parameter, selected per run on the host: its branches
+        need not be parameters themselves)."""
         params = {id(n): k for k, n in self._small_params().items()}
-        while node.op == "where" and params.get(id(node.args[0])) in fixed:
+        while node.op == "where" and node.big and params.get(id(node.args[0])) in fixed:
             node = node.args[1] if fixed[params[id(node.args[0])]] else node.args[2]
         return node
 
@@ -576,6 +578,8 @@ class _Pool:
 def unsupported_reason(problem, rule, scaling="global", backend=None, x0=None) -> str | None:
     """Why the fused path cannot run this configuration, or ``None`` when it can.
 
+    ``rule`` as :func:`savic_theory.simulate` takes it: a rule, a name, or a list of them.
+
     Example
     -------
     >>> from savic_theory import Quadratic, rules
@@ -587,6 +591,8 @@ def unsupported_reason(problem, rule, scaling="global", backend=None, x0=None) -
     """
     if isinstance(rule, str):
         rule = make(rule)
+    elif isinstance(rule, (list, tuple)) and not isinstance(rule, ScalingRule):
+        rule = per_run(rule)  # a list of rules, one per run, as simulate takes it
     if not isinstance(rule, ScalingRule):
         return "rule is not a ScalingRule"
     return _unsupported(problem, rule, scaling, namespace(backend, like=x0), (rule.runs or 2, 3, 4))
@@ -1280,8 +1286,12 @@ def local_numba_source(program: RuleProgram, inline_grad: bool, noisy: bool, giv
     """
     # a rule over runs selects each run's kind with where on per-run masks: the row loop gets one
     # specialised body per setting of those selectors (a run computes only its own kind)
+    # (the masks are one-hot, the last kind's all false: one body per kind, not one per subset of
+    # kinds, whose number doubles with each kind; any other setting takes the unspecialised body)
     selectors = program.selectors()
-    settings = [dict(zip(selectors, bits)) for bits in itertools.product([True, False], repeat=len(selectors))]
+    settings = [{k: k == on for k in selectors} for on in selectors] + [dict.fromkeys(selectors, False)]
+    if len(selectors) > 1:
+        settings.append({})  # the else branch: every where evaluated per element
     bodies, small, state_params, consts = program.numba_bodies(settings)
     args = ["x", "D"] + state_params + ["a", "b", "xi", "g", "s_in", "sel", "gamma", "K", "C", "hi", "lo", "smax"]
     src = [f"def savic_local_steps({', '.join(args)}):",
@@ -1328,9 +1338,12 @@ def local_numba_source(program: RuleProgram, inline_grad: bool, noisy: bool, giv
     tail += ["qr[j] = D_new / D_old", "sq[j] = abs(s_)"]
     for i, (fixed, lines) in enumerate(zip(settings, bodies)):
         indent = "                "
-        if selectors:  # the settings are exhaustive: the last is the else branch
-            test = " and ".join(f"{k} != 0" if fixed[k] else f"{k} == 0" for k in selectors)
-            src.append(f"{indent}{'if ' + test if i == 0 else 'elif ' + test if i < len(settings) - 1 else 'else'}:")
+        if selectors:  # the last setting is the else branch
+            if i < len(settings) - 1:
+                test = " and ".join(f"{k} != 0" if fixed[k] else f"{k} == 0" for k in selectors)
+                src.append(f"{indent}{'if' if i == 0 else 'elif'} {test}:")
+            else:
+                src.append(f"{indent}else:")
             indent += "    "
         src.append(f"{indent}for j in range(d):")  # elementwise only: it vectorises
         src += [f"{indent}    " + line for line in body + lines + tail]
