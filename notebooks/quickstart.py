@@ -57,14 +57,18 @@ plt.show()
 
 # %% [markdown]
 # The empirical bounds obey the rule's guarantees: α̂ ≥ e = α, and Γ̂ ≤ max(e, G) with G the
-# largest gradient coordinate that entered D̂ (`G_hat`). The drift D̂ᵏ⁺¹/D̂ᵏ at each sync is
-# close to 1 because β is close to 1 — the condition under which the theory keeps Local SGD's
-# rate up to factors in Γ/α.
+# largest gradient coordinate that entered D̂ (`G_hat`). The drift D̂ᵏ⁺¹/D̂ᵏ is far from 1 at
+# the first syncs (Adam's bias correction makes the effective β small at first, see
+# `beta_schedules.py`) and within 2 % of 1 from the 50th sync on, because β is close to 1 —
+# the condition under which the theory keeps Local SGD's rate up to factors in Γ/α.
 
 # %%
 for scaling, res in results.items():
     h = res.history
     assert np.all(h["alpha_hat"] >= rule.e)
     assert np.all(h["Gamma_hat"] <= np.maximum(rule.e, h["G_hat"]) * (1 + 1e-12))
+    late = slice(49, None)  # from the 50th sync on (step 500)
+    assert 0.98 < np.nanmin(res.drift_min[late]) <= np.nanmax(res.drift[late]) < 1.02
     print(f"{scaling:>6}: α̂ ≥ {h['alpha_hat'].min():.3g}, Γ̂ ≤ {h['Gamma_hat'].max():.3g}, "
-          f"max drift {np.nanmax(res.drift):.5f}, min drift {np.nanmin(res.drift_min):.5f}")
+          f"drift in [{np.nanmin(res.drift_min):.5f}, {np.nanmax(res.drift):.5f}], "
+          f"from the 50th sync on in [{np.nanmin(res.drift_min[late]):.5f}, {np.nanmax(res.drift[late]):.5f}]")

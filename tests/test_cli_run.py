@@ -43,6 +43,16 @@ def test_grid_is_one_batched_call_per_block(grid_file, tmp_path):
     assert len(summary["identity-local"]["points"]) == 4  # identity has no β
 
 
+def test_console_shows_the_first_20_grid_points_as_the_help_says(grid_file, tmp_path, capsys):
+    from savic_theory.cli import simulate as simulate_cli
+
+    assert "the first 20" in " ".join(simulate_cli.__doc__.split())
+    assert main(["run", str(grid_file), "--no-progress", "--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()  # 24 grid points over the four blocks
+    assert len(lines) == 21 and all("‖x̄−x*‖²" in line for line in lines[:20])
+    assert lines[20] == "... (more grid points in summary.json)"
+
+
 def test_grid_point_equals_a_separate_simulate_call(tmp_path, grid_file):
     from savic_theory.config import load_config
 

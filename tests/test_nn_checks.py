@@ -251,3 +251,23 @@ def test_full_batches_are_not_augmented_so_augment_must_be_off():
     with pytest.raises(ValueError, match="batch_size = 0 .* augment=False"):
         data.client_batch(range(2), gens, 0)
     assert data.client_batch(range(2), gens, 3)[0].shape[:2] == (2, 3)
+
+
+def test_figure_legend_names_a_method_missing_from_the_first_split(tmp_path):
+    """The legend gathers every panel: a method all-NaN on the first split still gets its entry."""
+    import matplotlib.pyplot as plt
+
+    from savic_theory.nn import figures
+
+    def history(value):
+        return {"history": [{"round": r, "train_loss": value, "test_acc": value} for r in range(3)]}
+
+    histories = {("iid", "local_sgd", 0): history(1.0), ("iid", "adam-global", 0): history(None),
+                 ("dirichlet", "local_sgd", 0): history(1.0), ("dirichlet", "adam-global", 0): history(0.5)}
+    methods = ["local_sgd", "adam-global"]
+    fig = figures._figure(histories, ["iid", "dirichlet"], methods, ("train_loss", "test_acc"), ("train_loss",))
+    try:
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == methods
+    finally:
+        plt.close(fig)
+    assert figures.plot_rounds(histories, tmp_path / "rounds.png", ["iid", "dirichlet"], methods).stat().st_size > 0

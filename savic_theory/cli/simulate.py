@@ -7,7 +7,8 @@ run as one batched call per rule and scaling. Writes, atomically, into ``--out``
 recorded step), ``drift.csv`` (one row per run and sync; only the header if none synced),
 ``summary.json`` and ``plot.png``. A run that diverges has history rows only up to its
 divergence; ``summary.json`` gives each run's ``status`` and ``diverged_at``. Prints one line per
-rule, scaling and grid point. ``--resume`` continues an interrupted run of the same config.
+rule, scaling and grid point, for the first 20 of them (``summary.json`` has every point).
+``--resume`` continues an interrupted run of the same config.
 """
 from __future__ import annotations
 

@@ -36,12 +36,24 @@ def curves(histories: dict, split: str, method: str, metric: str):
 
 
 def _grid(histories, path, splits, methods, metrics, logy):
+    from ..cli._common import atomic_write
+
+    fig = _figure(histories, splits, methods, metrics, logy)  # selects the Agg backend first
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _figure(histories, splits, methods, metrics, logy):
+    """The panels (rows: metrics, columns: splits) and one legend entry per method drawn anywhere."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..cli._common import atomic_write
 
     fig, axes = plt.subplots(len(metrics), len(splits), figsize=(4.6 * len(splits), 3.4 * len(metrics)),
                              squeeze=False, constrained_layout=True)
@@ -68,14 +80,17 @@ def _grid(histories, path, splits, methods, metrics, logy):
             if row == 0:
                 ax.set_title(_TITLES.get(split, split))
             ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 7), fontsize="small")
-    path = Path(path)
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    # every panel, not only the first: a method with no finite value in one split or metric
+    # still has its line elsewhere (methods in display order, each once)
+    drawn = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            drawn.setdefault(label, handle)
+    labels = [m for m in methods if m in drawn]
+    if labels:
+        fig.legend([drawn[m] for m in labels], labels, loc="outside lower center", ncol=min(len(labels), 7),
+                   fontsize="small")
+    return fig
 
 
 def _family(method: str, methods) -> int:
