@@ -177,12 +177,12 @@ class Report:
                         ax.plot(sr.steps, sr.local_mean, color="k", lw=0.8, ls="-.", alpha=0.7,
                                 label="local scaling" if gi == 0 else None)
                 ax.set_yscale("log")
+                ax.legend(fontsize=5, loc="lower left")  # each case has its own step sizes (and local runs)
                 ax.set_title(f"{cr.case.name} [{cr.status}]", fontsize=8)
                 ax.tick_params(labelsize=7)
                 ax.set_xlabel("t", fontsize=7)
             for ax in list(axes.flat)[n:]:
                 ax.axis("off")
-            axes.flat[0].legend(fontsize=6, loc="lower left")
             fig.suptitle(f"{name}: E‖x̄_t − x*‖² (band: {self.level} confidence) vs bound", fontsize=9)
             fig.tight_layout()
             path = folder / f"{_safe(name)}.png"

@@ -139,13 +139,15 @@ def _default() -> tuple[Case, ...]:
         Case("id/quad/identity/H1", I, "quad-identical", "identity", H=1, local=False),
         Case("id/quad/identity/H8", I, "quad-identical", "identity", H=8),
         # e below the gradients' size (G ≈ 0.3 here, ≈ 1.5 on the logistic and breast-cancer data), so that
-        # D̂ = max(e, ·) really adapts and drifts: with e ≥ G it stays at e, the identity rule in disguise
-        Case("id/quad/rmsprop/H4", I, "quad-identical", "rmsprop", beta=0.999, e=0.05, H=4, local=True),
-        Case("id/quad/adam/H4", I, "quad-identical", "adam", beta=0.999, e=0.05, H=4, local=True),
+        # D̂ = max(e, ·) really adapts and drifts: with e ≥ G it stays at e, the identity rule in disguise.
+        # Not far below: the bound carries Γ/α and the drift product, and with e ≪ G it is vacuous (e = 0.1
+        # keeps rmsprop's bound decaying here; adam's grows with its early bias-corrected syncs at any e < G)
+        Case("id/quad/rmsprop/H4", I, "quad-identical", "rmsprop", beta=0.999, e=0.1, H=4, local=True),
+        Case("id/quad/adam/H4", I, "quad-identical", "adam", beta=0.999, e=0.1, H=4, local=True),
         Case("id/quad/oasis/H4", I, "quad-identical", "oasis", beta=0.99, e=0.1, H=4, local=True),
         Case("id/quad-dense/oasis/H8", I, "quad-identical-dense", "oasis", beta=0.999, e=0.2, H=8),
         Case("id/logistic/identity/H4", I, "logistic-identical", "identity", H=4),
-        Case("id/logistic/rmsprop/H8", I, "logistic-identical", "rmsprop", beta=0.999, e=0.1, H=8, local=True),
+        Case("id/logistic/rmsprop/H8", I, "logistic-identical", "rmsprop", beta=0.999, e=0.3, H=8, local=True),
         Case("id/breast-cancer/identity/H4", I, "breast-cancer-identical", "identity", H=4, gamma_fracs=(1.0,),
              seeds=32, steps=300),
         # heterogeneous data
@@ -158,7 +160,7 @@ def _default() -> tuple[Case, ...]:
         Case("het/logistic/identity/H1", Hh, "logistic-heterogeneous", "identity", H=1),
         Case("het/breast-cancer/identity/H4", Hh, "breast-cancer-dirichlet", "identity", H=4, gamma_fracs=(1.0,),
              seeds=32, steps=300),
-        Case("het/breast-cancer/adam/H2", Hh, "breast-cancer-dirichlet", "adam", beta=0.999, e=0.1, H=2,
+        Case("het/breast-cancer/adam/H2", Hh, "breast-cancer-dirichlet", "adam", beta=0.999, e=0.3, H=2,
              gamma_fracs=(1.0,), seeds=32, steps=300),
         # the condition on β: β = β_min (rates survive), and a schedule β_k → 1
         Case("beta/quad/oasis-auto/H4", f"beta_condition[{I}]", "quad-identical", "oasis", beta="auto", e=0.1, H=4),
@@ -180,7 +182,7 @@ def _quick() -> tuple[Case, ...]:
     """A few small cases (tests, smoke runs): one per theorem."""
     I, Hh = "identical", "heterogeneous"
     return (
-        Case("id/quad/rmsprop/H4", I, "quad-identical", "rmsprop", beta=0.999, e=0.05, H=4, steps=150, seeds=32,
+        Case("id/quad/rmsprop/H4", I, "quad-identical", "rmsprop", beta=0.999, e=0.1, H=4, steps=150, seeds=32,
              local=True),
         Case("het/quad/oasis/H4", Hh, "quad-heterogeneous", "oasis", beta=0.99, e=0.1, H=4, steps=150, seeds=32),
         Case("beta/quad/oasis-auto/H4", f"beta_condition[{I}]", "quad-identical", "oasis", beta="auto", e=0.1, H=4,
