@@ -8,7 +8,8 @@ recorded step), ``drift.csv`` (one row per run and sync; only the header if none
 ``summary.json`` and ``plot.png``. A run that diverges has history rows only up to its
 divergence; ``summary.json`` gives each run's ``status`` and ``diverged_at``. Prints one line per
 rule, scaling and grid point, for the first 20 of them (``summary.json`` has every point).
-``--resume`` continues an interrupted run of the same config.
+``--resume`` continues an interrupted run of the same config; with no interrupted run it is an
+error when ``--out`` does not exist (a mistyped folder) and runs afresh into a finished one.
 """
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--out", metavar="DIR", default=default_out,
                    help=f"result folder, replaced atomically (default: {default_out})")
     p.add_argument("--resume", action="store_true",
-                   help="reuse the finished blocks of an interrupted run of the same config (default: off)")
+                   help="reuse the finished blocks of an interrupted run of the same config; with none, "
+                        "an error if --out does not exist, else a fresh run (default: off)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (default: shown)")
 
 
