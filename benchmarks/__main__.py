@@ -78,7 +78,12 @@ def run_rules(out: Path, quick: bool, command: str = "python -m benchmarks rules
 
 
 def run_gpu(out: Path, quick: bool, command: str = "python -m benchmarks gpu") -> dict:
-    """The GPU suite; the caller has checked :func:`gpu_unavailable` (``main`` does)."""
+    """The GPU suite; the caller has checked :func:`gpu_unavailable` (``main`` does).
+
+    ``gpu.json`` is rewritten after every section, so that a run stopped part-way (a time
+    limit, a device error) keeps what it measured; a section that fails is recorded as
+    ``{"error": ...}`` and the next one runs.
+    """
     import cupy as cp
 
     from . import cpu, dense, gpu, rules_axis
@@ -86,30 +91,46 @@ def run_gpu(out: Path, quick: bool, command: str = "python -m benchmarks gpu") -
     info = machine(gpu=True)
     print(f"machine: {info['gpu']} ({info['gpu_memory_GiB']} GiB), CuPy {info['cupy']}, host {info['cpu']}")
     result = {"machine": info, "command": command}
-    print("agreement with the CPU reference:")
-    result["agreement"] = gpu.check_agreement()
-    print("bandwidth of one fused step (kernel only):")
-    result["bandwidth"] = gpu.bandwidth(gpu.COORDINATES[:3] if quick else gpu.COORDINATES)
-    print("small problem against the launch floor:")
-    result["small"] = gpu.small_problem(repeats=3 if quick else 5)
-    print("whole loop through simulate:")
-    result["end_to_end"] = gpu.end_to_end((10**6, 10**7) if quick else (10**6, 10**7, 10**8))
-    print("GPU scaling (ms per step, set-up excluded):")
-    result["scaling"] = gpu.scaling(gpu.QUICK_SWEEPS if quick else gpu.SWEEPS, repeats=2 if quick else 3)
-    cpu.plot_scaling(result["scaling"], out / "gpu_scaling.png",
-                     f"GPU time per step ({info['gpu']}): adam, global, H = 10")
-    print("dense A_m and eigenbasis gradients:")
-    result["dense"] = dense.suite(cp, quick)
-    print(dense.tables(result["dense"]))
-    write_json(out / "gpu.json", result)  # the measurements above are kept whatever follows
-    print("rules on the run axis, 16 clients × d = 100 (one call against one call per rule):")
-    try:
-        result["rules_axis"] = rules_axis.compare(rules_axis.GPU_CONFIG, repeats=1 if quick else 3,
-                                                  backend="cupy")
-    except Exception as exc:  # recorded, not fatal: the suite's own numbers are written
-        print(f"rules on the run axis failed: {type(exc).__name__}: {exc}")
-        result["rules_axis"] = {"error": f"{type(exc).__name__}: {exc}"}
-    write_json(out / "gpu.json", result)
+
+    def section(key, title, fn):
+        print(title)
+        try:
+            result[key] = fn()
+        except Exception as exc:  # recorded, not fatal: the other sections still run
+            print(f"{key} failed: {type(exc).__name__}: {exc}")
+            result[key] = {"error": f"{type(exc).__name__}: {exc}"}
+        write_json(out / "gpu.json", result)  # the measurements so far are kept whatever follows
+
+    section("agreement", "agreement with the CPU reference:", gpu.check_agreement)
+    section("bandwidth", "bandwidth of one fused step (kernel only):",
+            lambda: gpu.bandwidth(gpu.QUICK_COORDINATES if quick else gpu.COORDINATES))
+    section("small", "small problem against the launch floor:",
+            lambda: gpu.small_problem(repeats=3 if quick else 5))
+    section("end_to_end", "whole loop through simulate:",
+            lambda: gpu.end_to_end(gpu.QUICK_END_TO_END if quick else gpu.END_TO_END))
+
+    def dense_suite():
+        res = dense.suite(cp, quick)
+        try:
+            print(dense.tables(res))
+        except Exception as exc:  # the numbers are kept; only their table is missing
+            print(f"dense tables not printed: {type(exc).__name__}: {exc}")
+        return res
+
+    section("dense", "dense A_m and eigenbasis gradients:", dense_suite)
+    section("rules_axis", "rules on the run axis, 16 clients × d = 100 (one call against one call per rule):",
+            lambda: rules_axis.compare(rules_axis.GPU_CONFIG, repeats=1 if quick else 3, backend="cupy"))
+    # the longest section last, its points saved as they come (marked incomplete until it ends)
+    section("scaling", "GPU scaling (ms per step, set-up excluded):",
+            lambda: gpu.scaling(gpu.QUICK_SWEEPS if quick else gpu.SWEEPS, repeats=2 if quick else 3,
+                                on_point=lambda curves: write_json(
+                                    out / "gpu.json", dict(result, scaling=curves, scaling_incomplete=True))))
+    if "error" not in result["scaling"]:
+        try:
+            cpu.plot_scaling(result["scaling"], out / "gpu_scaling.png",
+                             f"GPU time per step ({info['gpu']}): adam, global, H = 10")
+        except Exception as exc:  # the numbers are in gpu.json; a plot is not worth losing them
+            print(f"gpu_scaling.png not written: {type(exc).__name__}: {exc}")
     return result
 
 
@@ -148,6 +169,7 @@ def main(argv=None) -> int:
     if args.suite in ("gpu", "all"):
         run_gpu(out, args.quick, command=command)
         written += ["gpu.json", "gpu_scaling.png"]
+    written = [name for name in written if (out / name).exists()]  # a failed plot is not claimed
     print(f"done in {time.perf_counter() - t0:.0f} s; results in {out}/: {', '.join(written)}")
     return 0
 

@@ -21,6 +21,10 @@ from ._common import median_time, steady_step_time
 
 #: coordinates per step for the bandwidth table (runs × clients × d with runs = clients = 64)
 COORDINATES = [10**6, 10**7, 10**8, 10**9]
+QUICK_COORDINATES = COORDINATES[:3]
+#: coordinates of the whole-loop timings through ``simulate``
+END_TO_END = (10**6, 10**7, 10**8)
+QUICK_END_TO_END = END_TO_END[:2]
 SMALL = dict(runs=1, clients=16, dim=100)
 SCALING_BASE = dict(runs=64, clients=64, dim=4096)
 SWEEPS = {"runs": [1, 4, 16, 64, 256, 1024], "clients": [1, 4, 16, 64, 256],
@@ -167,7 +171,7 @@ def small_problem(repeats=5, log=print) -> dict:
     return out
 
 
-def end_to_end(coordinates=(10**6, 10**7, 10**8), repeats=3, log=print) -> list[dict]:
+def end_to_end(coordinates=END_TO_END, repeats=3, log=print) -> list[dict]:
     """Whole-loop time per step through ``simulate`` (fused, no sync; and H = 10)."""
     rows = []
     for n in coordinates:
@@ -182,12 +186,15 @@ def end_to_end(coordinates=(10**6, 10**7, 10**8), repeats=3, log=print) -> list[
     return rows
 
 
-def scaling(sweeps=SWEEPS, repeats=3, log=print) -> dict:
-    """Time per step (set-up excluded) against runs, clients and d: fused and reference on GPU."""
+def scaling(sweeps=SWEEPS, repeats=3, log=print, on_point=None) -> dict:
+    """Time per step (set-up excluded) against runs, clients and d: fused and reference on GPU.
+
+    ``on_point(curves)`` is called after every point with the curves so far (to save them).
+    """
     cp = _cp()
     curves = {}
     for axis, values in sweeps.items():
-        pts = []
+        pts = curves[axis] = []
         for v in values:
             cfg = dict(SCALING_BASE, **{axis: v})
             R, M, d = cfg["runs"], cfg["clients"], cfg["dim"]
@@ -208,7 +215,8 @@ def scaling(sweeps=SWEEPS, repeats=3, log=print) -> dict:
             cp.get_default_memory_pool().free_all_blocks()
             pts.append(row)
             log(f"  {axis} = {v}: {row}")
-        curves[axis] = pts
+            if on_point is not None:
+                on_point(curves)
     return curves
 
 

@@ -16,6 +16,8 @@
 #                             a GPU image with PyTorch and CuPy may lack), into /tmp/site;
 #   .carry/fashion-mnist/     the four Fashion-MNIST IDX .gz files (else the Debian path).
 # The commands that prepare them are in docs/nn-results.md ("Running on a GPU").
+# log.txt starts with the Python and package versions found. gpu.json and throughput.json are
+# rewritten after every section or mode, so a part stopped at its share keeps what it measured.
 set -u
 out=${1:?usage: bash benchmarks/gpu_checks.sh OUTDIR [SECONDS]}
 budget=${2:-540}
@@ -39,7 +41,8 @@ part() {  # part NAME SECONDS COMMAND...: run COMMAND for at most SECONDS, log i
     echo "== $name (at most ${secs}s): $*" | tee -a "$log"
     local t0 rc
     t0=$(date +%s)
-    timeout "$secs" "$@" >>"$log" 2>&1
+    # SIGTERM at the share (Python then dies at once: the suites save as they go), SIGKILL 10 s later
+    timeout -k 10 "$secs" "$@" >>"$log" 2>&1
     rc=$?
     echo "== $name: exit $rc after $(( $(date +%s) - t0 ))s" | tee -a "$log"
 }
@@ -50,15 +53,34 @@ part() {  # part NAME SECONDS COMMAND...: run COMMAND for at most SECONDS, log i
 } >"$log"
 
 if compgen -G ".carry/whl/*.whl" >/dev/null; then
-    $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl >>"$log" 2>&1
-    export PYTHONPATH=/tmp/site:$PWD
+    # pure-Python wheels: where pip is missing, unpacking them is the same installation
+    if ! $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl >>"$log" 2>&1; then
+        echo "pip failed; unpacking the wheels into /tmp/site instead" >>"$log"
+        for w in .carry/whl/*.whl; do $py -m zipfile -e "$w" /tmp/site >>"$log" 2>&1; done
+    fi
+    export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 else
     export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
 data_root=/usr/share/datasets/fashion-mnist
 [[ -d .carry/fashion-mnist ]] && data_root=.carry/fashion-mnist
+timeout 60 $py - >>"$log" 2>&1 <<'EOF'
+import importlib, sys
+print("python:", sys.executable, sys.version.split()[0])
+for m in ("numpy", "scipy", "cupy", "torch", "matplotlib", "array_api_compat", "tomli_w", "pytest",
+          "hypothesis", "numba"):
+    try:
+        print(f"  {m}: {getattr(importlib.import_module(m), '__version__', 'installed')}")
+    except Exception as exc:
+        print(f"  {m}: {type(exc).__name__}: {exc}")
+EOF
 
-part "CuPy path against the CPU reference" 150 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py
+# tests/conftest.py needs Hypothesis (not used by test_gpu.py): without it, skip the conftest.
+# Warnings are shown, not errors (pyproject's filterwarnings = error): a deprecation warning
+# from CuPy's import must not fail every test of this one run.
+pytest_opts=(-q -p no:cacheprovider -W default -o console_output_style=count)
+$py -c "import hypothesis" 2>/dev/null || pytest_opts+=(--noconftest)
+part "CuPy path against the CPU reference" 150 $py -m pytest "${pytest_opts[@]}" tests/test_gpu.py
 part "GPU benchmark suite" 180 $py -m benchmarks gpu --out "$out"
 part "ResNet18 throughput" 120 $py -m benchmarks.nn_throughput --json "$out/throughput.json"
 if [[ -e $data_root/train-images-idx3-ubyte.gz || -e $data_root/train-images-idx3-ubyte ]]; then

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -78,13 +79,23 @@ def measure(step, images_per_step: int, steps: int, warmup: int, device) -> floa
     return images_per_step * steps / end()
 
 
-def run(args) -> dict:
+def run(args, on_update=None) -> dict:
+    """Every mode of ``args.modes``; ``on_update(result)`` after each row (a mode that fails is
+    a row with its ``error``, and the next mode runs)."""
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     precision = args.precision
     M, b, n = args.clients, args.batch, args.clients * args.batch
     cl = device.type == "cuda" if args.channels_last is None else args.channels_last
+    info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "threads": torch.get_num_threads()}
+    settings = {k: v for k, v in vars(args).items() if k != "json"}
+    settings["channels_last"] = cl
+    command = " ".join(["python -m benchmarks.nn_throughput"] + sys.argv[1:])
+    rows = []
+    result = {"machine": info, "settings": settings, "command": command, "rows": rows}
     net = ResNet18(classes=10, width=args.width, norm=args.norm).to(device)
     obj = Objective(net, weight_decay=5e-4, precision=precision)
     x0 = init_params(net, 0).to(device)
@@ -98,75 +109,106 @@ def run(args) -> dict:
         stacked = to_channels_last(stacked)
     ys = labels.view(M, b)
     gamma = 1e-3
-    rows = []
 
     def record(mode, ips, steps=args.steps):
         rows.append({"mode": mode, "images_per_second": ips, "steps": steps})
         print(f"{mode:>22s}  {ips:12,.0f} img/s  ({steps} steps)", flush=True)
+        if on_update is not None:
+            on_update(result)
 
+    def attempt(mode, fn):
+        """``fn()`` (which records its row); an exception becomes the mode's row."""
+        try:
+            fn()
+        except Exception as exc:  # e.g. out of memory, an op vmap cannot batch: the others still run
+            rows.append({"mode": mode, "error": f"{type(exc).__name__}: {exc}"})
+            print(f"{mode:>22s}  failed: {type(exc).__name__}: {exc}", flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if on_update is not None:
+                on_update(result)
+
+    if on_update is not None:  # the machine and settings, before any mode has run
+        on_update(result)
     modes = args.modes.split(",")
     if "single" in modes:
-        model = ResNet18(classes=10, width=args.width, norm=args.norm).to(device)
-        if cl:
-            model = model.to(memory_format=torch.channels_last)
-        params = list(model.parameters())
-        wd = obj.weight_decay
+        def single_mode():
+            model = ResNet18(classes=10, width=args.width, norm=args.norm).to(device)
+            if cl:
+                model = model.to(memory_format=torch.channels_last)
+            params = list(model.parameters())
+            wd = obj.weight_decay
 
-        def single():  # the objective of Objective.__call__: cross-entropy + (λ/2)‖x‖²
-            with obj.autocast(device):
-                loss = F.cross_entropy(model(images).float(), labels)
-            if wd:
-                loss = loss + 0.5 * wd * sum(torch.sum(p * p) for p in params)
-            grads = torch.autograd.grad(loss, params)
-            with torch.no_grad():
-                torch._foreach_add_(params, grads, alpha=-gamma)
-        record("single", measure(single, n, args.steps, args.warmup, device))
+            def single():  # the objective of Objective.__call__: cross-entropy + (λ/2)‖x‖²
+                with obj.autocast(device):
+                    loss = F.cross_entropy(model(images).float(), labels)
+                if wd:
+                    loss = loss + 0.5 * wd * sum(torch.sum(p * p) for p in params)
+                grads = torch.autograd.grad(loss, params)
+                with torch.no_grad():
+                    torch._foreach_add_(params, grads, alpha=-gamma)
+            record("single", measure(single, n, args.steps, args.warmup, device))
+        attempt("single", single_mode)
     if "single-flat" in modes:
-        x = x0.clone()
+        def single_flat_mode():
+            x = x0.clone()
 
-        def single_flat():
-            g, _ = obj.grad(x, images, labels)
-            x.add_(g, alpha=-gamma)
-        record("single-flat", measure(single_flat, n, args.steps, args.warmup, device))
+            def single_flat():
+                g, _ = obj.grad(x, images, labels)
+                x.add_(g, alpha=-gamma)
+            record("single-flat", measure(single_flat, n, args.steps, args.warmup, device))
+        attempt("single-flat", single_flat_mode)
     for together in ("loop", "vmap"):
         if together not in modes:
             continue
-        X = x0.expand(M, -1).clone()
 
-        def clients(together=together, X=X):
-            G, _, _ = obj.clients(X, stacked, ys, None, together)
-            X.add_(G, alpha=-gamma)
-        record(together, measure(clients, n, args.steps, args.warmup, device))
+        def clients_mode(together=together):
+            X = x0.expand(M, -1).clone()
+
+            def clients():
+                G, _, _ = obj.clients(X, stacked, ys, None, together)
+                X.add_(G, alpha=-gamma)
+            record(together, measure(clients, n, args.steps, args.warmup, device))
+        attempt(together, clients_mode)
     rounds = [m.split(":", 1)[1] for m in modes if m.startswith("round:")]
     if rounds:
-        s = synthetic_images(max(4 * n, 512), 1, classes=10, channels=3, size=args.image, seed=0)
-        parts = [list(range(i, s.train_x.shape[0], M)) for i in range(M)]
-        data = DeviceData(s.train_x, s.train_y, parts, device=device, augment=True)
-        for name in rounds:
-            method = make_method(name, 0.05 if name == "local_sgd" else 1e-3)
-            tr = Trainer(obj, data, method, x0, local_steps=args.local_steps, batch_size=b, seed=0,
-                         together=args.together, channels_last=cl)
-            tr.evaluate = lambda: {}  # throughput of the training steps only
-            per_round = max(1, args.steps // args.local_steps)
-            warm = max(1, args.warmup // args.local_steps)
-            record(f"round:{name}", measure(tr.run_round, n * args.local_steps, per_round, warm, device),
-                   per_round * args.local_steps)
+        per_round = max(1, args.steps // args.local_steps)
+        warm = max(1, args.warmup // args.local_steps)
+        box = {}
+
+        def round_data():
+            s = synthetic_images(max(4 * n, 512), 1, classes=10, channels=3, size=args.image, seed=0)
+            parts = [list(range(i, s.train_x.shape[0], M)) for i in range(M)]
+            box["data"] = DeviceData(s.train_x, s.train_y, parts, device=device, augment=True)
+        attempt("round data", round_data)
+        for name in rounds if "data" in box else ():
+            def round_mode(name=name):
+                method = make_method(name, 0.05 if name == "local_sgd" else 1e-3)
+                tr = Trainer(obj, box["data"], method, x0, local_steps=args.local_steps, batch_size=b,
+                             seed=0, together=args.together, channels_last=cl)
+                tr.evaluate = lambda: {}  # throughput of the training steps only
+                record(f"round:{name}", measure(tr.run_round, n * args.local_steps, per_round, warm, device),
+                       per_round * args.local_steps)
+            attempt(f"round:{name}", round_mode)
         timed = per_round * args.local_steps
         if timed != args.steps and len(rows) > len(rounds):
             rounds_text = f"{per_round} round{'s' if per_round != 1 else ''} of H = {args.local_steps}"
             print(f"note: the round modes timed {timed} steps ({rounds_text}), the others {args.steps}; "
                   "make --steps a multiple of --local-steps to compare equal counts")
-    single = next((r["images_per_second"] for r in rows if r["mode"] == "single"), None)
+    single = next((r["images_per_second"] for r in rows if r["mode"] == "single" and "error" not in r), None)
     if single:
         print("relative to single:", ", ".join(f"{r['mode']} {r['images_per_second'] / single:.2f}"
-                                               for r in rows if r["mode"] != "single"))
-    info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "threads": torch.get_num_threads()}
-    settings = {k: v for k, v in vars(args).items() if k != "json"}
-    settings["channels_last"] = cl
-    command = " ".join(["python -m benchmarks.nn_throughput"] + sys.argv[1:])
-    return {"machine": info, "settings": settings, "command": command, "rows": rows}
+                                               for r in rows if r["mode"] != "single" and "error" not in r))
+    return result
+
+
+def write_result(path, result) -> None:
+    """``result`` as JSON at ``path``, written whole (a stop mid-write leaves the previous file)."""
+    tmp = f"{path}.part"
+    with open(tmp, "w") as fh:
+        json.dump(result, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -196,12 +238,12 @@ def main(argv=None) -> int:
             setattr(args, key, value)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run(args)
+    # with --json the file is rewritten after every mode: a run stopped part-way keeps its rows
+    on_update = (lambda result: write_result(args.json, result)) if args.json else None
+    result = run(args, on_update)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
-            fh.write("\n")
-    return 0
+        write_result(args.json, result)
+    return 0 if all("error" not in r for r in result["rows"]) else 1
 
 
 if __name__ == "__main__":

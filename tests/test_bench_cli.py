@@ -46,7 +46,13 @@ def test_savic_bench_suite_passes_out_and_quick(suite_calls, tmp_path, capsys):
 
 def test_python_m_benchmarks_writes_to_results_by_default(monkeypatch, tmp_path, capsys):
     seen = []
-    monkeypatch.setattr(suite, "run_cpu", lambda out, quick, torch, command: seen.append((out, command)))
+
+    def fake_cpu(out, quick, torch, command):
+        seen.append((out, command))
+        for name in ("cpu.json", "cpu_scaling.png"):
+            (out / name).write_text("")
+
+    monkeypatch.setattr(suite, "run_cpu", fake_cpu)
     monkeypatch.chdir(tmp_path)
     assert suite.main(["cpu", "--quick"]) == 0
     assert seen == [(Path("results/benchmarks"), "python -m benchmarks cpu --out results/benchmarks --quick")]
