@@ -17,7 +17,7 @@ import numpy as np
 from savic_theory import Quadratic, rules, simulate
 from savic_theory.simulator import fused
 
-from ._common import median_time, steady_step_time
+from ._common import steady_step_time
 
 #: coordinates per step for the bandwidth table (runs × clients × d with runs = clients = 64)
 COORDINATES = [10**6, 10**7, 10**8, 10**9]

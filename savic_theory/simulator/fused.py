@@ -48,7 +48,6 @@ True
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 import threading
 from typing import Any
