@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from savic_theory.problems import data as data_module
 from savic_theory.problems.data import (DATASETS, SPLITS, binary_labels, load_data, load_dataset,
                                         load_libsvm, split_clients)
 from savic_theory.problems.logistic import Logistic
@@ -86,6 +87,30 @@ def test_load_libsvm_rejects_nan(tmp_path):
     path = write(tmp_path / "nan.svm", "1 1:nan\n0 1:1\n")
     with pytest.raises(ValueError, match="nan.svm.*NaN or inf"):
         load_libsvm(path)
+
+
+def test_load_libsvm_huge_feature_index_is_a_clear_error(tmp_path, monkeypatch):
+    """A stray huge index must not reach NumPy: beyond the index type it was an OverflowError,
+    below it a dense (n, index) array of any size was allocated."""
+    beyond = write(tmp_path / "beyond.svm", "1 1:1\n-1 3000000000:2\n")
+    with pytest.raises(ValueError, match="beyond.svm.*feature index is too large"):
+        load_libsvm(beyond)
+    monkeypatch.setattr(data_module, "MAX_DENSE_ENTRIES", 1000, raising=False)
+    wide = write(tmp_path / "wide.svm", "1 1:1\n-1 5000:2\n")
+    with pytest.raises(ValueError, match=r"wide.svm.*2 rows x 5000 features.*MAX_DENSE_ENTRIES"):
+        load_libsvm(wide)
+    assert load_libsvm(write(tmp_path / "narrow.svm", "1 1:1\n-1 500:2\n"))[0].shape == (2, 500)
+
+
+@pytest.mark.parametrize("n_features,err", [(0, ValueError), (-1, ValueError), ("3", TypeError), (3.0, TypeError)])
+def test_load_libsvm_bad_n_features_is_named(toy_libsvm, n_features, err):
+    with pytest.raises(err, match="n_features must be"):
+        load_libsvm(toy_libsvm, n_features=n_features)
+
+
+def test_load_libsvm_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="is a directory"):
+        load_libsvm(tmp_path)
 
 
 def test_load_data_dispatches_on_name_or_path(toy_libsvm):
@@ -214,3 +239,14 @@ def test_split_rejects_bad_arrays():
         Logistic.from_arrays(X, y, n_clients=11)
     with pytest.raises(ValueError, match="unknown split method"):
         Logistic.from_arrays(X, y, n_clients=2, split="sorted")
+    with pytest.raises(TypeError, match="X must be an array of real numbers"):
+        split_clients(X.astype(str), y, 2)  # NumPy's own error named no argument
+    with pytest.raises(TypeError, match="X must be an array of real numbers"):
+        split_clients(X * (1 + 0j), y, 2)  # a cast would drop imaginary parts
+
+
+@pytest.mark.parametrize("seed,err", [(-1, ValueError), ("abc", TypeError)])
+def test_split_bad_seed_is_named(seed, err):
+    X, y = labelled(n=10)
+    with pytest.raises(err, match="seed must be"):
+        split_clients(X, y, 2, seed=seed)

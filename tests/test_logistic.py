@@ -344,3 +344,13 @@ def test_docstring_examples_run(module):
     pytest.importorskip("sklearn")
     failures, tried = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried > 0 and failures == 0
+
+
+def test_non_real_client_arrays_are_type_errors(problem):
+    feats, labels, _ = problem
+    with pytest.raises(TypeError, match=r"features_per_client\[0\] must be an array of real numbers"):
+        Logistic([feats[0] * (1 + 0j)] + feats[1:], labels)  # would drop imaginary parts
+    with pytest.raises(TypeError, match=r"labels_per_client\[1\] must be an array of real numbers"):
+        Logistic(feats, [labels[0], None, labels[2]])
+    with pytest.raises(ValueError, match="seed must be"):
+        Logistic.random(2, 5, 3, seed=-1)

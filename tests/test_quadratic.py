@@ -94,3 +94,42 @@ def test_with_noise_changes_only_noise():
     noisy = prob.with_noise(2.0)
     assert noisy.sigma2 == 2.0 and prob.sigma2 == 0.0
     assert noisy.zeta2 == pytest.approx(prob.zeta2)
+
+
+# ------------------------------------------------------------------ bad input
+def test_dense_symmetry_check_is_relative_to_the_scale_of_A():
+    """An asymmetric A with small entries is refused (its eigvalsh constants would describe the
+    lower triangle only); round-off asymmetry at the same scale is accepted."""
+    with pytest.raises(ValueError, match="symmetric"):
+        Quadratic(A=1e-13 * np.array([[[2.0, 1.0], [0.0, 2.0]]]), b=np.zeros((1, 2)))
+    Quadratic(A=1e-13 * np.array([[[2.0, 1.0], [1.0 + 1e-14, 2.0]]]), b=np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(A=np.ones((2, 2)) * (1 + 1j), b=np.ones((2, 2))), "A"),  # would drop the imaginary part
+    (dict(A=np.ones((2, 2)), b=None), "b"),  # would become NaN
+    (dict(A=np.ones((2, 2)), b=np.ones((2, 2)), Q=np.eye(2) * (1 + 0j)), "Q"),
+])
+def test_non_real_arrays_are_type_errors(kwargs, name):
+    with pytest.raises(TypeError, match=f"{name} must be an array of real numbers"):
+        Quadratic(**kwargs)
+
+
+def test_host_maths_check_the_shape_of_x(form):
+    """x of another shape is refused: (runs, d) on a problem with M = runs clients used to pair
+    row m with client m silently."""
+    prob = Quadratic.random(dim=3, n_clients=2, heterogeneity=1.0, form=form, seed=0)
+    for x in [np.ones((2, 3)), np.ones(4), 1.0]:
+        for method in (prob.full_grad, prob.objective):
+            with pytest.raises(ValueError, match=r"x must have shape \(3,\)"):
+                method(x)
+    batched = Quadratic(A=np.stack([prob.A[0]] * 2), b=np.stack([prob.b[0]] * 2), Q=prob.Q)
+    assert batched.full_grad(np.ones((2, 3))).shape == (2, 2, 3)
+    with pytest.raises(ValueError, match=r"x must have shape \(2, 3\)"):
+        batched.objective(np.ones(3))
+
+
+@pytest.mark.parametrize("seed,err", [(-1, ValueError), ("abc", TypeError), (1.5, TypeError)])
+def test_random_bad_seed_is_named(seed, err):
+    with pytest.raises(err, match="seed must be"):
+        Quadratic.random(dim=3, n_clients=2, seed=seed)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._validation import check_nonnegative
 
-__all__ = ["Problem", "Oracle", "Constants", "check_noise", "check_finite"]
+__all__ = ["Problem", "Oracle", "Constants", "check_noise", "check_finite", "as_real_array", "as_generator"]
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,35 @@ def check_finite(name: str, arr: np.ndarray) -> None:
     """Raise a ValueError naming ``name`` when ``arr`` holds NaN or inf."""
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf")
+
+
+def as_real_array(name: str, a) -> np.ndarray:
+    """``a`` as a finite float64 array; TypeError naming ``name`` unless it holds real numbers.
+
+    Complex, string, object and ``None`` inputs are refused rather than cast (a cast would drop
+    imaginary parts or turn ``None`` into NaN); NaN and inf are a ValueError.
+    """
+    try:
+        raw = np.asarray(a)
+    except (TypeError, ValueError) as exc:  # ragged nested sequences
+        raise TypeError(f"{name} must be an array of real numbers, got {type(a).__name__}") from exc
+    if raw.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {raw.dtype}")
+    arr = raw.astype(np.float64, copy=False)
+    check_finite(name, arr)
+    return arr
+
+
+def as_generator(seed) -> np.random.Generator:
+    """``seed`` (an int ``>= 0``, a sequence of them, a ``SeedSequence`` or a ``Generator``) as a
+    ``numpy.random.Generator``; the error names ``seed`` otherwise."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)("seed must be a non-negative integer, a SeedSequence or a numpy.random.Generator, "
+                        f"got {seed!r}") from exc
 
 
 def additive_noise(rng: np.random.Generator, noise: float, shape) -> np.ndarray | None:

@@ -18,6 +18,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .._validation import check_int, check_positive
+from ._base import as_generator, as_real_array
 
 __all__ = ["DATASETS", "SPLITS", "load_dataset", "load_libsvm", "load_data", "binary_labels",
            "split_clients"]
@@ -39,6 +40,10 @@ DATASETS: dict[str, _Bundled] = {
 
 #: ways to distribute rows over clients, see :func:`split_clients`
 SPLITS = ("iid", "dirichlet", "shards")
+
+#: largest dense ``n × d`` feature array :func:`load_libsvm` builds (2 GiB of float64): a
+#: larger one is refused with a ValueError before it is allocated (e.g. a stray huge index)
+MAX_DENSE_ENTRIES = 2**28
 
 
 def _sklearn():
@@ -103,6 +108,9 @@ def load_libsvm(path, standardize: bool = False, n_features: int | None = None) 
     n_features : int, optional
         Number of features, for files whose last columns are all zero.
 
+    The dense array may hold at most :data:`MAX_DENSE_ENTRIES` entries (a ValueError names
+    its shape otherwise).
+
     Returns
     -------
     X : array (n, d) float64
@@ -123,15 +131,25 @@ def load_libsvm(path, standardize: bool = False, n_features: int | None = None) 
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path, got {path!r}")
     path = os.fspath(path)
+    if n_features is not None:
+        n_features = check_int("n_features", n_features, 1)
+    if os.path.isdir(path):
+        raise ValueError(f"LIBSVM path {path!r} is a directory, not a file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"LIBSVM file {path!r} not found")
     sk = _sklearn()
     try:
         X, y = sk.datasets.load_svmlight_file(path, n_features=n_features, dtype=np.float64)
+    except OverflowError as exc:  # a feature index beyond the index type
+        raise ValueError(f"cannot read LIBSVM file {path!r}: a feature index is too large ({exc})") from exc
     except (ValueError, OSError, UnicodeDecodeError, EOFError) as exc:
         raise ValueError(f"cannot read LIBSVM file {path!r}: {exc}") from exc
     if X.shape[0] == 0:
         raise ValueError(f"LIBSVM file {path!r} holds no rows")
+    if X.shape[0] * X.shape[1] > MAX_DENSE_ENTRIES:
+        raise ValueError(f"LIBSVM file {path!r} would be a dense array of {X.shape[0]} rows x {X.shape[1]} "
+                         f"features, more than MAX_DENSE_ENTRIES = {MAX_DENSE_ENTRIES} entries; check its "
+                         "largest feature index")
     X = np.asarray(X.toarray(), dtype=np.float64)
     check_data(X, name=f"features of {path!r}")
     y = binary_labels(y, name=f"labels of {path!r}")
@@ -233,13 +251,12 @@ def split_clients(X, y, n_clients: int, method: str = "iid", *, alpha: float = 0
     >>> sorted(yc.tolist() for yc in ys)
     [[-1.0, -1.0, -1.0, -1.0, -1.0], [1.0, 1.0, 1.0, 1.0, 1.0]]
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = as_real_array("X", X)
     y = np.asarray(y)
     if X.ndim != 2:
         raise ValueError(f"X must be a 2-D array (n, d), got shape {X.shape}")
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
         raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got {y.shape}")
-    check_data(X, "X")
     if y.dtype.kind in "fc":
         check_data(y, "y")
     n = X.shape[0]
@@ -248,7 +265,7 @@ def split_clients(X, y, n_clients: int, method: str = "iid", *, alpha: float = 0
         raise ValueError(f"n_clients = {n_clients} exceeds the number of rows n = {n}")
     if method not in SPLITS:
         raise ValueError(f"unknown split method {method!r}; known methods: {', '.join(SPLITS)}")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = as_generator(seed)
     if method == "iid":
         parts = np.array_split(rng.permutation(n), n_clients)
     elif method == "dirichlet":

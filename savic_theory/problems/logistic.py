@@ -25,7 +25,7 @@ import scipy.linalg
 from scipy.special import expit
 
 from .._validation import check_int, check_nonnegative, check_positive
-from ._base import Constants, Oracle, Problem, additive_noise, check_finite, check_noise
+from ._base import Constants, Oracle, Problem, additive_noise, as_generator, as_real_array, check_noise
 from .data import _check_alpha, binary_labels, load_data, split_clients
 
 __all__ = ["Logistic"]
@@ -207,7 +207,7 @@ class Logistic(Problem):
             counts = [check_int(f"n_per_client[{m}]", c, 1) for m, c in enumerate(counts)]
         h = check_nonnegative("heterogeneity", heterogeneity)
         _check_options(lam, batch_size, noise)
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        rng = as_generator(seed)
         n = max(counts)
         base = rng.standard_normal((n, d))
         u = rng.random(n)
@@ -436,13 +436,9 @@ def _client_arrays(name, seq, ndim):
         raise ValueError(f"{name} must hold at least one client")
     out = []
     for m, arr in enumerate(seq):
-        try:
-            arr = np.asarray(arr, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name}[{m}] must be an array of real numbers") from exc
+        arr = as_real_array(f"{name}[{m}]", arr)
         if arr.ndim != ndim:
             raise ValueError(f"{name}[{m}] must be {ndim}-D, got shape {arr.shape}")
-        check_finite(f"{name}[{m}]", arr)
         out.append(arr)
     return out
 

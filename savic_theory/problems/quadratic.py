@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._validation import check_int, check_nonnegative, check_positive
-from ._base import Constants, Oracle, Problem, additive_noise, check_finite, check_noise
+from ._base import Constants, Oracle, Problem, additive_noise, as_generator, as_real_array, check_noise
 
 __all__ = ["Quadratic"]
 
@@ -55,11 +55,11 @@ class Quadratic(Problem):
     """
 
     def __init__(self, A, b, noise: float = 0.0, Q=None):
-        A = _as_float_array("A", A)
-        b = _as_float_array("b", b)
+        A = as_real_array("A", A)
+        b = as_real_array("b", b)
         self.noise = check_noise(noise)
         if Q is not None:
-            Q = _as_float_array("Q", Q)
+            Q = as_real_array("Q", Q)
             if Q.ndim != 2 or Q.shape[0] != Q.shape[1]:
                 raise ValueError(f"Q must be a square (d, d) matrix, got shape {Q.shape}")
             if not np.allclose(Q.T @ Q, np.eye(Q.shape[0]), atol=1e-10):
@@ -92,7 +92,7 @@ class Quadratic(Problem):
             raise ValueError(f"Q has shape {Q.shape}, expected ({d}, {d})")
         if form == "dense":
             scale = np.max(np.abs(A), axis=(-2, -1), keepdims=True)
-            if np.any(np.abs(A - np.swapaxes(A, -1, -2)) > 1e-12 * np.maximum(scale, 1.0)):
+            if np.any(np.abs(A - np.swapaxes(A, -1, -2)) > 1e-12 * scale):  # relative: any scale
                 raise ValueError("A must be symmetric: A_m ≠ A_mᵀ for some client")
             eig = np.linalg.eigvalsh(A)
         else:
@@ -135,7 +135,7 @@ class Quadratic(Problem):
             raise ValueError(f"need 0 < mu <= L, got mu={mu}, L={L}")
         heterogeneity = check_nonnegative("heterogeneity", heterogeneity)
         noise = check_noise(noise)
-        rng = np.random.default_rng(seed)
+        rng = as_generator(seed)
         n_spec = n_clients if client_spectra == "random" else 1
         lam = np.exp(rng.uniform(np.log(mu), np.log(L), size=(n_spec, dim)))
         lam[0, 0] = L
@@ -174,15 +174,21 @@ class Quadratic(Problem):
     def _squeeze(self, a):
         return a if self._batched_input else a[0]
 
-    def full_grad(self, x: np.ndarray) -> np.ndarray:
+    def _check_point(self, x) -> np.ndarray:
+        """``x`` as float64 of shape ``(d,)`` (``(I, d)`` for batched problems), as ``(I, d)``."""
         x = np.asarray(x, dtype=np.float64)
-        xi = x if self._batched_input else x[None]
+        want = (self.instances, self.dim) if self._batched_input else (self.dim,)
+        if x.shape != want:
+            raise ValueError(f"x must have shape {want}, got {x.shape}")
+        return x if self._batched_input else x[None]
+
+    def full_grad(self, x: np.ndarray) -> np.ndarray:
+        xi = self._check_point(x)
         return self._squeeze(self._matvec(xi) - self.b)
 
     def objective(self, x: np.ndarray):
         """``f(x)`` on the host, x of shape (d,) (or (I, d) for batched problems)."""
-        x = np.asarray(x, dtype=np.float64)
-        xi = x if self._batched_input else x[None]
+        xi = self._check_point(x)
         val = np.mean(0.5 * np.sum(self._matvec(xi) * xi[:, None, :], -1)
                       - np.sum(self.b * xi[:, None, :], -1), axis=1)
         return self._squeeze(val)
@@ -287,15 +293,6 @@ class _QuadraticOracle(Oracle):
         else:
             Ax = xp.matmul(xp.matmul(x, self.Q) * self.A_mean, self.QT)
         return xp.sum(0.5 * Ax * x - self.b_mean * x, axis=-1)
-
-
-def _as_float_array(name, a):
-    try:
-        arr = np.asarray(a, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be an array of real numbers") from exc
-    check_finite(name, arr)
-    return arr
 
 
 def _orthogonal(rng, d):
