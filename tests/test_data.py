@@ -250,3 +250,17 @@ def test_split_bad_seed_is_named(seed, err):
     X, y = labelled(n=10)
     with pytest.raises(err, match="seed must be"):
         split_clients(X, y, 2, seed=seed)
+
+
+@pytest.mark.parametrize("flag", ["no", 0, None])
+def test_standardize_must_be_a_bool(flag, tmp_path):
+    """``standardize="no"`` used to count as true (and standardise)."""
+    with pytest.raises(TypeError, match="standardize must be True or False"):
+        load_dataset("breast_cancer", standardize=flag)
+    path = tmp_path / "toy.svm"
+    path.write_text("1 1:0.5\n-1 2:2\n")
+    with pytest.raises(TypeError, match="standardize must be True or False"):
+        load_libsvm(path, standardize=flag)
+    if flag is not None:  # None is load_data's "the loader's default"
+        with pytest.raises(TypeError, match="standardize must be True or False"):
+            load_data(str(path), standardize=flag)

@@ -55,6 +55,12 @@ def _sklearn():
     return sklearn
 
 
+def _check_flag(name: str, value) -> None:
+    """A TypeError naming ``name`` unless ``value`` is a bool (``"no"`` would count as true)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def load_dataset(name: str, standardize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     r"""Load a binary classification data set bundled with scikit-learn.
 
@@ -82,6 +88,7 @@ def load_dataset(name: str, standardize: bool = True) -> tuple[np.ndarray, np.nd
     """
     if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    _check_flag("standardize", standardize)
     entry = DATASETS[name]
     sk = _sklearn()
     bunch = getattr(sk.datasets, entry.loader)()
@@ -131,6 +138,7 @@ def load_libsvm(path, standardize: bool = False, n_features: int | None = None) 
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path, got {path!r}")
     path = os.fspath(path)
+    _check_flag("standardize", standardize)
     if n_features is not None:
         n_features = check_int("n_features", n_features, 1)
     if os.path.isdir(path):
@@ -172,12 +180,14 @@ def load_data(name_or_path, standardize: bool | None = None) -> tuple[np.ndarray
     >>> load_data("digits")[0].shape
     (1797, 64)
     """
+    if standardize is not None:
+        _check_flag("standardize", standardize)
     if isinstance(name_or_path, str) and name_or_path in DATASETS:
         return load_dataset(name_or_path, standardize=True if standardize is None else standardize)
     if isinstance(name_or_path, os.PathLike) or (isinstance(name_or_path, str) and (
             os.sep in name_or_path or "/" in name_or_path or os.path.splitext(name_or_path)[1]
             or os.path.exists(name_or_path))):
-        return load_libsvm(name_or_path, standardize=bool(standardize))
+        return load_libsvm(name_or_path, standardize=False if standardize is None else standardize)
     raise ValueError(f"unknown dataset {name_or_path!r}; known datasets: {', '.join(DATASETS)}, "
                      "or give the path of a LIBSVM file")
 
