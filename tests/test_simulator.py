@@ -59,13 +59,17 @@ def test_explicit_sync_moments_match_reference(rule, scaling):
 @pytest.mark.parametrize("scaling", SCALINGS)
 def test_contract_shapes_and_history(rule, scaling):
     A, b = hetero_problem("diagonal")
-    res = simulate(Quadratic(A=A, b=b), make_rule(rule), gamma=0.02, steps=24, sync_every=4,
+    prob = Quadratic(A=A, b=b)
+    res = simulate(prob, make_rule(rule), gamma=0.02, steps=24, sync_every=4,
                    scaling=scaling, x0=np.zeros(5), noise=0.0, seed=0)
     assert res.x.shape == (3, 5) and res.x_bar.shape == (5,)
     assert res.steps[0] == 0 and res.steps[-1] == 24
-    for key in ("dist_sq", "f_gap", "consensus", "alpha_hat", "Gamma_hat", "G_hat"):
+    for key in ("dist_sq", "f_gap", "consensus", "alpha_hat", "Gamma_hat", "G_hat", "dist_sq_D"):
         assert res.history[key].shape == res.steps.shape
         assert np.all(np.isfinite(res.history[key]))
+    # ‖x̄ − x*‖²_D̂ with the final D̂ (the clients' mean D̂ in local scaling)
+    final_D = np.sum(res.D.mean(axis=0) * (res.x_bar - prob.x_star) ** 2)
+    np.testing.assert_allclose(res.history["dist_sq_D"][-1], final_D, rtol=1e-12)
     assert res.sync_steps.tolist() == [4, 8, 12, 16, 20, 24]
     assert res.drift.shape == (6,)
     assert res.status == "ok" and res.diverged_at == -1

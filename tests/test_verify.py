@@ -162,9 +162,10 @@ def test_lemma_checks_catch_a_wrong_drift_bound(monkeypatch):
 
 
 def test_one_step_check_with_a_recorded_lyapunov_function():
-    """The one-step check's path for adaptive rules (history key ``dist_sq_D``), exercised where D̂ is
-    known exactly: OASIS on a diagonal quadratic has D̂ = max(e, diag A) at all times, so
-    Φ_t = Σ_i D̂_i (x̄_t − x*)_i² follows from the kept iterates. A Φ that jumps by 50% at odd steps is caught."""
+    """The one-step check for adaptive rules (history key ``dist_sq_D``), where D̂ is known exactly:
+    OASIS on a diagonal quadratic has D̂ = max(e, diag A) at all times, so Φ_t = Σ_i D̂_i (x̄_t − x*)_i²
+    follows from the kept iterates, and the simulator's recorded dist_sq_D must equal it. A Φ that
+    jumps by 50% at odd steps is caught; without the key the lemma is "not checked"."""
     prob = Quadratic.random(dim=6, n_clients=3, L=1.0, mu=0.1, heterogeneity=0.5, client_spectra="random",
                             noise=0.02, seed=7)
     rule = rules.oasis(beta=0.9, e=0.2)
@@ -172,7 +173,8 @@ def test_one_step_check_with_a_recorded_lyapunov_function():
     D = np.maximum(0.2, prob.A[0].mean(axis=0))  # the clients' mean Hessian diagonal, clipped
     assert np.allclose(res.D[:, 0, :], D)
     Phi = np.sum(D * (res.history["x_bar"] - prob.x_star) ** 2, axis=-1)
-    hist = {k: np.asarray(v) for k, v in res.history.items() if k != "x_bar"}
+    np.testing.assert_allclose(res.history["dist_sq_D"], Phi, rtol=1e-12)  # what the simulator records
+    hist = {k: np.asarray(v) for k, v in res.history.items() if k not in ("x_bar", "dist_sq_D")}
     from savic_theory.verify.constants import problem_numbers
 
     nums = dict(problem_numbers(prob), H=4, gamma=0.02, alpha=0.2, Gamma=1.0, delta=0.0)

@@ -152,6 +152,7 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
             xp.min(D, axis=(1, 2)),
             xp.max(D, axis=(1, 2)),
             S.G_hat(stat_max),
+            xp.sum(xp.mean(D, axis=1) * diff * diff, axis=-1),  # ‖x̄ − x*‖²_D̂ (clients' mean D̂)
         ])
         rec.record(t, np.array(to_numpy(vals), dtype=np.float64), x, xbar)
 

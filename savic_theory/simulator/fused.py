@@ -1175,6 +1175,7 @@ class _CPUOps(_Ops):
             np.min(D, axis=(1, 2)),
             np.max(D, axis=(1, 2)),
             G_hat(stat_max),
+            np.sum(np.mean(D, axis=1) * diff * diff, axis=-1),
         ])
         return np.array(vals, dtype=np.float64), xbar
 
@@ -1521,5 +1522,6 @@ class _GPUOps(_Ops):
             cp.min(D, axis=(1, 2)),
             cp.max(D, axis=(1, 2)),
             G_hat(stat_max),
+            cp.sum(cp.mean(D, axis=1) * diff * diff, axis=-1),
         ])
         return np.array(vals.get(), dtype=np.float64), xbar

@@ -12,7 +12,7 @@ from .._json import finite_or_none
 __all__ = ["SimulationResult", "HISTORY_KEYS"]
 
 #: quantities recorded every ``record_every`` steps, one value per run
-HISTORY_KEYS = ("dist_sq", "f_gap", "consensus", "alpha_hat", "Gamma_hat", "G_hat")
+HISTORY_KEYS = ("dist_sq", "f_gap", "consensus", "alpha_hat", "Gamma_hat", "G_hat", "dist_sq_D")
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,10 @@ class SimulationResult:
     history : name -> (n_records, runs): ``dist_sq`` ‖x̄−x*‖², ``f_gap`` f(x̄)−f*, ``consensus``
         (1/M)Σ‖x_m−x̄‖², ``alpha_hat`` min D̂, ``Gamma_hat`` max D̂, ``G_hat`` the largest
         ``|S_i|`` folded into D̂ so far (``√`` of it for ``g ⊙ g`` rules, i.e. the spec's
-        ``G = sup‖g‖_∞`` over the gradients used; 0 for identity) (and ``x_bar`` (n, runs, d)
-        when ``keep_iterates``). Values after a run diverged are NaN.
+        ``G = sup‖g‖_∞`` over the gradients used; 0 for identity), ``dist_sq_D``
+        ‖x̄−x*‖²_D̂ = Σ_i D̂_i (x̄−x*)_i² with the D̂ in force at that step (the clients' mean D̂
+        in local scaling) (and ``x_bar`` (n, runs, d) when ``keep_iterates``). Values after a
+        run diverged are NaN.
     sync_steps : (n_syncs,) moments at which some run synchronised.
     drift, drift_min : (n_syncs, runs) max and min over coordinates (and clients, for local
         scaling, and over the steps since the last sync) of ``D̂ᵏ⁺¹_i / D̂ᵏ_i``; NaN where a run

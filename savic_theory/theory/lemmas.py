@@ -381,7 +381,7 @@ def _lemma_norm_change() -> Lemma:
     v_D = sp.Symbol(r"\left\|v\right\|_{D}^{2}", nonnegative=True)
     return Lemma("norm_change", sp.Le(v_D_new, (1 + delta) * v_D),
                  ("D' ⪯ (1+δ) D, both diagonal and positive",), _doc(_lemma_norm_change),
-                 "one_step check across syncs (needs history dist_sq_D)")
+                 "one_step check across syncs (history dist_sq_D after the sync's update)")
 
 
 def _lemma_one_step() -> Lemma:
@@ -416,7 +416,7 @@ def _lemma_one_step() -> Lemma:
                     "f_m μ-strongly convex, L-smooth", "E‖g_m(x) − ∇f_m(x)‖² ≤ 2A_ν h_m(x) + B_ν σ_m², independent over m"),
         proof=_doc(_lemma_one_step),
         checked_by="E Φ_{t+1} ≤ (1+δ·[sync])((1−γμ/Γ) E Φ_t + γ(2L−μ) E V_t + γ²B_νσ²/(αM)) step by step "
-                   "(needs history dist_sq_D; exact for the identity rule from dist_sq)",
+                   "from the history's dist_sq_D = ‖x̄_t − x*‖²_D̂, every rule",
         extras={"coef_Phi": coef_Phi, "coef_Hbar": coef_Hbar, "coef_V": coef_V, "const": const,
                 "gamma_cap": cap_nonpos, "gamma_cap_half": cap_half},
         derivation=(("coefficient of H̄", coef_Hbar), ("γ with coefficient 0", cap_nonpos),

@@ -18,9 +18,8 @@ For a :class:`~savic_theory.verify.suite.Case` this module makes one batched ``s
 * **lemmas**, step by step: ``dhat_bounds`` (``α ≤ α̂``, ``Γ̂ ≤ Γ`` at every record and run),
   ``drift`` (drift at each sync ``≤ 1 + δ_k``), the consensus lemma of the theorem (``E V_t ≤``
   its right side, evaluated from the recorded ``f_gap`` and ``consensus`` through
-  ``H̄ ≤ 2(f(x̄) − f*) + L V``), and the one-step lemma in the ``D̂``-norm where ``Φ_t`` is known
-  (the history key ``dist_sq_D`` when the simulator records it; ``dist_sq`` for the identity
-  rule, where ``D̂ = I``). Lemma inequalities in expectation are tested on per-run differences
+  ``H̄ ≤ 2(f(x̄) − f*) + L V``), and the one-step lemma in the ``D̂``-norm, ``Φ_t`` being the
+  recorded ``dist_sq_D``. Lemma inequalities in expectation are tested on per-run differences
   ``Z_t = LHS − RHS`` (linear in the runs). Some lemmas hold with *equality* in special cases
   (one step after a sync, the consensus error of an identical quadratic is exactly the bound),
   where no sample can put the upper confidence limit of ``E Z_t`` below 0; the same three
@@ -500,13 +499,10 @@ def _check_consensus(thm, hist, steps, sync_steps, numbers, z) -> Check:
 
 def _check_one_step(rule, hist, steps, sync_steps, deltas, numbers, z) -> Check:
     lem = LEMMAS["one_step"]
-    if "dist_sq_D" in hist:
-        Phi, src = hist["dist_sq_D"], "dist_sq_D"
-    elif rule.is_static:
-        Phi, src = hist["dist_sq"], "dist_sq (D̂ = I)"
-    else:
+    if "dist_sq_D" not in hist:  # a result recorded without it
         return Check("one_step", None, detail="not checked: needs ‖x̄_t − x*‖²_D̂ per record "
                                               "(simulator history key 'dist_sq_D')")
+    Phi, src = hist["dist_sq_D"], "dist_sq_D"
     if not np.array_equal(steps, np.arange(len(steps))):
         return Check("one_step", None, detail="needs record_every=1")
     fac = np.ones(len(steps))

@@ -202,8 +202,8 @@ NOTES = [
     "'violated' = some step's lower confidence limit (Bonferroni over the steps) exceeds it, or a run diverged; "
     "'attained' = neither: the bound is reached within sampling noise (e.g. at t = 1 the bound's factor 1 − γμ/Γ "
     "meets the true (1 − γμ/Γ)², and from x⁰ ≈ x* the noise accumulates exactly as bounded). Only 'violated' fails.",
-    "The one-step lemma is checked where ‖x̄_t − x*‖²_D̂ is known: the identity rule, or every rule once the "
-    "simulator records the history key 'dist_sq_D'.",
+    "The one-step lemma is checked for every rule from the recorded ‖x̄_t − x*‖²_D̂ (history key 'dist_sq_D', "
+    "with the D̂ in force at each step).",
 ]
 
 
