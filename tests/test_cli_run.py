@@ -122,3 +122,21 @@ def test_bad_grids(tmp_path, capsys, text, expected):
     cfg.write_text(text)
     assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert expected in capsys.readouterr().err
+
+
+def test_a_large_grid_plots_each_blocks_best_point(grid_file, tmp_path, monkeypatch):
+    """Over 12 curves the plot shows, per rule and scaling, the grid point with the lowest final
+    mean ‖x̄ − x*‖² (it used to pool every point of a block, mixing step sizes and periods)."""
+    import savic_theory.plotting as plotting
+
+    seen = {}
+    monkeypatch.setattr(plotting, "plot_scalings", lambda curves, path, title="": seen.update(curves=curves, title=title))
+    out = tmp_path / "out"
+    assert main(["run", str(grid_file), "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "lowest final mean" in seen["title"] and len(seen["curves"]) == len(summary) == 4
+    for label, (res, runs) in seen["curves"].items():
+        key = "-".join(label.split(":")[0].split())  # "rmsprop global: ..." -> "rmsprop-global"
+        best = min(p["final"]["dist_sq"]["mean"] for p in summary[key]["points"])
+        assert np.mean(res.history["dist_sq"][-1, runs]) == pytest.approx(best, rel=1e-12)
+        assert "gamma=" in label and "sync_every=" in label
