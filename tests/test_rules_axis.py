@@ -282,3 +282,15 @@ def test_generated_kernel_with_two_kinds_whose_small_components_share_a_slot(loc
     prob = problem("diagonal", seed=1)
     kw = dict(gamma=0.2, steps=10, sync_every=3, scaling="local", noise=0.1, seed=1, x0=np.full(prob.dim, 2.0))
     assert_same_result(simulate(prob, rs, fused=True, **kw), simulate(prob, rs, fused=False, **kw))
+
+
+def test_params_record_each_runs_beta_or_schedule_name():
+    """With a schedule among the parts, ``params["beta"]`` keeps every run's constant β and names
+    each schedule (it was the one label "per_run")."""
+    def warmup(k):
+        return 1.0 - 1.0 / (k + 1)
+
+    prob = problem("diagonal", seed=2)
+    res = simulate(prob, [rules.adam(beta=0.9), rules.rmsprop(beta=warmup), "identity"], gamma=0.1, steps=6)
+    assert list(res.params["beta"]) == [0.9, "warmup", 0.0]
+    assert json.loads(json.dumps(res.summary(), allow_nan=False))["params"]["beta"] == [0.9, "warmup", 0.0]

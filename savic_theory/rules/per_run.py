@@ -181,6 +181,9 @@ class _PerRunSchedule(BetaSchedule):
                 groups.setdefault(id(b), (b, []))[1].append(i)
         self._groups = [(b, np.array(idx)) for b, idx in groups.values()]
         self._runs = len(betas)
+        #: each run's β as ``params["beta"]`` records it: the number, or the schedule's name
+        self.run_labels = tuple(0.0 if b is None else float(b.constant) if b.is_constant else b.label
+                                for b in betas)
         super().__init__(self._at)
         self.label = "per_run"
 

@@ -582,4 +582,6 @@ def _beta_param(beta) -> np.ndarray | str | None:
     """β as recorded in ``params``: the number (or one per run), a schedule's name, or None."""
     if beta is None:
         return None
+    if getattr(beta, "run_labels", None) is not None:  # a rule over runs with schedules: each run's
+        return np.array(beta.run_labels, dtype=object)
     return beta.constant if beta.is_constant else beta.label
