@@ -294,3 +294,10 @@ def test_params_record_each_runs_beta_or_schedule_name():
     res = simulate(prob, [rules.adam(beta=0.9), rules.rmsprop(beta=warmup), "identity"], gamma=0.1, steps=6)
     assert list(res.params["beta"]) == [0.9, "warmup", 0.0]
     assert json.loads(json.dumps(res.summary(), allow_nan=False))["params"]["beta"] == [0.9, "warmup", 0.0]
+
+
+def test_a_part_schedule_returning_one_value_per_run_is_named():
+    prob = problem("diagonal", seed=2)
+    per_run_values = rules.rmsprop(beta=lambda k: np.full(3, 0.9))  # a run axis where there is none
+    with pytest.raises(ValueError, match=r"rule\[1\]: .* each rule is one run, so its beta schedule returns one number"):
+        simulate(prob, ["adam", per_run_values, "identity"], gamma=0.1, steps=4, fused=False)

@@ -197,5 +197,11 @@ class _PerRunSchedule(BetaSchedule):
             raise ValueError(f"this rule over runs has {self._runs} runs, got update indices of shape {k.shape}")
         out = np.zeros(k.shape, dtype=np.float64)
         for b, idx in self._groups:
-            out[idx] = b.values(k[idx])
+            try:
+                out[idx] = b.values(k[idx])
+            except ValueError as exc:
+                if "shape" not in str(exc):
+                    raise
+                raise ValueError(f"rule[{int(idx[0])}]: {exc}; in a list of rules each rule is one run, "
+                                 "so its beta schedule returns one number") from None
         return out
