@@ -437,14 +437,19 @@ class RuleProgram:
         """
         lines, names = self._big_lines(1, lambda v: f"T({v!r})",
                                        lambda n: "s_" if n == "s" else f"{n}_old")
-        lines = [f"const T {line};" for line in lines]
-        lines.append(f"const T D_new = {names[id(self.outputs[-1])]};")
-        state_params = []
+        out, state_params = self._output_lines(names, lambda v: f"const T D_new = {v};",
+                                               lambda name, v: f"{name} = {v};")
+        return "\n".join([f"const T {line};" for line in lines] + out), list(self._small_params()), state_params
+
+    def _output_lines(self, names: dict, d_line, state_line) -> tuple[list[str], list[str]]:
+        """The lines that set ``D_new`` (``d_line(value)``) and each big state output
+        (``state_line(name, value)``), and the names of the big state components."""
+        lines, state_params = [d_line(names[id(self.outputs[-1])])], []
         for o, inp in zip(self.outputs[:-1], self.state_in):
             if o.big:
                 state_params.append(inp.name)
-                lines.append(f"{inp.name} = {names[id(o)]};")
-        return "\n".join(lines), list(self._small_params()), state_params
+                lines.append(state_line(inp.name, names[id(o)]))
+        return lines, state_params
 
     def numba_body(self) -> tuple[list[str], list[str], list[str], list[float]]:
         """Python for the big nodes, for a generated Numba kernel.
@@ -473,13 +478,9 @@ class RuleProgram:
         bodies = []
         for fixed in settings:
             lines, names = self._big_lines(2, const, lambda n: "s_" if n == "s" else f"{n}_old", fixed)
-            lines.append(f"D_new = {names[id(self.outputs[-1])]}")
-            state_params = []
-            for o, inp in zip(self.outputs[:-1], self.state_in):
-                if o.big:
-                    state_params.append(inp.name)
-                    lines.append(f"{inp.name}_new = {names[id(o)]}")
-            bodies.append(lines)
+            out, state_params = self._output_lines(names, lambda v: f"D_new = {v}",
+                                                   lambda name, v: f"{name}_new = {v}")
+            bodies.append(lines + out)
         return bodies, list(self._small_params()), state_params, consts
 
 
