@@ -104,6 +104,8 @@ def sync_step(x, a, b, c, xi, noisy, with_stat, before, count, xbar, sbar, smax,
     g = np.empty(d, dtype=x.dtype)
     p = np.empty(d, dtype=x.dtype)
     q = np.empty(d, dtype=x.dtype)
+    t = np.empty(d, dtype=x.dtype)
+    gm = np.empty(d, dtype=x.dtype)
     acc = np.empty(8, dtype=x.dtype)
     for r in range(R):
         ra = r if many else 0
@@ -115,9 +117,11 @@ def sync_step(x, a, b, c, xi, noisy, with_stat, before, count, xbar, sbar, smax,
                 for j in range(d):
                     p[j] = one - cr[j] * ar[j]
                     q[j] = cr[j] * br[j]
-                for _ in range(before):
-                    for j in range(d):
-                        xr[j] = xr[j] * p[j] + q[j]
+                    t[j] = xr[j]
+                for _ in range(before):  # on a private copy of the row, which the compiler
+                    for j in range(d):   # knows no other array aliases: this loop vectorises
+                        t[j] = t[j] * p[j] + q[j]
+                xr[:] = t
             for j in range(d):
                 g[j] = ar[j] * xr[j] - br[j]
             if noisy:
@@ -138,15 +142,18 @@ def sync_step(x, a, b, c, xi, noisy, with_stat, before, count, xbar, sbar, smax,
             if with_stat:
                 for j in range(d):
                     g[j] = g[j] * g[j]
-                    top = g[j] if g[j] > top else top
                 if m == 0:
                     sb[:] = g
-                else:
+                    gm[:] = g
+                else:  # the largest s per coordinate: no chain through the row, so it vectorises
                     for j in range(d):
                         sb[j] += g[j]
+                        gm[j] = g[j] if g[j] > gm[j] else gm[j]
         for j in range(d):
             xb[j] = xb[j] / count
         if with_stat:
+            for j in range(d):
+                top = gm[j] if gm[j] > top else top
             for j in range(d):
                 sb[j] = sb[j] / count
                 # a NaN statistic makes its client mean NaN (s ≥ 0 cannot cancel): np.max's NaN
@@ -175,6 +182,45 @@ def sync_step(x, a, b, c, xi, noisy, with_stat, before, count, xbar, sbar, smax,
             for m in range(M):  # every client contributes the same row sum
                 total += row
             consensus[r] = total / count
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def mean_grad_squared(x, a, b, xi, noisy, count, sbar, smax):  # pragma: no cover - compiled
+    """The statistic of global scaling's ``D̂⁰`` in one pass and without a full-size buffer:
+    ``sbar ← mean_m s_m`` (runs, 1, d) and ``smax ← max s`` (runs,) with ``s = g ⊙ g``,
+    ``g = a ⊙ x − b (+ ξ)``, in the NumPy path's operations and order (the clients summed in
+    order as ``mean(axis=1)`` does); a NaN statistic gives a NaN maximum, as ``np.max``."""
+    R, M, d = x.shape
+    many = a.shape[0] > 1
+    g = np.empty(d, dtype=x.dtype)
+    gm = np.empty(d, dtype=x.dtype)
+    for r in range(R):
+        ra = r if many else 0
+        sb = sbar[r, 0]
+        for m in range(M):
+            xr, ar, br = x[r, m], a[ra, m], b[ra, m]
+            for j in range(d):
+                g[j] = ar[j] * xr[j] - br[j]
+            if noisy:
+                xir = xi[r, m]
+                for j in range(d):
+                    g[j] = g[j] + xir[j]
+            for j in range(d):
+                g[j] = g[j] * g[j]
+            if m == 0:
+                sb[:] = g
+                gm[:] = g
+            else:
+                for j in range(d):
+                    sb[j] += g[j]
+                    gm[j] = g[j] if g[j] > gm[j] else gm[j]
+        top = count - count
+        for j in range(d):
+            top = gm[j] if gm[j] > top else top
+        for j in range(d):
+            sb[j] = sb[j] / count
+            top = sb[j] if sb[j] != sb[j] else top  # s ≥ 0 cannot cancel: a NaN s makes its mean NaN
+        smax[r] = top
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -216,13 +216,14 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
 
 
 
-def initial_scaling(S: "RunSetup", x, e_x, draw_squared_gradients=None):
+def initial_scaling(S: "RunSetup", x, e_x, draw_squared_gradients=None, draw_mean_squared_gradients=None):
     r"""The scaling before the first step: ``state ← init(S(x⁰))``, ``D̂ ← clip(D(state))``.
 
     The statistic is taken at ``x⁰`` with the oracle's first draw (averaged over
     ``init_probes`` Hutchinson probes for OASIS) and averaged over clients in global scaling.
     ``draw_squared_gradients()``, when given, returns that draw's ``g ⊙ g`` for a ``g ⊙ g``
-    rule (the fused CPU path computes it in its own buffers). Returns ``(k, stat_max, state,
+    rule (the fused CPU path computes it in its own buffers); ``draw_mean_squared_gradients()``,
+    in global scaling, its client mean and maximum per run (one compiled pass). Returns ``(k, stat_max, state,
     D)``: the updates folded into the state per run, ``max |S|`` per run, the state and ``D̂``.
     An overflowing start gives inf/NaN here, reported as a diverged run at step 0, not a warning.
     """
@@ -233,7 +234,11 @@ def initial_scaling(S: "RunSetup", x, e_x, draw_squared_gradients=None):
             s0 = xp.zeros((R, S.M if S.local else 1, S.d), dtype=S.dt)
             stat_max = xp.zeros((R,), dtype=S.dt)
         else:
-            if draw_squared_gradients is not None and rule.statistic is Statistic.GRAD_SQUARED:
+            pre_reduced = (draw_mean_squared_gradients is not None and not S.local
+                           and rule.statistic is Statistic.GRAD_SQUARED)
+            if pre_reduced:
+                s0, stat_max = draw_mean_squared_gradients()  # already the client mean and maximum
+            elif draw_squared_gradients is not None and rule.statistic is Statistic.GRAD_SQUARED:
                 s0 = draw_squared_gradients()
             else:
                 sample0 = S.oracle.draw(S.rng, R)
@@ -246,10 +251,11 @@ def initial_scaling(S: "RunSetup", x, e_x, draw_squared_gradients=None):
                     s0 = s0 / S.init_probes
                 if per_run:  # the g ⊙ g runs take theirs; the probe runs their average of probes
                     s0 = xp.where(S.probe_runs[:, None, None], s0, g0 * g0)
-            # g ⊙ g ≥ 0 (or NaN): its max needs no |·| (a pass and a temporary fewer)
-            stat_max = xp.max(s0 if rule.statistic is Statistic.GRAD_SQUARED else xp.abs(s0), axis=(1, 2))
-            if not S.local:
-                s0 = xp.mean(s0, axis=1, keepdims=True)
+            if not pre_reduced:
+                # g ⊙ g ≥ 0 (or NaN): its max needs no |·| (a pass and a temporary fewer)
+                stat_max = xp.max(s0 if rule.statistic is Statistic.GRAD_SQUARED else xp.abs(s0), axis=(1, 2))
+                if not S.local:
+                    s0 = xp.mean(s0, axis=1, keepdims=True)
         k = np.full(R, rule.init_updates, dtype=np.int64)
         state = rule.init(s0, S.beta_of(np.ones(R, dtype=np.int64)), xp)
         D = clip(rule.diagonal(state, xp), e_x, xp)

@@ -712,7 +712,8 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
 
     # --- initial scaling from S(x⁰): the engine's code (g ⊙ g in the run's buffers on the CPU)
     k, stat_max, state, D = initial_scaling(
-        S, x, e_x, None if gpu else (lambda: ops.initial_grad_squared(rng)))
+        S, x, e_x, None if gpu else (lambda: ops.initial_grad_squared(rng)),
+        (lambda: ops.initial_mean_grad_squared(rng)) if not (gpu or local) and ops.has_mean_grad_squared else None)
 
     program = None
     if local and not rule.is_static:
@@ -1048,6 +1049,21 @@ class _CPUOps(_Ops):
         """``g ⊙ g`` at ``x⁰`` with the oracle's first draw (the statistic of ``D̂⁰``)."""
         g = self.grad(self.draw_noise(rng), self._g)
         return np.multiply(g, g, out=self._s_buffer())
+
+    @property
+    def has_mean_grad_squared(self) -> bool:
+        """Whether :meth:`initial_mean_grad_squared` has a compiled kernel (diagonal problems)."""
+        return self._kernels is not None
+
+    def initial_mean_grad_squared(self, rng):
+        """Global scaling's ``(mean_m g ⊙ g, max g ⊙ g)`` at ``x⁰`` with the oracle's first draw,
+        by one kernel pass (no full-size ``g ⊙ g``); the numbers of :meth:`initial_grad_squared`
+        followed by the engine's max and client mean."""
+        xi = self.draw_noise(rng)
+        sbar = np.empty((self.R, 1, self.d), dtype=self.dt)
+        self._launch(self._kernels.mean_grad_squared, self.x, self.A, self.b, self.x if xi is None else xi,
+                     xi is not None, self._count, sbar, self._smax)
+        return sbar, self._smax.copy()
 
     def sync_step(self, xi, D, statistic):
         """A step that also returns the statistic ``s`` at the pre-step iterate and ``max|s|``
