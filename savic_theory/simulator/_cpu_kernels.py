@@ -58,6 +58,16 @@ def _affine_row(t, p, q, n):  # pragma: no cover - compiled
             t[j] = t[j] * p[j] + q[j]
 
 
+@njit(nogil=True, inline="always")
+def _grad_row(g, xr, ar, br, xir, noisy):  # pragma: no cover - compiled
+    """``g ← a ⊙ x − b`` on one client row, then ``g ← g + ξ`` when ``noisy`` (the oracle's order)."""
+    for j in range(g.shape[0]):
+        g[j] = ar[j] * xr[j] - br[j]
+    if noisy:
+        for j in range(g.shape[0]):
+            g[j] = g[j] + xir[j]
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def affine_steps(x, a, b, c, n, one):  # pragma: no cover - compiled
     """``n`` times ``x ← P ⊙ x + q`` in place; ``a, b`` (1 or runs, M, d), ``c`` (runs, 1, d).
@@ -136,12 +146,9 @@ def sync_step(x, a, b, c, xi, noisy, with_stat, before, count, xbar, sbar, smax,
                     t[j] = xr[j]
                 _affine_row(t, p, q, before)  # on a private copy of the row (no aliasing)
                 xr[:] = t
-            for j in range(d):
-                g[j] = ar[j] * xr[j] - br[j]
+            xir = xi[r, m]
+            _grad_row(g, xr, ar, br, xir, noisy)
             if noisy:
-                xir = xi[r, m]
-                for j in range(d):
-                    g[j] = g[j] + xir[j]
                 for j in range(d):
                     w = xr[j] * (one - cr[j] * ar[j]) + cr[j] * br[j]
                     xr[j] = w - xir[j] * cr[j]
@@ -212,13 +219,7 @@ def mean_grad_squared(x, a, b, xi, noisy, count, sbar, smax):  # pragma: no cove
         ra = r if many else 0
         sb = sbar[r, 0]
         for m in range(M):
-            xr, ar, br = x[r, m], a[ra, m], b[ra, m]
-            for j in range(d):
-                g[j] = ar[j] * xr[j] - br[j]
-            if noisy:
-                xir = xi[r, m]
-                for j in range(d):
-                    g[j] = g[j] + xir[j]
+            _grad_row(g, x[r, m], a[ra, m], b[ra, m], xi[r, m], noisy)
             for j in range(d):
                 g[j] = g[j] * g[j]
             if m == 0:
