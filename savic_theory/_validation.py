@@ -5,7 +5,14 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_int", "check_positive", "check_nonnegative"]
+__all__ = ["check_bool", "check_int", "check_positive", "check_nonnegative"]
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` as a ``bool``; TypeError naming ``name`` for anything else (``"no"`` is not false)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_int(name: str, value, low: int) -> int:

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .._validation import check_int, check_positive
+from .._validation import check_bool, check_int, check_positive
 from ._base import as_generator, as_real_array
 
 __all__ = ["DATASETS", "SPLITS", "load_dataset", "load_libsvm", "load_data", "binary_labels",
@@ -55,12 +55,6 @@ def _sklearn():
     return sklearn
 
 
-def _check_flag(name: str, value) -> None:
-    """A TypeError naming ``name`` unless ``value`` is a bool (``"no"`` would count as true)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-
-
 def load_dataset(name: str, standardize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     r"""Load a binary classification data set bundled with scikit-learn.
 
@@ -88,7 +82,7 @@ def load_dataset(name: str, standardize: bool = True) -> tuple[np.ndarray, np.nd
     """
     if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-    _check_flag("standardize", standardize)
+    check_bool("standardize", standardize)
     entry = DATASETS[name]
     sk = _sklearn()
     bunch = getattr(sk.datasets, entry.loader)()
@@ -138,7 +132,7 @@ def load_libsvm(path, standardize: bool = False, n_features: int | None = None) 
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path, got {path!r}")
     path = os.fspath(path)
-    _check_flag("standardize", standardize)
+    check_bool("standardize", standardize)
     if n_features is not None:
         n_features = check_int("n_features", n_features, 1)
     if os.path.isdir(path):
@@ -181,7 +175,7 @@ def load_data(name_or_path, standardize: bool | None = None) -> tuple[np.ndarray
     (1797, 64)
     """
     if standardize is not None:
-        _check_flag("standardize", standardize)
+        check_bool("standardize", standardize)
     if isinstance(name_or_path, str) and name_or_path in DATASETS:
         return load_dataset(name_or_path, standardize=True if standardize is None else standardize)
     if isinstance(name_or_path, os.PathLike) or (isinstance(name_or_path, str) and (

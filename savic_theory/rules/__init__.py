@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from ._base import BetaSchedule, ScalingRule, Statistic, clip
+from ._base import BetaSchedule, ScalingRule, Statistic, clip, state_type
 from .adam import adam
 from .identity import identity
 from .oasis import oasis
@@ -22,6 +22,24 @@ RULES = MappingProxyType({
 })
 
 
+def as_rule(rule):
+    """``rule`` as :func:`savic_theory.simulate` takes it: a registered name becomes that rule
+    with its default ``beta`` and ``e``, a list (or tuple) of rules or names one rule over runs
+    (:func:`per_run`); anything else is returned as it is, for the caller to check.
+
+    Example
+    -------
+    >>> from savic_theory import rules
+    >>> rules.as_rule(["adam", "rmsprop"]).run_names
+    ('adam', 'rmsprop')
+    """
+    if isinstance(rule, str):
+        return make(rule)
+    if isinstance(rule, (list, tuple)) and not isinstance(rule, ScalingRule):
+        return per_run(rule)
+    return rule
+
+
 def make(name: str, **params) -> ScalingRule:
     """Build the rule registered as ``name`` with keyword parameters (``beta``, ``e``)."""
     try:
@@ -34,5 +52,5 @@ def make(name: str, **params) -> ScalingRule:
     return ctor(**params)
 
 
-__all__ = ["RULES", "make", "per_run", "ScalingRule", "BetaSchedule", "Statistic", "clip",
+__all__ = ["RULES", "make", "as_rule", "per_run", "ScalingRule", "BetaSchedule", "Statistic", "clip", "state_type",
            "identity", "rmsprop", "adam", "oasis"]

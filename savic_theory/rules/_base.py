@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Statistic", "BetaSchedule", "ScalingRule", "clip"]
+__all__ = ["Statistic", "BetaSchedule", "ScalingRule", "clip", "state_type"]
 
 
 class Statistic(enum.Enum):
@@ -205,6 +205,13 @@ class ScalingRule(NamedTuple):
         if len(sizes) > 1:
             raise ValueError(f"rule {self.name}: beta and e carry run axes of different lengths {sorted(sizes)}")
         return sizes.pop() if sizes else None
+
+
+def state_type(rule: ScalingRule):
+    """The NamedTuple class of ``rule``'s state, from ``init`` on a tiny array (one row per run
+    for a rule over runs, whose ``init`` checks its run count)."""
+    shape = (len(rule.parts) if rule.parts else 1, 1, 1)
+    return type(rule.init(np.ones(shape), np.full(shape, 0.5), np))
 
 
 def clip(D, e, xp):

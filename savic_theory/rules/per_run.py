@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._base import BetaSchedule, ScalingRule, Statistic
+from ._base import BetaSchedule, ScalingRule, Statistic, state_type
 
 __all__ = ["per_run"]
 
@@ -74,16 +74,14 @@ def per_run(rules: Sequence) -> ScalingRule:
     parts = tuple(parts)
 
     kinds: list[ScalingRule] = []  # one representative per kind, in order of first appearance
+    index: dict = {}  # kind -> its position in kinds
     kind_of = np.empty(len(parts), dtype=np.int64)
     for i, r in enumerate(parts):
         key = _kind_key(r)
-        for j, k in enumerate(kinds):
-            if _kind_key(k) == key:
-                kind_of[i] = j
-                break
-        else:
-            kind_of[i] = len(kinds)
+        if key not in index:
+            index[key] = len(kinds)
             kinds.append(r)
+        kind_of[i] = index[key]
 
     stats = {r.statistic for r in parts if r.statistic is not Statistic.NONE}
     statistic = stats.pop() if len(stats) == 1 else (Statistic.NONE if not stats else Statistic.PER_RUN)
@@ -96,8 +94,8 @@ def per_run(rules: Sequence) -> ScalingRule:
         return ScalingRule(name, k.statistic, k.init, k.update, k.diagonal, beta, e, init_updates, parts)
 
     n_kinds = len(kinds)
-    state_cls = _mixed_state(n_kinds, _slots(kinds))
-    kind_types = [_state_type(k) for k in kinds]
+    kind_types = [state_type(k) for k in kinds]
+    state_cls = _mixed_state(n_kinds, max(len(kt._fields) for kt in kind_types))
 
     def masks_for(like, xp):
         """One boolean ``(runs, 1, 1)`` mask per kind (the last kind is the default of every where)."""
@@ -137,15 +135,6 @@ def per_run(rules: Sequence) -> ScalingRule:
 def _kind_key(r: ScalingRule):
     """Rules of one kind differ at most in β and e."""
     return (r.name, r.statistic, r.init, r.update, r.diagonal, int(r.init_updates))
-
-
-def _state_type(rule: ScalingRule):
-    """The NamedTuple class of ``rule``'s state (from ``init`` on a tiny array)."""
-    return type(rule.init(np.ones((1, 1, 1)), np.full((1, 1, 1), 0.5), np))
-
-
-def _slots(kinds) -> int:
-    return max(len(_state_type(k)._fields) for k in kinds)
 
 
 def _combine(states, masks, select, xp):

@@ -16,7 +16,7 @@ import numpy as np
 
 from .._backend import dtype_of, namespace, namespace_name, to_numpy
 from ..problems._base import Problem
-from ..rules import ScalingRule, Statistic, clip, make, per_run
+from ..rules import ScalingRule, Statistic, as_rule, clip
 from .result import HISTORY_KEYS, SimulationResult
 from .schedule import SyncSchedule
 
@@ -245,8 +245,8 @@ def initial_scaling(S: "RunSetup", x, e_x, draw_squared_gradients=None, draw_mea
                 g0 = S.oracle.grad(x, sample0)
                 per_run = rule.statistic is Statistic.PER_RUN
                 s0 = S.probe(x, sample0) if per_run else S.statistic(x, sample0, g0)
-                for _ in range(S.init_probes - 1 if probing else 0):
-                    s0 = s0 + (S.probe(x, sample0) if per_run else S.statistic(x, sample0, g0))
+                for _ in range(S.init_probes - 1 if probing else 0):  # probing: the statistic is the probe
+                    s0 = s0 + S.probe(x, sample0)
                 if probing and S.init_probes > 1:
                     s0 = s0 / S.init_probes
                 if per_run:  # the g ⊙ g runs take theirs; the probe runs their average of probes
@@ -491,10 +491,7 @@ def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None
     input raises here, with a message naming the parameter."""
     if not isinstance(problem, Problem):
         raise TypeError(f"problem must be a savic_theory Problem, got {type(problem).__name__}")
-    if isinstance(rule, str):
-        rule = make(rule)
-    elif isinstance(rule, (list, tuple)) and not isinstance(rule, ScalingRule):
-        rule = per_run(rule)
+    rule = as_rule(rule)
     if not isinstance(rule, ScalingRule):
         raise TypeError("rule must be a ScalingRule from savic_theory.rules, a rule name, or a list "
                         f"of them (one per run), got {rule!r}")

@@ -56,7 +56,7 @@ import numpy as np
 
 from .._backend import namespace, namespace_name
 from ..problems.quadratic import Quadratic
-from ..rules import ScalingRule, Statistic, clip, make, per_run
+from ..rules import ScalingRule, Statistic, as_rule, clip, state_type
 from .engine import Recorder, RunSetup, drift_since_sync, initial_scaling, update_scaling
 from .result import SimulationResult
 
@@ -244,7 +244,7 @@ class RuleProgram:
         e = _Node("input", shape=small, name="e")
         txp = _TraceNamespace()
         try:
-            state_cls = _state_type(rule)
+            state_cls = state_type(rule)
             new_state = rule.update(state_cls(*self.state_in), s, beta, txp)
             D = clip(rule.diagonal(new_state, txp), e, txp)
         except Untraceable:
@@ -504,13 +504,6 @@ def _topological(outputs) -> list:
     return order
 
 
-def _state_type(rule: ScalingRule):
-    """The NamedTuple class of ``rule``'s state (by initialising it on a tiny array; one row per
-    run for a rule over runs)."""
-    shape = (len(rule.parts) if rule.parts else 1, 1, 1)
-    return type(rule.init(np.ones(shape), np.full(shape, 0.5), np))
-
-
 def trace_rule(rule: ScalingRule, state_shapes, full) -> RuleProgram:
     """Trace ``rule``'s local-scaling update into a :class:`RuleProgram` (raises ``Untraceable``).
 
@@ -589,10 +582,7 @@ def unsupported_reason(problem, rule, scaling="global", backend=None, x0=None) -
     >>> unsupported_reason(prob, rules.adam(), backend="array_api_strict")
     'backend array_api_strict runs on the reference loop (the fused path covers numpy and cupy)'
     """
-    if isinstance(rule, str):
-        rule = make(rule)
-    elif isinstance(rule, (list, tuple)) and not isinstance(rule, ScalingRule):
-        rule = per_run(rule)  # a list of rules, one per run, as simulate takes it
+    rule = as_rule(rule)
     if not isinstance(rule, ScalingRule):
         return "rule is not a ScalingRule"
     return _unsupported(problem, rule, scaling, namespace(backend, like=x0), (rule.runs or 2, 3, 4))
@@ -786,7 +776,7 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
             elif local:
                 if grad_sq:  # g ⊙ g inside the step
                     s_given = None
-                elif rule.statistic is Statistic.PER_RUN:  # the probes; g ⊙ g runs take theirs in the step
+                elif per_run_stat:  # the probes; g ⊙ g runs take theirs in the step
                     s_given = S.probe(x, None)
                 else:
                     s_given = statistic(x, None, None)
