@@ -197,15 +197,14 @@ def write_results(folder: Path, cfg: dict, blocks: list[Block], results: dict) -
     curves = {}
     for b in blocks:
         for i, point in enumerate(b.points):
-            grid = " ".join(f"{k}={v:g}" for k, v in point.items() if v == v) if len(b.points) > 1 else ""
+            grid = _point_label(point) if len(b.points) > 1 else ""
             curves[f"{b.rule} {b.scaling} {grid}".strip()] = (results[b.key], b.runs_of(i))
     title = f"{p['kind']}, M = {p['clients']}, T = {cfg['run']['steps']}"
     if len(curves) > 12:  # too many to tell apart: each block's best grid point (pooling would mix γ, H, β)
         curves = {}
         for b in blocks:
             i = _best_point(b, results[b.key])
-            grid = " ".join(f"{k}={v:g}" for k, v in b.points[i].items() if v == v)
-            curves[f"{b.rule} {b.scaling}: {grid}"] = (results[b.key], b.runs_of(i))
+            curves[f"{b.rule} {b.scaling}: {_point_label(b.points[i])}"] = (results[b.key], b.runs_of(i))
         title += "; per rule and scaling the grid point with the lowest final mean (summary.json has all)"
     plot_scalings(curves, folder / "plot.png", title=title)
 
@@ -214,9 +213,13 @@ def _best_point(block: Block, res: SimulationResult) -> int:
     """The grid point of ``block`` whose runs end with the lowest mean ‖x̄ − x*‖² (a point with a
     diverged run, NaN at the end, counts as infinite: never preferred to one without)."""
     last = block.per_run(res.history["dist_sq"], len(res.steps))[-1]
-    finals = [np.nanmean(np.where(np.isnan(last[block.runs_of(i)]), np.inf, last[block.runs_of(i)]))
-              for i in range(len(block.points))]
-    return int(np.argmin(finals))
+    last = np.where(np.isnan(last), np.inf, last)
+    return int(np.argmin([np.mean(last[block.runs_of(i)]) for i in range(len(block.points))]))
+
+
+def _point_label(point: dict) -> str:
+    """``gamma=0.1 sync_every=4 ...``: a grid point's values (identity's NaN β and e left out)."""
+    return " ".join(f"{k}={v:g}" for k, v in point.items() if v == v)
 
 
 def _summary(block: Block, res: SimulationResult) -> dict:
