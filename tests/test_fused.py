@@ -304,7 +304,7 @@ def test_compiled_sync_step_against_numpy_operations(noisy):
     xbar, sbar, smax = np.empty((Rk, 1, d)), np.empty((Rk, 1, d)), np.empty(Rk)
     with np.errstate(invalid="ignore"):
         spread_xbar, consensus = np.empty((Rk, d)), np.empty(Rk)
-        kernels.sync_step(x, a, b, c, xi, noisy, True, 0, np.float64(M), xbar, sbar, smax,
+        kernels.sync_step(x, a, b, c, xi, noisy, 0, np.float64(M), xbar, sbar, smax,
                           True, spread_xbar, consensus)
         # what the record right after the sync gets: client_spread's numbers, bit for bit
         want_xbar, want_consensus = np.empty((Rk, d)), np.empty(Rk)
@@ -749,3 +749,98 @@ def test_cli_bench_bad_arguments_are_one_line_errors(capsys):
     assert main(["bench", "--steps", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["savic bench: error: --steps must be >= 1, got 0"]
+
+
+def test_rebalance_moves_one_run_toward_the_thread_that_finished_first():
+    """The calling thread's block grows by a run when a worker finished more than one run's
+    time after it, shrinks in the opposite case, stays within a run's time, and never empties."""
+    even = [(0, 16), (16, 32)]  # 16 runs in 16 ms here: 1 ms per run
+    assert fused._rebalance(even, 16e-3, 1.0, 1.003) == [(0, 17), (17, 32)]
+    assert fused._rebalance(even, 16e-3, 1.003, 1.0) == [(0, 15), (15, 32)]
+    assert fused._rebalance(even, 16e-3, 1.0, 1.0005) is even
+    assert fused._rebalance([(0, 1), (1, 2)], 1e-3, 2.0, 1.0) == [(0, 1), (1, 2)]
+    assert fused._rebalance([(0, 1), (1, 2)], 1e-3, 1.0, 2.0) == [(0, 1), (1, 2)]
+    assert fused._rebalance([(0, 3), (3, 6), (6, 9)], 3e-3, 1.0, 1.1) == [(0, 4), (4, 6), (6, 9)]
+
+
+def test_uneven_thread_split_gives_the_same_numbers(monkeypatch):
+    """Whatever split the balancing settles on, every run computes what one thread computes."""
+    kernels = pytest.importorskip("savic_theory.simulator._cpu_kernels")
+    prob = problem("diagonal", seed=5, M=5, d=21, instances=R)
+    kw = dict(gamma=np.array([0.1, 0.2, 0.3]), steps=37, sync_every=np.array([2, 3, 5]), seed=2,
+              noise=0.3, record_every=5, x0=np.full(prob.dim, 2.0), fused=True)
+    one = simulate(prob, per_run_rule("adam"), **kw)
+    monkeypatch.setattr(fused, "_MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(kernels, "threads", lambda: 2)
+    monkeypatch.setattr(fused, "_BALANCED", {})
+    # every kernel starts from a 1 / 2 split, and the balancing may move it after each call
+    monkeypatch.setattr(fused, "_run_chunks", lambda runs, per_run, threads: [(0, 1), (1, runs)])
+    split = simulate(prob, per_run_rule("adam"), **kw)
+    assert fused._BALANCED, "the split kernels were not balanced"
+    _bitwise_same(split, one)
+    for key in split.history:
+        np.testing.assert_array_equal(split.history[key], one.history[key], err_msg=key)
+
+
+def test_kept_iterates_survive_later_calls(monkeypatch):
+    """A call reuses the memory of returned iterates that nothing references any more (no page
+    faults for a sweep's fresh buffers); a kept result, or only a view of its x, keeps its
+    numbers through later calls, and its memory is reused once the last view is gone."""
+    monkeypatch.setattr(fused, "_WORKSPACE", fused._Workspace())
+    prob = problem("diagonal", seed=1)
+    kw = dict(gamma=0.2, steps=12, sync_every=3, runs=R, fused=True)
+
+    def run(start):
+        return simulate(prob, rules.adam(beta=0.9, e=0.5), x0=np.full(prob.dim, start), **kw)
+
+    def address(a):
+        return a.__array_interface__["data"][0]
+
+    kept = run(1.0)
+    view = run(2.0).x[1, :, ::2]  # the result is dropped, a view of its x kept
+    want_kept, want_view = kept.x.copy(), view.copy()
+    other = run(3.0)
+    assert not np.shares_memory(other.x, kept.x) and not np.shares_memory(other.x, view)
+    np.testing.assert_array_equal(kept.x, want_kept)
+    np.testing.assert_array_equal(view, want_view)
+    freed = address(view.base)
+    del view
+    reused = run(4.0)  # `other` is still held: the view's memory is the free one
+    assert address(reused.x) == freed
+    np.testing.assert_array_equal(kept.x, want_kept)
+    np.testing.assert_array_equal(other.x, run(3.0).x)
+    np.testing.assert_array_equal(reused.x, run(4.0).x)
+
+
+@pytest.mark.parametrize("fused_mode", [True, "numpy", False])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_result_x_bar_is_the_client_mean_of_x(fused_mode, dtype):
+    """``x_bar`` is ``x.mean(axis=1)`` bit for bit, also where the fused path takes it from the
+    last record instead of another pass (the last step need not be a sync or a record multiple)."""
+    prob = problem("diagonal", seed=2)
+    for steps, noise in ((12, 0.0), (13, 0.3)):
+        res = simulate(prob, per_run_rule("adam"), gamma=0.2, steps=steps, sync_every=4, record_every=5,
+                       runs=R, noise=noise, seed=1, dtype=dtype, fused=fused_mode)
+        np.testing.assert_array_equal(res.x_bar, res.x.mean(axis=1))
+
+
+@pytest.mark.parametrize("noisy", [False, True])
+def test_compiled_initial_statistic_leaves_the_first_records_spread(noisy):
+    """The kernel of global scaling's initial statistic also leaves :func:`client_spread`'s
+    x̄ and consensus error for the record of step 0, bit for bit, NaN entries included."""
+    kernels = pytest.importorskip("savic_theory.simulator._cpu_kernels")
+    rng = np.random.default_rng(3)
+    Rk, M, d = 3, 4, 19
+    x = rng.standard_normal((Rk, M, d))
+    x[2, 1, 5] = np.nan
+    a, b = rng.random((1, M, d)) + 0.5, rng.standard_normal((1, M, d))
+    xi = rng.standard_normal((Rk, M, d))
+    sbar, smax, xbar, consensus = np.empty((Rk, 1, d)), np.empty(Rk), np.empty((Rk, d)), np.empty(Rk)
+    kernels.mean_grad_squared(x, a, b, xi, noisy, np.float64(M), sbar, smax, True, xbar, consensus)
+    want_xbar, want_consensus = np.empty((Rk, d)), np.empty(Rk)
+    kernels.client_spread(x, np.float64(M), want_xbar, want_consensus)
+    np.testing.assert_array_equal(xbar, want_xbar)
+    np.testing.assert_array_equal(consensus, want_consensus)
+    g = a * x - b + (xi if noisy else 0.0)
+    np.testing.assert_array_equal(sbar, np.mean(g * g, axis=1, keepdims=True))
+    assert np.isnan(smax[2]) and np.isnan(consensus[2])

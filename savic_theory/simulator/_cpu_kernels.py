@@ -41,21 +41,33 @@ def threads() -> int:
 
 
 @njit(nogil=True, inline="always")
-def _affine_row(t, p, q, n):  # pragma: no cover - compiled
-    """``n`` times ``t ← t ⊙ p + q`` on one row, four steps per pass over it: each element takes
-    its four steps in registers (the same operations in the same order, so the same numbers),
-    and the row, ``p`` and ``q`` are loaded once per four steps instead of once per step."""
-    d = t.shape[0]
-    for _ in range(n // 4):
-        for j in range(d):
-            pj, qj = p[j], q[j]
-            v = t[j] * pj + qj
+def _affine_pass(xr, ar, br, cr, k, one):  # pragma: no cover - compiled
+    """``k`` (at most 8) steps ``x ← x ⊙ p + q`` in one pass over a client row, each element's
+    steps in registers; ``p = 1 − c ⊙ a`` and ``q = c ⊙ b`` are formed on the fly (the same
+    operations, so the same numbers, as forming them once)."""
+    for j in range(xr.shape[0]):
+        cj = cr[j]
+        pj = one - cj * ar[j]
+        qj = cj * br[j]
+        v = xr[j]
+        for _ in range(k):  # a constant trip count at every call site: unrolled
             v = v * pj + qj
-            v = v * pj + qj
-            t[j] = v * pj + qj
-    for _ in range(n % 4):
-        for j in range(d):
-            t[j] = t[j] * p[j] + q[j]
+        xr[j] = v
+
+
+@njit(nogil=True, inline="always")
+def _affine_row(xr, ar, br, cr, n, one):  # pragma: no cover - compiled
+    """``n`` times ``x ← x ⊙ p + q`` on one client row, in place: passes of eight steps, then
+    one each of four, two and one as ``n`` needs (so ``H − 1 = 9`` steps take two passes). The
+    row, ``a``, ``b`` and ``c`` are loaded once per pass instead of once per step."""
+    for _ in range(n // 8):
+        _affine_pass(xr, ar, br, cr, 8, one)
+    if n & 4:
+        _affine_pass(xr, ar, br, cr, 4, one)
+    if n & 2:
+        _affine_pass(xr, ar, br, cr, 2, one)
+    if n & 1:
+        _affine_pass(xr, ar, br, cr, 1, one)
 
 
 @njit(nogil=True, inline="always")
@@ -72,24 +84,15 @@ def _grad_row(g, xr, ar, br, xir, noisy):  # pragma: no cover - compiled
 def affine_steps(x, a, b, c, n, one):  # pragma: no cover - compiled
     """``n`` times ``x ← P ⊙ x + q`` in place; ``a, b`` (1 or runs, M, d), ``c`` (runs, 1, d).
 
-    One client row at a time: ``P``, ``q`` and the row stay in cache for all ``n`` steps.
+    One client row at a time: the row, ``a``, ``b`` and ``c`` stay in cache for all ``n`` steps.
     """
     R, M, d = x.shape
     many = a.shape[0] > 1
-    p = np.empty(d, dtype=x.dtype)
-    q = np.empty(d, dtype=x.dtype)
-    t = np.empty(d, dtype=x.dtype)
     per_client = c.shape[1] > 1
     for r in range(R):
         ra = r if many else 0
         for m in range(M):
-            xr, ar, br, cr = x[r, m], a[ra, m], b[ra, m], c[r, m if per_client else 0]
-            for j in range(d):
-                p[j] = one - cr[j] * ar[j]
-                q[j] = cr[j] * br[j]
-                t[j] = xr[j]
-            _affine_row(t, p, q, n)
-            xr[:] = t
+            _affine_row(x[r, m], a[ra, m], b[ra, m], c[r, m if per_client else 0], n, one)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -109,16 +112,60 @@ def noisy_step(x, a, b, c, xi, one):  # pragma: no cover - compiled
                 x[r, m, j] = v - xi[r, m, j] * cj
 
 
+@njit(nogil=True, inline="always")
+def _sync_row(v, ar, br, cr, xir, noisy, first, one, xb, sb, gm):  # pragma: no cover - compiled
+    """The step before a sync on one client row, in one pass: with ``g = a ⊙ v − b (+ ξ)`` at
+    the pre-step row ``v`` (read, not written), the stepped row ``v ⊙ (1 − c ⊙ a) + c ⊙ b
+    (− ξ ⊙ c)`` is added into ``xb``, ``s = g ⊙ g`` into ``sb``, and ``gm`` keeps the largest
+    ``s`` per coordinate; ``first`` (the run's first client) writes the three instead. The
+    stepped row itself is not stored: the average overwrites every client's row. Each of the
+    four variants is one loop without a branch on the data, so that it vectorises."""
+    d = v.shape[0]
+    if noisy:
+        if first:
+            for j in range(d):
+                vj, aj, bj, cj, xj = v[j], ar[j], br[j], cr[j], xir[j]
+                g = (aj * vj - bj) + xj
+                xb[j] = (vj * (one - cj * aj) + cj * bj) - xj * cj
+                s = g * g
+                sb[j] = s
+                gm[j] = s
+        else:
+            for j in range(d):
+                vj, aj, bj, cj, xj = v[j], ar[j], br[j], cr[j], xir[j]
+                g = (aj * vj - bj) + xj
+                xb[j] += (vj * (one - cj * aj) + cj * bj) - xj * cj
+                s = g * g
+                sb[j] += s
+                gm[j] = s if s > gm[j] else gm[j]
+    elif first:
+        for j in range(d):
+            vj, aj, bj, cj = v[j], ar[j], br[j], cr[j]
+            g = aj * vj - bj
+            xb[j] = vj * (one - cj * aj) + cj * bj
+            s = g * g
+            sb[j] = s
+            gm[j] = s
+    else:
+        for j in range(d):
+            vj, aj, bj, cj = v[j], ar[j], br[j], cr[j]
+            g = aj * vj - bj
+            xb[j] += vj * (one - cj * aj) + cj * bj
+            s = g * g
+            sb[j] += s
+            gm[j] = s if s > gm[j] else gm[j]
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
-def sync_step(x, a, b, c, xi, noisy, with_stat, before, count, xbar, sbar, smax,
+def sync_step(x, a, b, c, xi, noisy, before, count, xbar, sbar, smax,
               with_spread, spread_xbar, consensus):  # pragma: no cover
     """``before`` noise-free steps (as :func:`affine_steps`), the step before a sync, the average.
 
-    With ``g = a ⊙ x − b (+ ξ)`` at the pre-step iterate: ``s = g ⊙ g`` (``with_stat``),
+    With ``g = a ⊙ x − b (+ ξ)`` at the pre-step iterate: ``s = g ⊙ g``,
     ``x ← P ⊙ x + q (− c ⊙ ξ)``, then ``x̄ = mean_m x_m`` into ``xbar`` (runs, 1, d) and
     ``x_m ← x̄``; ``sbar ← mean_m s_m`` (runs, 1, d) and ``smax ← max s`` (runs,). ``count`` is
-    ``M`` in the dtype of ``x``; ``xi`` is read only when ``noisy``. Branches sit outside the
-    loops over coordinates, so that those vectorise.
+    ``M`` in the dtype of ``x``; ``xi`` is read only when ``noisy``. One pass over each client
+    row (:func:`_sync_row`), which stays in cache from the ``before`` steps to the sync step.
 
     ``with_spread`` also writes what :func:`client_spread` would return for the averaged ``x``
     (a record right after the sync) into ``spread_xbar`` (runs, d) and ``consensus`` (runs,),
@@ -127,60 +174,27 @@ def sync_step(x, a, b, c, xi, noisy, with_stat, before, count, xbar, sbar, smax,
     R, M, d = x.shape
     many, per_client = a.shape[0] > 1, c.shape[1] > 1
     one = count / count
-    g = np.empty(d, dtype=x.dtype)
-    p = np.empty(d, dtype=x.dtype)
-    q = np.empty(d, dtype=x.dtype)
-    t = np.empty(d, dtype=x.dtype)
     gm = np.empty(d, dtype=x.dtype)
     acc = np.empty(8, dtype=x.dtype)
     for r in range(R):
         ra = r if many else 0
         xb, sb = xbar[r, 0], sbar[r, 0]
-        top = count - count  # s = g ⊙ g ≥ 0: the maximum starts from 0
-        for m in range(M):
+        for m in range(M):  # the row stays in cache from the `before` steps to the sync step
             xr, ar, br, cr = x[r, m], a[ra, m], b[ra, m], c[r, m if per_client else 0]
-            if before > 0:  # the row stays in cache from these steps to the sync step
-                for j in range(d):
-                    p[j] = one - cr[j] * ar[j]
-                    q[j] = cr[j] * br[j]
-                    t[j] = xr[j]
-                _affine_row(t, p, q, before)  # on a private copy of the row (no aliasing)
-                xr[:] = t
-            xir = xi[r, m]
-            _grad_row(g, xr, ar, br, xir, noisy)
-            if noisy:
-                for j in range(d):
-                    w = xr[j] * (one - cr[j] * ar[j]) + cr[j] * br[j]
-                    xr[j] = w - xir[j] * cr[j]
-            else:
-                for j in range(d):
-                    xr[j] = xr[j] * (one - cr[j] * ar[j]) + cr[j] * br[j]
-            if m == 0:
-                xb[:] = xr
-            else:
-                for j in range(d):
-                    xb[j] += xr[j]
-            if with_stat:
-                for j in range(d):
-                    g[j] = g[j] * g[j]
-                if m == 0:
-                    sb[:] = g
-                    gm[:] = g
-                else:  # the largest s per coordinate: no chain through the row, so it vectorises
-                    for j in range(d):
-                        sb[j] += g[j]
-                        gm[j] = g[j] if g[j] > gm[j] else gm[j]
+            _affine_row(xr, ar, br, cr, before, one)
+            _sync_row(xr, ar, br, cr, xi[r, m], noisy, m == 0, one, xb, sb, gm)
+        top = count - count  # s = g ⊙ g ≥ 0: the maximum starts from 0
+        for j in range(d):
+            top = gm[j] if gm[j] > top else top
         for j in range(d):
             xb[j] = xb[j] / count
-        if with_stat:
-            for j in range(d):
-                top = gm[j] if gm[j] > top else top
-            for j in range(d):
-                sb[j] = sb[j] / count
-                # a NaN statistic makes its client mean NaN (s ≥ 0 cannot cancel): np.max's NaN
-                top = sb[j] if sb[j] != sb[j] else top
+            sb[j] = sb[j] / count
+            # a NaN statistic makes its client mean NaN (s ≥ 0 cannot cancel): np.max's NaN
+            top = sb[j] if sb[j] != sb[j] else top
         for m in range(M):
-            x[r, m, :] = xb
+            xr = x[r, m]
+            for j in range(d):
+                xr[j] = xb[j]
         smax[r] = top
         if with_spread:  # client_spread on M copies of x̄: the same sums, in the same order
             sx = spread_xbar[r]
@@ -206,15 +220,20 @@ def sync_step(x, a, b, c, xi, noisy, with_stat, before, count, xbar, sbar, smax,
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def mean_grad_squared(x, a, b, xi, noisy, count, sbar, smax):  # pragma: no cover - compiled
+def mean_grad_squared(x, a, b, xi, noisy, count, sbar, smax,
+                      with_spread, spread_xbar, consensus):  # pragma: no cover - compiled
     """The statistic of global scaling's ``D̂⁰`` in one pass and without a full-size buffer:
     ``sbar ← mean_m s_m`` (runs, 1, d) and ``smax ← max s`` (runs,) with ``s = g ⊙ g``,
     ``g = a ⊙ x − b (+ ξ)``, in the NumPy path's operations and order (the clients summed in
-    order as ``mean(axis=1)`` does); a NaN statistic gives a NaN maximum, as ``np.max``."""
+    order as ``mean(axis=1)`` does); a NaN statistic gives a NaN maximum, as ``np.max``.
+
+    ``with_spread`` also writes :func:`client_spread`'s numbers for ``x`` (the record at step
+    0) into ``spread_xbar`` and ``consensus``, while the run's rows are still in cache."""
     R, M, d = x.shape
     many = a.shape[0] > 1
     g = np.empty(d, dtype=x.dtype)
     gm = np.empty(d, dtype=x.dtype)
+    acc = np.empty(8, dtype=x.dtype)
     for r in range(R):
         ra = r if many else 0
         sb = sbar[r, 0]
@@ -236,36 +255,45 @@ def mean_grad_squared(x, a, b, xi, noisy, count, sbar, smax):  # pragma: no cove
             sb[j] = sb[j] / count
             top = sb[j] if sb[j] != sb[j] else top  # s ≥ 0 cannot cancel: a NaN s makes its mean NaN
         smax[r] = top
+        if with_spread:
+            consensus[r] = _spread_run(x[r], count, spread_xbar[r], acc)
+
+
+@njit(nogil=True, inline="always")
+def _spread_run(xr, count, sx, acc):  # pragma: no cover - compiled
+    """One run's clients ``xr`` (M, d): ``sx ← mean_m x_m``; returns ``(1/M) Σ_m ‖x_m − x̄‖²``.
+
+    The client mean sums in client order as ``mean(axis=1)`` does; each ``‖x_m − x̄‖²`` is
+    summed in eight interleaved partial sums (``acc``), so its rounding error grows like ``d/8``.
+    """
+    M, d = xr.shape
+    sx[:] = xr[0]
+    for m in range(1, M):
+        for j in range(d):
+            sx[j] += xr[m, j]
+    for j in range(d):
+        sx[j] = sx[j] / count
+    total = count - count
+    for m in range(M):
+        acc[:] = 0
+        for j0 in range(0, d - d % 8, 8):
+            for k in range(8):
+                e = xr[m, j0 + k] - sx[j0 + k]
+                acc[k] += e * e
+        for j in range(d - d % 8, d):
+            e = xr[m, j] - sx[j]
+            acc[0] += e * e
+        total += ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    return total / count
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def client_spread(x, count, xbar, consensus):  # pragma: no cover - compiled
-    """``xbar ← mean_m x_m`` (runs, d) and ``consensus ← (1/M) Σ_m ‖x_m − x̄‖²`` (runs,).
-
-    The client mean sums in client order as ``mean(axis=1)`` does; each ``‖x_m − x̄‖²`` is
-    summed in eight interleaved partial sums, so its rounding error grows like ``d/8``.
-    """
-    R, M, d = x.shape
+    """``xbar ← mean_m x_m`` (runs, d) and ``consensus ← (1/M) Σ_m ‖x_m − x̄‖²`` (runs,), by
+    :func:`_spread_run`."""
     acc = np.empty(8, dtype=x.dtype)
-    for r in range(R):
-        xbar[r, :] = x[r, 0, :]
-        for m in range(1, M):
-            for j in range(d):
-                xbar[r, j] += x[r, m, j]
-        for j in range(d):
-            xbar[r, j] = xbar[r, j] / count
-        total = count - count
-        for m in range(M):
-            acc[:] = 0
-            for j0 in range(0, d - d % 8, 8):
-                for k in range(8):
-                    e = x[r, m, j0 + k] - xbar[r, j0 + k]
-                    acc[k] += e * e
-            for j in range(d - d % 8, d):
-                e = x[r, m, j] - xbar[r, j]
-                acc[0] += e * e
-            total += ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-        consensus[r] = total / count
+    for r in range(x.shape[0]):
+        consensus[r] = _spread_run(x[r], count, xbar[r], acc)
 
 
 # NumPy's maximum/minimum propagate NaN (the first NaN operand), unlike Python's max/min.

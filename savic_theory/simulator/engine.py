@@ -305,6 +305,7 @@ class Recorder:
         self.steps: list[int] = []
         self.values: list[np.ndarray] = []
         self.iterates: list[np.ndarray] = []
+        self.last_xbar = None  # x̄ of the last record (see result)
         self.sync_steps: list[int] = []
         self.drift_hi: list[np.ndarray] = []
         self.drift_lo: list[np.ndarray] = []
@@ -325,6 +326,7 @@ class Recorder:
         host[:, ~alive] = np.nan
         self.steps.append(t)
         self.values.append(host)
+        self.last_xbar = xbar
         if self.S.keep_iterates:
             xb = np.array(to_numpy(xbar), dtype=np.float64)
             xb[~alive] = np.nan
@@ -337,8 +339,13 @@ class Recorder:
         self.drift_hi.append(np.where(on, np.asarray(hi, dtype=np.float64), np.nan))
         self.drift_lo.append(np.where(on, np.asarray(lo, dtype=np.float64), np.nan))
 
-    def result(self, x, D, t_start: float) -> SimulationResult:
-        """The result of the run whose final iterates are ``x`` and scaling ``D``."""
+    def result(self, x, D, t_start: float, xbar_recorded: bool = False) -> SimulationResult:
+        """The result of the run whose final iterates are ``x`` and scaling ``D``.
+
+        ``xbar_recorded``: the last record was of this ``x`` and its ``x̄`` still stands (the
+        client mean in client order, as ``mean(axis=1)`` sums); in float64 on the host it is
+        then the result's ``x_bar`` without another pass over ``x``.
+        """
         S, R, alive = self.S, self.S.R, self.alive
         x_host = np.asarray(to_numpy(x), dtype=np.float64)
         if self.frozen_x is not None:
@@ -363,7 +370,11 @@ class Recorder:
             "backend": namespace_name(xp), "batched": S.batched,
         }
         D_host = np.array(to_numpy(xp.broadcast_to(D, (R, S.M if S.local else 1, S.d))), dtype=np.float64)
-        x_bar = x_host.mean(axis=1)
+        if (xbar_recorded and self.frozen_x is None and np.dtype(S.dtype) == np.float64
+                and namespace_name(xp) == "numpy"):
+            x_bar = np.array(self.last_xbar, dtype=np.float64)
+        else:
+            x_bar = x_host.mean(axis=1)
         if not S.batched:
             history = {k: v[:, 0] if k != "x_bar" else v[:, 0, :] for k, v in history.items()}
             x_host, x_bar, D_host = x_host[0], x_bar[0], D_host[0]

@@ -49,7 +49,9 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -58,7 +60,7 @@ from .._backend import namespace, namespace_name
 from ..problems.quadratic import Quadratic
 from ..rules import ScalingRule, Statistic, as_rule, clip, state_type
 from .engine import Recorder, RunSetup, drift_since_sync, initial_scaling, update_scaling
-from .result import SimulationResult
+from .result import HISTORY_KEYS, SimulationResult
 
 __all__ = ["simulate_fused", "unsupported_reason", "trace_rule", "RuleProgram", "Untraceable"]
 
@@ -528,8 +530,34 @@ class _Workspace:
     def __init__(self, limit: int = 128 * 2**20):
         self.limit = limit
         self._free: dict = {}
+        self._lent: dict = {}
         self._bytes = 0
         self._lock = threading.Lock()
+
+    #: lent buffers remembered per shape and dtype (a sweep's calls return one shape)
+    LENT_PER_KEY = 2
+
+    def lend(self, shape, dtype) -> np.ndarray:
+        """A buffer that the caller keeps (the iterate a run returns): a view of memory lent
+        before and referenced by nothing any more, else fresh memory.
+
+        Every view of the returned array (slices, reshapes, ``np.asarray``) holds its base, so
+        a base with no reference but the workspace's own has no live view left, and its memory
+        can be written again without anybody seeing it change. Only buffers of at most a
+        quarter of ``limit`` are remembered.
+        """
+        key = (tuple(shape), np.dtype(dtype).str)
+        with self._lock:
+            lent = self._lent.setdefault(key, [])
+            for k in range(len(lent)):
+                base = lent[k]
+                if sys.getrefcount(base) <= 3:  # the list, `base` and the call's argument
+                    return base[...]
+            base = np.empty(shape, dtype=dtype)
+            if base.nbytes <= self.limit // 4:
+                lent.append(base)
+                del lent[:-self.LENT_PER_KEY]
+            return base[...]
 
     def take(self, shape, dtype) -> np.ndarray:
         key = (tuple(shape), np.dtype(dtype).str)
@@ -621,6 +649,34 @@ def _run_chunks(runs: int, per_run: int, threads: int) -> list[tuple[int, int]]:
     return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
 
 
+#: (kernel, even split, dtype) -> the split in use, carried from call to call (see _CPUOps._launch)
+_BALANCED: dict = {}
+
+
+def _timed_call(kernel, args) -> float:
+    """``kernel(*args)`` on a worker thread; returns when it finished (``perf_counter``)."""
+    kernel(*args)
+    return time.perf_counter()
+
+
+def _rebalance(chunks, own_time: float, own_end: float, last_end: float) -> list[tuple[int, int]]:
+    """The next split of a kernel's runs: the calling thread's block (the first) grows by a
+    run when the last worker finished more than a run's time after it, and shrinks by one in
+    the opposite case; the workers share the rest evenly. ``own_time``: the first block's time."""
+    (lo, hi), n = chunks[0], len(chunks)
+    runs, own = chunks[-1][1], hi - lo
+    per_run = own_time / own
+    if last_end - own_end > per_run and own < runs - (n - 1):
+        own += 1
+    elif own_end - last_end > per_run and own > 1:
+        own -= 1
+    else:
+        return chunks
+    rest = runs - own
+    edges = [own + rest * i // (n - 1) for i in range(n)]
+    return [(0, own)] + list(zip(edges[:-1], edges[1:]))
+
+
 @functools.lru_cache(maxsize=1)
 def _thread_pool():
     """The worker threads of the compiled kernels (created on first use, then kept)."""
@@ -692,7 +748,7 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
     if gpu:
         x = xp.zeros((R, M, d), dtype=dt) + x0_rows
     else:  # 0.0 + x⁰ written into the one buffer the run keeps (the engine's zeros + x⁰)
-        x = np.add(0.0, x0_rows, out=_WORKSPACE.take((R, M, d), dt))  # handed to the caller
+        x = np.add(0.0, x0_rows, out=_WORKSPACE.lend((R, M, d), dt))  # handed to the caller
     ops = _GPUOps(S, gamma_x, x) if gpu else _CPUOps(S, gamma_x, x, compiled)
     x = ops.x
 
@@ -827,7 +883,7 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
         bar.close()
 
     # --- results back to the host: x is the run's own buffer, the scratch goes back -----------
-    result = rec.result(x, D, t_start)
+    result = rec.result(x, D, t_start, xbar_recorded=t >= steps)  # the loop records the last step
     ops.release()
     return result
 
@@ -913,9 +969,12 @@ class _CPUOps(_Ops):
         return buf
 
     def release(self):
-        """Give the scratch buffers back to the workspace (the run is over)."""
+        """Give the scratch buffers back to the workspace (the run is over), and break the
+        reference cycle through the pool, so that the returned iterate's memory is free for
+        :meth:`_Workspace.lend` as soon as the caller drops it (not at the next collection)."""
         taken, self._taken = self._taken, []
         _WORKSPACE.give(taken)
+        self.pool = None
 
     # randomness: the oracle's draw, into a reused buffer (same numbers, same order) -------
     def draw_noise(self, rng):
@@ -994,21 +1053,30 @@ class _CPUOps(_Ops):
         """``kernel(*args)``, the runs split over threads (the kernels release the GIL).
 
         Runs are independent, so every array argument with a leading run axis is sliced and
-        each thread computes its own runs: the same numbers whatever the thread count.
+        each thread computes its own runs: the same numbers whatever the split. This thread
+        takes the first block; a worker starts later (it is woken, then waits for the GIL), so
+        the split is balanced per kernel and run count from when each thread finished
+        (:func:`_rebalance`), carried over from one call to the next.
         """
         if len(self._chunks) == 1:
             kernel(*args)
             return
         R = self.R
-
-        def part(lo, hi):
-            kernel(*(a[lo:hi] if isinstance(a, np.ndarray) and a.ndim and a.shape[0] == R else a
-                     for a in args))
-
-        futures = [_thread_pool().submit(part, lo, hi) for lo, hi in self._chunks[1:]]
-        part(*self._chunks[0])
-        for f in futures:
-            f.result()
+        key = (kernel, tuple(self._chunks), self.dt)
+        chunks = _BALANCED.get(key, self._chunks)
+        split = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.ndim and a.shape[0] == R]
+        parts = []
+        for lo, hi in chunks:  # sliced here, so that a worker needs the GIL only to call
+            part = list(args)
+            for i in split:
+                part[i] = args[i][lo:hi]
+            parts.append(part)
+        futures = [_thread_pool().submit(_timed_call, kernel, part) for part in parts[1:]]
+        start = time.perf_counter()
+        kernel(*parts[0])
+        own_end = time.perf_counter()
+        last_end = max(f.result() for f in futures)
+        _BALANCED[key] = _rebalance(chunks, own_end - start, own_end, last_end)
 
     def plain_steps(self, n, D):
         if self._kernels is None:
@@ -1026,14 +1094,13 @@ class _CPUOps(_Ops):
         averaged ``x`` for the next :meth:`record_values` (the same numbers as its own pass)."""
         if self._kernels is None:
             return None
-        if with_stat and not hasattr(self, "_sbar"):
+        if not hasattr(self, "_sbar"):  # the kernel forms the statistic's client mean anyway
             self._sbar = np.empty((self.R, 1, self.d), dtype=self.dt)
-        sbar = self._sbar if with_stat else self._xbar_k
         self._launch(self._kernels.sync_step, self.x, self.A, self.b, self._c, self.x if xi is None else xi,
-                     xi is not None, with_stat, before, self._count, self._xbar_k, sbar, self._smax,
+                     xi is not None, before, self._count, self._xbar_k, self._sbar, self._smax,
                      then_record, self._xbar, self._consensus)
         self._spread_ready = then_record
-        return (sbar, self._smax.copy()) if with_stat else (None, None)
+        return (self._sbar, self._smax.copy()) if with_stat else (None, None)
 
     def initial_grad_squared(self, rng):
         """``g ⊙ g`` at ``x⁰`` with the oracle's first draw (the statistic of ``D̂⁰``)."""
@@ -1052,7 +1119,8 @@ class _CPUOps(_Ops):
         xi = self.draw_noise(rng)
         sbar = np.empty((self.R, 1, self.d), dtype=self.dt)
         self._launch(self._kernels.mean_grad_squared, self.x, self.A, self.b, self.x if xi is None else xi,
-                     xi is not None, self._count, sbar, self._smax)
+                     xi is not None, self._count, sbar, self._smax, True, self._xbar, self._consensus)
+        self._spread_ready = True  # for the record of step 0, which follows with x unchanged
         return sbar, self._smax.copy()
 
     def sync_step(self, xi, D, statistic):
@@ -1175,16 +1243,17 @@ class _CPUOps(_Ops):
             np.multiply(dev, dev, out=dev)
             consensus = np.mean(np.sum(dev, axis=-1), axis=-1)
         diff = xbar - x_star
-        vals = np.stack([
-            np.sum(diff * diff, axis=-1),
-            self.oracle.loss(xbar) - f_star,
-            consensus,
-            np.min(D, axis=(1, 2)),
-            np.max(D, axis=(1, 2)),
-            G_hat(stat_max),
-            np.sum(np.mean(D, axis=1) * diff * diff, axis=-1),
-        ])
-        return np.array(vals, dtype=np.float64), xbar
+        # the engine's numbers: a global D̂'s client mean is D̂ itself (a mean of one is exact)
+        D_mean = D[:, 0] if D.shape[1] == 1 else np.mean(D, axis=1)
+        vals = np.empty((len(HISTORY_KEYS), self.R))  # in the order of HISTORY_KEYS
+        vals[0] = np.sum(diff * diff, axis=-1)
+        vals[1] = self.oracle.loss(xbar) - f_star
+        vals[2] = consensus
+        vals[3] = np.min(D, axis=(1, 2))
+        vals[4] = np.max(D, axis=(1, 2))
+        vals[5] = G_hat(stat_max)
+        vals[6] = np.sum(D_mean * diff * diff, axis=-1)
+        return vals, xbar
 
 
 # =========================================================================================
