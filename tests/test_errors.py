@@ -66,6 +66,18 @@ def test_non_symmetric_or_indefinite_A():
         Quadratic(A=np.array([[1.0, 0.0]]), b=np.zeros((1, 2)))
 
 
+def test_numerically_singular_A():
+    """An eigenvalue float64 cannot resolve is an error, not a μ (and x*) made of round-off:
+    subnormal for a diagonal A, below d·ε·‖A_m‖ for a dense one, whose eigenvalues are computed."""
+    with pytest.raises(ValueError, match="numerically singular: an eigenvalue of 1e-320 is subnormal"):
+        Quadratic(A=np.array([[1.0, 1e-320]]), b=np.zeros((1, 2)))
+    assert Quadratic(A=np.array([[1.0, 1e-300]]), b=np.zeros((1, 2))).constants.mu == 1e-300  # exact
+    with pytest.raises(ValueError, match=r"numerically singular: .* within round-off of 0 for a dense A_m"):
+        Quadratic.random(dim=8, n_clients=2, L=1.0, mu=1e-16, form="dense")
+    dense = Quadratic.random(dim=8, n_clients=2, L=1.0, mu=1e-12, form="dense")
+    assert dense.constants.mu == pytest.approx(1e-12, rel=1e-3)  # 8·ε·‖A‖ ≈ 2e-15: resolved
+
+
 def test_shape_mismatches(prob):
     with pytest.raises(ValueError, match=r"A of shape \(2, 3\) and b of shape \(2, 2\) do not fit: .* \(2, 2\)"):
         Quadratic(A=np.ones((2, 3)), b=np.zeros((2, 2)))

@@ -304,7 +304,7 @@ def test_compiled_sync_step_against_numpy_operations(noisy):
     xbar, sbar, smax = np.empty((Rk, 1, d)), np.empty((Rk, 1, d)), np.empty(Rk)
     with np.errstate(invalid="ignore"):
         spread_xbar, consensus = np.empty((Rk, d)), np.empty(Rk)
-        kernels.sync_step(x, a, b, c, xi, noisy, 0, np.float64(M), xbar, sbar, smax,
+        kernels.sync_step(x, a, b, c, xi, noisy, 0, False, True, np.float64(M), xbar, sbar, smax,
                           True, spread_xbar, consensus)
         # what the record right after the sync gets: client_spread's numbers, bit for bit
         want_xbar, want_consensus = np.empty((Rk, d)), np.empty(Rk)
@@ -844,3 +844,22 @@ def test_compiled_initial_statistic_leaves_the_first_records_spread(noisy):
     g = a * x - b + (xi if noisy else 0.0)
     np.testing.assert_array_equal(sbar, np.mean(g * g, axis=1, keepdims=True))
     assert np.isnan(smax[2]) and np.isnan(consensus[2])
+
+
+@pytest.mark.parametrize("record_every", [4, 6])
+@pytest.mark.parametrize("rule, big_gamma", [(rules.adam(beta=0.9, e=0.5), 50.0), (rules.identity(), 10.0)])
+def test_lazy_average_is_written_out_whenever_x_is_read(rule, big_gamma, record_every):
+    """Noise-free global rounds leave the averaged rows unwritten and start the next round from
+    x̄; whatever reads x in between (a record off the sync steps, the steps before it, the
+    frozen iterate of a diverging run, the result) sees the rows written. Run 2's step size is
+    far above 1/L, so it diverges, and its iterate is frozen at a record after a sync."""
+    pytest.importorskip("numba")
+    prob = problem("diagonal", seed=6)
+    kw = dict(gamma=np.array([0.1, 0.3, big_gamma]), steps=26, sync_every=4, record_every=record_every,
+              runs=R, x0=np.full(prob.dim, 0.5), seed=0)
+    compiled = simulate(prob, rule, fused=True, **kw)
+    plain = simulate(prob, rule, fused="numpy", **kw)
+    ref = simulate(prob, rule, fused=False, **kw)
+    assert list(ref.status) == ["ok", "ok", "diverged"] and ref.diverged_at[2] >= 4  # after a sync
+    _bitwise_same(compiled, plain)
+    assert_same_result(compiled, ref)

@@ -233,6 +233,7 @@ def test_trainer_rejects_a_step_size_its_dtype_cannot_hold():
     ({"splits": ["shards"], "shards_per_client": 40},
      r"^data\.clients × data\.shards_per_client = 80 exceeds the 64 training images"),
     ({"splits": ["dirichlet"], "batch_size": 0}, r"^data\.batch_size = 0 .* split 'dirichlet' gives from \d+ to \d+$"),
+    ({"batch_size": 10**9}, r"^data\.batch_size = 1000000000 exceeds the 64 training images of synthetic "),
 ])
 def test_split_errors_name_the_config_keys(tmp_path, data, match):
     cfg = NNConfig.from_dict(small(data=data, train={"methods": ["local_sgd"], "seeds": [0], "rounds": 1}))
@@ -271,3 +272,23 @@ def test_figure_legend_names_a_method_missing_from_the_first_split(tmp_path):
     finally:
         plt.close(fig)
     assert figures.plot_rounds(histories, tmp_path / "rounds.png", ["iid", "dirichlet"], methods).stat().st_size > 0
+
+
+@pytest.mark.parametrize("env, want", [
+    ({}, "savic nn: error: "),
+    ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, "savic nn: error: "),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, ""),  # the same check failed on process 0
+    ({"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "0"}, "savic nn (process 2 of 4): error: "),
+])
+def test_an_input_error_is_reported_once_per_machine_under_torchrun(tmp_path, capsys, monkeypatch, env, want):
+    """torchrun starts every process with the same arguments: an error in them is printed by the
+    first process of each machine, which names itself when it is not process 0."""
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["nn", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(want) if want else err == ""
+    if want:
+        assert "missing.toml" in err and err.count("\n") == 1

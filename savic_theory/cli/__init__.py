@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -116,6 +117,32 @@ def _out_of_memory() -> tuple[type[BaseException], ...]:
     return (MemoryError,) + ((torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ())
 
 
+def _speaker(command: str, errors_alike: bool) -> str | None:
+    """Who reports an error of this process, or ``None`` to stay quiet.
+
+    Under torchrun (``WORLD_SIZE > 1``) every process runs the same checks on the same files,
+    so an error in the input (``errors_alike``) is reported once per machine, by its first
+    process (``LOCAL_RANK`` 0); errors that may differ between processes (out of memory) are
+    reported by each. A process other than the first names itself.
+    """
+    try:
+        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        world = 1
+    if world <= 1:
+        return f"savic {command}"
+    if errors_alike and local != 0:
+        return None
+    return f"savic {command}" + (f" (process {rank} of {world})" if rank else "")
+
+
+def _report(command: str, message: str, errors_alike: bool = True) -> None:
+    who = _speaker(command, errors_alike)
+    if who is not None:
+        print(f"{who}: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -128,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             check_result_folder(out)  # before the run, not after it
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
-        print(f"savic {args.command}: interrupted; {_interrupted(args)}", file=sys.stderr)
+        _report(args.command, f"interrupted; {_interrupted(args)}")
         return 130
     except _out_of_memory() as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -137,13 +164,13 @@ def main(argv: list[str] | None = None) -> int:
             detail = detail[:1].lower() + detail[1:]
         msg = f"out of memory ({detail})" if detail else "out of memory"
         advice = _SMALLER.get(args.command)
-        print(f"savic {args.command}: error: {msg}" + (f": {advice}" if advice else ""), file=sys.stderr)
+        _report(args.command, f"error: {msg}" + (f": {advice}" if advice else ""), errors_alike=False)
         return 2
     except (UserError, ValueError, TypeError, FileNotFoundError, KeyError, OSError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, KeyError):
             msg = f"missing or unknown key: {msg}"
-        print(f"savic {args.command}: error: {msg}", file=sys.stderr)
+        _report(args.command, f"error: {msg}")
         return 2
 
 

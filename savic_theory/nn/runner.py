@@ -192,6 +192,11 @@ def _check_split_sizes(cfg: NNConfig, images: ImageSet, world: int) -> None:
                          f"the {n} training images of {images.name} (split 'shards')")
     if d.clients % world:
         raise ValueError(f"data.clients = {d.clients} cannot be shared equally by {world} processes")
+    # minibatches are drawn with replacement, so any size would run; one above the whole
+    # training set is a slip (and a large one is killed for memory without a message)
+    if d.batch_size > n:
+        raise ValueError(f"data.batch_size = {d.batch_size} exceeds the {n} training images of {images.name} "
+                         f"(0 takes each client's full data)")
 
 
 # ------------------------------------------------------------------------------ one run

@@ -100,6 +100,16 @@ class Quadratic(Problem):
         if np.any(eig <= 0.0):
             raise ValueError("A must be positive definite: some client has an eigenvalue <= 0 "
                              f"(smallest {float(np.min(eig)):.3g})")
+        # An eigenvalue must be resolved in float64: a subnormal one loses its digits (and 1/λ
+        # overflows); a dense A_m's computed eigenvalues are exact only to about d·ε·‖A_m‖, so
+        # a smaller one may as well be 0 (then neither μ nor x* is known).
+        floor = (d * np.finfo(np.float64).eps * np.max(np.abs(eig), axis=-1, keepdims=True) if form == "dense"
+                 else np.finfo(np.float64).tiny)
+        if np.any(eig < floor):
+            where = ("within round-off of 0 for a dense A_m (below d·ε·‖A_m‖)" if form == "dense"
+                     else "subnormal in float64")
+            raise ValueError(f"A is numerically singular: an eigenvalue of {float(np.min(eig)):.3g} is {where}; "
+                             "rescale the problem or raise its smallest eigenvalue")
         self.form, self.A, self.b, self.Q = form, A, b, Q
         self.instances, self.n_clients, self.dim = inst, M, d
         self._batched_input = batched

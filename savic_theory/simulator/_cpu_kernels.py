@@ -157,7 +157,7 @@ def _sync_row(v, ar, br, cr, xir, noisy, first, one, xb, sb, gm):  # pragma: no 
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def sync_step(x, a, b, c, xi, noisy, before, count, xbar, sbar, smax,
+def sync_step(x, a, b, c, xi, noisy, before, from_mean, write_rows, count, xbar, sbar, smax,
               with_spread, spread_xbar, consensus):  # pragma: no cover
     """``before`` noise-free steps (as :func:`affine_steps`), the step before a sync, the average.
 
@@ -166,6 +166,12 @@ def sync_step(x, a, b, c, xi, noisy, before, count, xbar, sbar, smax,
     ``x_m ← x̄``; ``sbar ← mean_m s_m`` (runs, 1, d) and ``smax ← max s`` (runs,). ``count`` is
     ``M`` in the dtype of ``x``; ``xi`` is read only when ``noisy``. One pass over each client
     row (:func:`_sync_row`), which stays in cache from the ``before`` steps to the sync step.
+
+    The rows of ``x`` after an average are all ``x̄``. ``write_rows = False`` leaves them
+    unwritten (``xbar`` holds them), and ``from_mean`` starts every client from ``xbar``
+    instead of reading ``x``: the steps then run on a private row in cache, so that a round
+    that follows a round this way neither reads nor writes ``x`` (the same numbers: each
+    client starts from the very values the write-back would have stored).
 
     ``with_spread`` also writes what :func:`client_spread` would return for the averaged ``x``
     (a record right after the sync) into ``spread_xbar`` (runs, d) and ``consensus`` (runs,),
@@ -176,13 +182,25 @@ def sync_step(x, a, b, c, xi, noisy, before, count, xbar, sbar, smax,
     one = count / count
     gm = np.empty(d, dtype=x.dtype)
     acc = np.empty(8, dtype=x.dtype)
+    src = np.empty(d, dtype=x.dtype)
+    t = np.empty(d, dtype=x.dtype)
     for r in range(R):
         ra = r if many else 0
         xb, sb = xbar[r, 0], sbar[r, 0]
+        if from_mean:  # every client's row: the last average, before xb is overwritten
+            for j in range(d):
+                src[j] = xb[j]
         for m in range(M):  # the row stays in cache from the `before` steps to the sync step
-            xr, ar, br, cr = x[r, m], a[ra, m], b[ra, m], c[r, m if per_client else 0]
-            _affine_row(xr, ar, br, cr, before, one)
-            _sync_row(xr, ar, br, cr, xi[r, m], noisy, m == 0, one, xb, sb, gm)
+            ar, br, cr = a[ra, m], b[ra, m], c[r, m if per_client else 0]
+            if from_mean:
+                for j in range(d):
+                    t[j] = src[j]
+                _affine_row(t, ar, br, cr, before, one)
+                _sync_row(t, ar, br, cr, xi[r, m], noisy, m == 0, one, xb, sb, gm)
+            else:
+                xr = x[r, m]
+                _affine_row(xr, ar, br, cr, before, one)
+                _sync_row(xr, ar, br, cr, xi[r, m], noisy, m == 0, one, xb, sb, gm)
         top = count - count  # s = g ⊙ g ≥ 0: the maximum starts from 0
         for j in range(d):
             top = gm[j] if gm[j] > top else top
@@ -191,10 +209,11 @@ def sync_step(x, a, b, c, xi, noisy, before, count, xbar, sbar, smax,
             sb[j] = sb[j] / count
             # a NaN statistic makes its client mean NaN (s ≥ 0 cannot cancel): np.max's NaN
             top = sb[j] if sb[j] != sb[j] else top
-        for m in range(M):
-            xr = x[r, m]
-            for j in range(d):
-                xr[j] = xb[j]
+        if write_rows:
+            for m in range(M):
+                xr = x[r, m]
+                for j in range(d):
+                    xr[j] = xb[j]
         smax[r] = top
         if with_spread:  # client_spread on M copies of x̄: the same sums, in the same order
             sx = spread_xbar[r]

@@ -311,7 +311,8 @@ class Recorder:
         self.drift_lo: list[np.ndarray] = []
 
     def record(self, t: int, host: np.ndarray, x, xbar) -> None:
-        """``host``: float64 array (len(HISTORY_KEYS), runs) of step ``t``; ``x``, ``xbar`` on the device."""
+        """``host``: float64 array (len(HISTORY_KEYS), runs) of step ``t``; ``x``, ``xbar`` on the device
+        (``x`` may be a function returning it, called only when a run diverged)."""
         alive, dist = self.alive, host[0]
         if self.S.static_runs is not None:  # identity runs of a rule over runs fold no statistic
             host[HISTORY_KEYS.index("G_hat"), self.S.static_runs] = 0.0
@@ -320,7 +321,7 @@ class Recorder:
         bad = alive & (~np.isfinite(host).all(axis=0) | (dist > self.S.divergence_factor * self.ref))
         if bad.any():
             self.diverged_at[bad] = t
-            xh = np.array(to_numpy(x))
+            xh = np.array(to_numpy(x() if callable(x) else x))
             self.frozen_x = xh if self.frozen_x is None else np.where(bad[:, None, None], xh, self.frozen_x)
             alive[bad] = False
         host[:, ~alive] = np.nan

@@ -775,7 +775,7 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
 
     def record(t):
         host, xbar = ops.record_values(x, D, stat_max, x_star, f_star, S.G_hat)
-        rec.record(t, host, x, xbar)
+        rec.record(t, host, ops.iterate, xbar)  # x is read (and written out) only if a run diverged
 
     bar = None
     if S.progress:
@@ -788,6 +788,8 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
     per_run_stat = rule.statistic is Statistic.PER_RUN
     one_pass_sync = not local and (grad_sq or rule.is_static or per_run_stat)
     before = 0  # steps deferred into the next sync step
+    # noise-free, the averaged rows may stay unwritten: the next round starts from x̄ itself
+    lazy = not problem.noise
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         record(0)
         t = 0
@@ -824,7 +826,7 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
             averaged = False
             if rule.is_static or not (local or any_sync):
                 if rule.is_static and all_sync and not local:
-                    averaged = ops.sync_and_average(xi, D, False, before, recording) is not None
+                    averaged = ops.sync_and_average(xi, D, False, before, recording, lazy) is not None
                     before = 0
                 if not averaged:
                     ops.plain_step(xi, D)
@@ -845,13 +847,13 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                 run_max = hi if run_max is None else xp.maximum(run_max, hi)
                 run_min = lo if run_min is None else xp.minimum(run_min, lo)
             else:
-                one_pass = (ops.sync_and_average(xi, D, True, before, recording)
+                one_pass = (ops.sync_and_average(xi, D, True, before, recording, lazy)
                             if (grad_sq or per_run_stat) and all_sync else None)
                 before = 0
                 if one_pass is not None:  # step, average and client mean of g ⊙ g in one pass
                     s_mean, s_max = one_pass
                     if per_run_stat:  # the probe runs' own: a quadratic's probes do not depend on x
-                        p, sel = S.probe(x, None), S.probe_runs
+                        p, sel = S.probe(ops.iterate(), None), S.probe_runs
                         s_mean = xp.where(sel[:, None, None], xp.mean(p, axis=1, keepdims=True), s_mean)
                         s_max = xp.where(sel, xp.max(xp.abs(p), axis=(1, 2)), s_max)
                     averaged = True
@@ -883,7 +885,7 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
         bar.close()
 
     # --- results back to the host: x is the run's own buffer, the scratch goes back -----------
-    result = rec.result(x, D, t_start, xbar_recorded=t >= steps)  # the loop records the last step
+    result = rec.result(ops.iterate(), D, t_start, xbar_recorded=t >= steps)  # the loop records the last step
     ops.release()
     return result
 
@@ -910,11 +912,17 @@ class _Ops:
         (beta,) = betas
         return self.local_step(xi, D, state, s_given, program, beta, e)
 
-    def sync_and_average(self, xi, D, with_stat, before=0, then_record=False):
+    def sync_and_average(self, xi, D, with_stat, before=0, then_record=False, lazy=False):
         """``before`` plain steps, the step before a sync of every run and the average in one
         pass, or ``None`` (then nothing was done). ``then_record``: a record follows at once,
-        and the back end may prepare its client statistics in the same pass."""
+        and the back end may prepare its client statistics in the same pass. ``lazy``: the
+        back end may leave the averaged rows unwritten until :meth:`iterate` or another step
+        needs them."""
         return None
+
+    def iterate(self):
+        """The iterate ``x`` (runs, clients, d) as it stands, every row written."""
+        return self.x
 
 
 class _CPUOps(_Ops):
@@ -946,6 +954,7 @@ class _CPUOps(_Ops):
         self._kernels = self._compiled if self._affine else None
         self._one, self._count = self.dt(1), self.dt(self.M)
         self._spread_ready = False  # x̄ and consensus of the current x already in _xbar, _consensus
+        self._rows_stale = False  # every row of x is _xbar_k, not yet written (see sync_and_average)
         if self._compiled is not None:
             self._smax = np.empty(self.R, dtype=self.dt)
             self._consensus = np.empty(self.R, dtype=self.dt)
@@ -976,6 +985,14 @@ class _CPUOps(_Ops):
         _WORKSPACE.give(taken)
         self.pool = None
 
+    def iterate(self):
+        """``x`` with every row written: a lazy average (:meth:`sync_and_average`) is written out
+        now, for whatever reads ``x`` next."""
+        if self._rows_stale:
+            np.copyto(self.x, self._xbar_k)
+            self._rows_stale = False
+        return self.x
+
     # randomness: the oracle's draw, into a reused buffer (same numbers, same order) -------
     def draw_noise(self, rng):
         if not self.noise:
@@ -990,7 +1007,7 @@ class _CPUOps(_Ops):
     # gradients -------------------------------------------------------------------------------
     def grad(self, xi, out):
         """``out ← A_m x_m − b_m (+ ξ)`` for every run and client."""
-        x = self.x
+        x = self.iterate()
         if self.form == "diagonal":
             np.multiply(self.A, x, out=out)
         elif self.form == "dense":
@@ -1034,6 +1051,7 @@ class _CPUOps(_Ops):
 
     def plain_step(self, xi, D):
         """A step with ``D̂`` fixed and no statistic needed."""
+        self.iterate()
         if self._kernels is not None:
             if xi is None:
                 self._launch(self._kernels.affine_steps, self.x, self.A, self.b, self._c, 1, self._one)
@@ -1081,24 +1099,28 @@ class _CPUOps(_Ops):
     def plain_steps(self, n, D):
         if self._kernels is None:
             return super().plain_steps(n, D)
+        self.iterate()
         self._launch(self._kernels.affine_steps, self.x, self.A, self.b, self._c, n, self._one)
 
     @property
     def folds_steps_into_sync(self):
         return self._kernels is not None
 
-    def sync_and_average(self, xi, D, with_stat, before=0, then_record=False):
+    def sync_and_average(self, xi, D, with_stat, before=0, then_record=False, lazy=False):
         """Returns ``(mean_m s, max s)`` with ``s = g ⊙ g`` (``(None, None)`` without
         ``with_stat``), or ``None`` without compiled kernels (separate operations then).
         With ``then_record`` the kernel also leaves ``x̄`` and the consensus error of the
-        averaged ``x`` for the next :meth:`record_values` (the same numbers as its own pass)."""
+        averaged ``x`` for the next :meth:`record_values` (the same numbers as its own pass).
+        With ``lazy`` the averaged rows stay in ``_xbar_k`` only: a following sync starts its
+        clients from there without touching ``x``, and :meth:`iterate` writes them out."""
         if self._kernels is None:
             return None
         if not hasattr(self, "_sbar"):  # the kernel forms the statistic's client mean anyway
             self._sbar = np.empty((self.R, 1, self.d), dtype=self.dt)
         self._launch(self._kernels.sync_step, self.x, self.A, self.b, self._c, self.x if xi is None else xi,
-                     xi is not None, before, self._count, self._xbar_k, self._sbar, self._smax,
-                     then_record, self._xbar, self._consensus)
+                     xi is not None, before, self._rows_stale, not lazy, self._count, self._xbar_k, self._sbar,
+                     self._smax, then_record, self._xbar, self._consensus)
+        self._rows_stale = lazy
         self._spread_ready = then_record
         return (self._sbar, self._smax.copy()) if with_stat else (None, None)
 
@@ -1116,6 +1138,7 @@ class _CPUOps(_Ops):
         """Global scaling's ``(mean_m g ⊙ g, max g ⊙ g)`` at ``x⁰`` with the oracle's first draw,
         by one kernel pass (no full-size ``g ⊙ g``); the numbers of :meth:`initial_grad_squared`
         followed by the engine's max and client mean."""
+        self.iterate()
         xi = self.draw_noise(rng)
         sbar = np.empty((self.R, 1, self.d), dtype=self.dt)
         self._launch(self._kernels.mean_grad_squared, self.x, self.A, self.b, self.x if xi is None else xi,
@@ -1176,6 +1199,7 @@ class _CPUOps(_Ops):
             return super().local_steps(xi, D, state, s_given, program, betas, e)
         kernel, small, consts = self._local
         R, n = self.R, len(betas)
+        self.iterate()
         K = np.empty((R, n, len(small)), dtype=self.dt)
         small_state = [c for c, node in zip(state, program.state_in) if not node.big]
         for t, beta in enumerate(betas):  # the per-run values, step by step (on the host)
@@ -1225,6 +1249,7 @@ class _CPUOps(_Ops):
 
     def average(self, sync):
         """``x_m ← x̄`` for every run (``sync`` None) or for the runs flagged in ``sync``."""
+        self.iterate()
         xbar = np.mean(self.x, axis=1, keepdims=True, out=self._xbar_k)
         if sync is None:
             self.x[...] = xbar
@@ -1234,10 +1259,12 @@ class _CPUOps(_Ops):
     def record_values(self, x, D, stat_max, x_star, f_star, G_hat):
         if self._compiled is not None:  # x̄ and the consensus error in one pass over x
             if not self._spread_ready:  # (or already left by the sync step just before)
+                x = self.iterate()
                 self._launch(self._compiled.client_spread, x, self._count, self._xbar, self._consensus)
             self._spread_ready = False
             xbar, consensus = self._xbar, self._consensus
         else:
+            x = self.iterate()
             xbar = np.mean(x, axis=1, out=self._xbar)
             dev = np.subtract(x, xbar[:, None, :], out=self._g)
             np.multiply(dev, dev, out=dev)
