@@ -836,7 +836,8 @@ def test_compiled_initial_statistic_leaves_the_first_records_spread(noisy):
     a, b = rng.random((1, M, d)) + 0.5, rng.standard_normal((1, M, d))
     xi = rng.standard_normal((Rk, M, d))
     sbar, smax, xbar, consensus = np.empty((Rk, 1, d)), np.empty(Rk), np.empty((Rk, d)), np.empty(Rk)
-    kernels.mean_grad_squared(x, a, b, xi, noisy, np.float64(M), sbar, smax, True, xbar, consensus)
+    kernels.mean_grad_squared(x, a, b, xi, noisy, False, x[:, :1], np.float64(M), sbar, smax, True, xbar,
+                              consensus)
     want_xbar, want_consensus = np.empty((Rk, d)), np.empty(Rk)
     kernels.client_spread(x, np.float64(M), want_xbar, want_consensus)
     np.testing.assert_array_equal(xbar, want_xbar)
@@ -844,6 +845,17 @@ def test_compiled_initial_statistic_leaves_the_first_records_spread(noisy):
     g = a * x - b + (xi if noisy else 0.0)
     np.testing.assert_array_equal(sbar, np.mean(g * g, axis=1, keepdims=True))
     assert np.isnan(smax[2]) and np.isnan(consensus[2])
+
+    # rows not written yet (x⁰ before the first read): every client's row is `rows`, x is not read
+    rows = rng.standard_normal((Rk, 1, d))
+    same = np.ascontiguousarray(np.broadcast_to(rows, x.shape))
+    got = [np.empty((Rk, 1, d)), np.empty(Rk), np.empty((Rk, d)), np.empty(Rk)]
+    kernels.mean_grad_squared(np.full_like(x, np.nan), a, b, xi, noisy, True, rows, np.float64(M), *got[:2], True,
+                              *got[2:])
+    want = [np.empty((Rk, 1, d)), np.empty(Rk), np.empty((Rk, d)), np.empty(Rk)]
+    kernels.mean_grad_squared(same, a, b, xi, noisy, False, rows, np.float64(M), *want[:2], True, *want[2:])
+    for u, v in zip(got, want):
+        np.testing.assert_array_equal(u, v)
 
 
 @pytest.mark.parametrize("record_every", [4, 6])

@@ -215,31 +215,12 @@ def sync_step(x, a, b, c, xi, noisy, before, from_mean, write_rows, count, xbar,
                 for j in range(d):
                     xr[j] = xb[j]
         smax[r] = top
-        if with_spread:  # client_spread on M copies of x̄: the same sums, in the same order
-            sx = spread_xbar[r]
-            sx[:] = xb
-            for m in range(1, M):
-                for j in range(d):
-                    sx[j] += xb[j]
-            for j in range(d):
-                sx[j] = sx[j] / count
-            acc[:] = 0
-            for j0 in range(0, d - d % 8, 8):
-                for k in range(8):
-                    e = xb[j0 + k] - sx[j0 + k]
-                    acc[k] += e * e
-            for j in range(d - d % 8, d):
-                e = xb[j] - sx[j]
-                acc[0] += e * e
-            row = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-            total = count - count
-            for m in range(M):  # every client contributes the same row sum
-                total += row
-            consensus[r] = total / count
+        if with_spread:
+            consensus[r] = _spread_of_copies(xb, M, count, spread_xbar[r], acc)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def mean_grad_squared(x, a, b, xi, noisy, count, sbar, smax,
+def mean_grad_squared(x, a, b, xi, noisy, from_mean, xbar, count, sbar, smax,
                       with_spread, spread_xbar, consensus):  # pragma: no cover - compiled
     """The statistic of global scaling's ``D̂⁰`` in one pass and without a full-size buffer:
     ``sbar ← mean_m s_m`` (runs, 1, d) and ``smax ← max s`` (runs,) with ``s = g ⊙ g``,
@@ -247,7 +228,9 @@ def mean_grad_squared(x, a, b, xi, noisy, count, sbar, smax,
     order as ``mean(axis=1)`` does); a NaN statistic gives a NaN maximum, as ``np.max``.
 
     ``with_spread`` also writes :func:`client_spread`'s numbers for ``x`` (the record at step
-    0) into ``spread_xbar`` and ``consensus``, while the run's rows are still in cache."""
+    0) into ``spread_xbar`` and ``consensus``, while the run's rows are still in cache.
+    ``from_mean``: every client's row is ``xbar`` (runs, 1, d), and ``x`` is not read (the
+    rows of ``x⁰`` before they are written out; see :func:`sync_step`)."""
     R, M, d = x.shape
     many = a.shape[0] > 1
     g = np.empty(d, dtype=x.dtype)
@@ -257,7 +240,7 @@ def mean_grad_squared(x, a, b, xi, noisy, count, sbar, smax,
         ra = r if many else 0
         sb = sbar[r, 0]
         for m in range(M):
-            _grad_row(g, x[r, m], a[ra, m], b[ra, m], xi[r, m], noisy)
+            _grad_row(g, xbar[r, 0] if from_mean else x[r, m], a[ra, m], b[ra, m], xi[r, m], noisy)
             for j in range(d):
                 g[j] = g[j] * g[j]
             if m == 0:
@@ -274,7 +257,9 @@ def mean_grad_squared(x, a, b, xi, noisy, count, sbar, smax,
             sb[j] = sb[j] / count
             top = sb[j] if sb[j] != sb[j] else top  # s ≥ 0 cannot cancel: a NaN s makes its mean NaN
         smax[r] = top
-        if with_spread:
+        if with_spread and from_mean:
+            consensus[r] = _spread_of_copies(xbar[r, 0], M, count, spread_xbar[r], acc)
+        elif with_spread:
             consensus[r] = _spread_run(x[r], count, spread_xbar[r], acc)
 
 
@@ -304,6 +289,44 @@ def _spread_run(xr, count, sx, acc):  # pragma: no cover - compiled
             acc[0] += e * e
         total += ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
     return total / count
+
+
+@njit(nogil=True, inline="always")
+def _spread_of_copies(v, M, count, sx, acc):  # pragma: no cover - compiled
+    """:func:`_spread_run` of ``M`` clients whose rows are all ``v``, without reading them:
+    the same sums in the same order (``sx ← mean_m v``; returns the consensus error)."""
+    d = v.shape[0]
+    sx[:] = v
+    for m in range(1, M):
+        for j in range(d):
+            sx[j] += v[j]
+    for j in range(d):
+        sx[j] = sx[j] / count
+    acc[:] = 0
+    for j0 in range(0, d - d % 8, 8):
+        for k in range(8):
+            e = v[j0 + k] - sx[j0 + k]
+            acc[k] += e * e
+    for j in range(d - d % 8, d):
+        e = v[j] - sx[j]
+        acc[0] += e * e
+    row = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    total = count - count
+    for m in range(M):  # every client contributes the same row sum
+        total += row
+    return total / count
+
+
+@njit(cache=True, nogil=True)
+def fill_rows(x, xbar):  # pragma: no cover - compiled
+    """``x_m ← x̄`` for every run and client: ``xbar`` (runs, 1, d) written out into ``x``."""
+    R, M, d = x.shape
+    for r in range(R):
+        v = xbar[r, 0]
+        for m in range(M):
+            xr = x[r, m]
+            for j in range(d):
+                xr[j] = v[j]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

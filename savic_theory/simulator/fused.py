@@ -745,14 +745,15 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
     f_star = dev(const.f_star, (R,))
     x0_host = S.x0_host
     x0_rows = dev(x0_host if x0_host.ndim == 2 else x0_host[None], (R, d))[:, None, :]
-    if gpu:
-        x = xp.zeros((R, M, d), dtype=dt) + x0_rows
-    else:  # 0.0 + x⁰ written into the one buffer the run keeps (the engine's zeros + x⁰)
-        x = np.add(0.0, x0_rows, out=_WORKSPACE.lend((R, M, d), dt))  # handed to the caller
-    ops = _GPUOps(S, gamma_x, x) if gpu else _CPUOps(S, gamma_x, x, compiled)
-    x = ops.x
-
     grad_sq = rule.statistic is Statistic.GRAD_SQUARED
+    if gpu:
+        ops = _GPUOps(S, gamma_x, xp.zeros((R, M, d), dtype=dt) + x0_rows)
+    else:  # 0.0 + x⁰ (the engine's zeros + x⁰) in the one buffer the run keeps, handed to the caller
+        ops = _CPUOps(S, gamma_x, _WORKSPACE.lend((R, M, d), dt), compiled)
+        # where only the compiled kernels and iterate() read x before the first round (global
+        # scaling, g ⊙ g or static rules), the rows are written out only when something reads them
+        ops.start_from(x0_rows, lazy=ops.has_mean_grad_squared and not local and (grad_sq or rule.is_static))
+    x = ops.x
 
     statistic = S.statistic
 
@@ -985,11 +986,23 @@ class _CPUOps(_Ops):
         _WORKSPACE.give(taken)
         self.pool = None
 
+    def start_from(self, x0_rows, lazy: bool):
+        """``x ← 0 + x⁰`` (rows ``(runs, 1, d)``); with ``lazy`` only into ``_xbar_k``, the rows
+        written out by :meth:`iterate` when something reads them (see :meth:`sync_and_average`)."""
+        if lazy:
+            np.add(0.0, x0_rows, out=self._xbar_k)
+            self._rows_stale = True
+        else:
+            np.add(0.0, x0_rows, out=self.x)
+
     def iterate(self):
         """``x`` with every row written: a lazy average (:meth:`sync_and_average`) is written out
         now, for whatever reads ``x`` next."""
         if self._rows_stale:
-            np.copyto(self.x, self._xbar_k)
+            if self._compiled is not None:
+                self._launch(self._compiled.fill_rows, self.x, self._xbar_k)
+            else:
+                np.copyto(self.x, self._xbar_k)
             self._rows_stale = False
         return self.x
 
@@ -1138,11 +1151,11 @@ class _CPUOps(_Ops):
         """Global scaling's ``(mean_m g ⊙ g, max g ⊙ g)`` at ``x⁰`` with the oracle's first draw,
         by one kernel pass (no full-size ``g ⊙ g``); the numbers of :meth:`initial_grad_squared`
         followed by the engine's max and client mean."""
-        self.iterate()
         xi = self.draw_noise(rng)
         sbar = np.empty((self.R, 1, self.d), dtype=self.dt)
         self._launch(self._kernels.mean_grad_squared, self.x, self.A, self.b, self.x if xi is None else xi,
-                     xi is not None, self._count, sbar, self._smax, True, self._xbar, self._consensus)
+                     xi is not None, self._rows_stale, self._xbar_k, self._count, sbar, self._smax, True,
+                     self._xbar, self._consensus)
         self._spread_ready = True  # for the record of step 0, which follows with x unchanged
         return sbar, self._smax.copy()
 
