@@ -292,3 +292,41 @@ def test_an_input_error_is_reported_once_per_machine_under_torchrun(tmp_path, ca
     assert err.startswith(want) if want else err == ""
     if want:
         assert "missing.toml" in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------ --resume that adds runs
+def test_resume_may_add_seeds_methods_and_splits_and_trains_only_those(tmp_path):
+    """An experiment grows on --resume by seeds, methods and splits: the runs already made are
+    kept as they are (not trained again), the new ones are trained, and config.toml becomes the
+    extended config, so --report accepts it."""
+    base = small(train={"methods": ["local_sgd"], "seeds": [0], "rounds": 1}, method={"local_sgd": {"gamma": 0.1}})
+    run_experiment(NNConfig.from_dict(base), tmp_path / "o", progress=False)
+    kept = (tmp_path / "o/runs/iid/local_sgd/seed0/history.json").read_text()
+    trained = []
+    more = small(train={"methods": ["local_sgd", "adam-global"], "seeds": [0, 1], "rounds": 1},
+                 data={"splits": ["iid", "shards"], "shards_per_client": 2}, method={"local_sgd": {"gamma": 0.1}})
+    summary = run_experiment(NNConfig.from_dict(more), tmp_path / "o", progress=False, resume=True,
+                             on_round=lambda split, method, seed, rec: trained.append((split, method, seed)))
+    assert (tmp_path / "o/runs/iid/local_sgd/seed0/history.json").read_text() == kept
+    assert ("iid", "local_sgd", 0) not in trained and len(set(trained)) == 2 * 2 * 2 - 1
+    assert len(summary["runs"]) == 8
+    assert NNConfig.from_dict(tomllib.loads((tmp_path / "o/config.toml").read_text())) == NNConfig.from_dict(more)
+    assert run_experiment(NNConfig.from_dict(more), tmp_path / "o", report=True)["runs"] == summary["runs"]
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"train": {"seeds": [1]}}, "train.seeds"),                            # a seed dropped
+    ({"method": {"local_sgd": {"gamma": 0.5}}}, "the parameters of local_sgd"),
+    ({"train": {"rounds": 2}}, "train.rounds"),
+])
+def test_resume_refuses_to_drop_runs_or_change_what_they_were(tmp_path, change, named):
+    base = small(train={"methods": ["local_sgd"], "seeds": [0], "rounds": 1}, method={"local_sgd": {"gamma": 0.1}})
+    run_experiment(NNConfig.from_dict(base), tmp_path / "o", progress=False)
+    saved = (tmp_path / "o/config.toml").read_text()
+    raw = small(train={"methods": ["local_sgd"], "seeds": [0], "rounds": 1}, method={"local_sgd": {"gamma": 0.1}})
+    for table, values in change.items():
+        raw[table].update(values)
+    with pytest.raises(ValueError, match=rf"^--resume: the config differs from .*config.toml in {named} "
+                                         r"\(a resumed experiment may only add seeds, methods and splits\)$"):
+        run_experiment(NNConfig.from_dict(raw), tmp_path / "o", progress=False, resume=True)
+    assert (tmp_path / "o/config.toml").read_text() == saved

@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", metavar="DIR", default="results/nn/<config name>",
                    help="result folder (default: results/nn/<config name>)")
     p.add_argument("--resume", action="store_true",
-                   help="skip finished runs and continue unfinished ones from their checkpoints (default: off)")
+                   help="skip finished runs and continue unfinished ones from their checkpoints; the config may "
+                        "add seeds, methods and splits (default: off)")
     p.add_argument("--report", action="store_true",
                    help="train nothing: write results.csv, summary.json and the figures from the run histories "
                         "already in --out, whose config.toml must match CONFIG.toml (default: off)")

@@ -11,7 +11,8 @@ Layout of the result folder ``OUT``::
 
 A checkpoint is written every ``train.checkpoint_every`` rounds (default: every round);
 ``resume=True`` skips finished runs and continues unfinished ones from their checkpoint, with
-the same numbers as an uninterrupted run. With several processes (``torch.distributed``),
+the same numbers as an uninterrupted run; the config may add seeds, methods and splits to the
+experiment (not change what the runs made so far were). With several processes (``torch.distributed``),
 process 0 reads and writes the files and sends what the others need, so the folder need not be
 shared between machines.
 
@@ -103,7 +104,10 @@ def run_experiment(cfg: NNConfig, out: str | os.PathLike, *, resume: bool = Fals
     out : path
         Result folder; an existing experiment there needs ``resume=True``.
     resume : bool
-        Skip finished runs and continue unfinished ones from their checkpoints.
+        Skip finished runs and continue unfinished ones from their checkpoints. ``cfg`` must
+        be the config saved in ``out`` (apart from ``data.root``, ``train.device`` and
+        ``train.threads``), except that it may add seeds, methods and splits, keeping the
+        saved methods' parameters; the saved config is then replaced by ``cfg``.
     progress : bool
         Show a progress bar (process 0, on a terminal).
     comm : LocalComm or DistComm
@@ -291,7 +295,11 @@ def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | None:
         if not resume:
             raise ValueError(f"{out} already holds an experiment; pass --resume to continue it or choose "
                              "another --out")
-        _check_same_config(cfg, saved, "--resume")
+        if _check_extends_config(cfg, saved):  # added seeds, methods or splits: the folder's config grows
+            import tomli_w
+
+            with atomic_write(saved, "wb") as fh:
+                tomli_w.dump(cfg.to_dict(), fh)
         return
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not an experiment folder (no config.toml); choose another --out")
@@ -316,6 +324,34 @@ def _check_same_config(cfg: NNConfig, saved: Path, flag: str) -> None:
     diff = sorted(k for k in set(old) | set(new) if old.get(k, _MISSING) != new.get(k, _MISSING))
     if diff:
         raise ValueError(f"{flag}: the config differs from {saved} in {', '.join(diff)}")
+
+
+#: what a resumed experiment may add to (the runs already made stay what they were)
+_EXTENSIBLE = ("train.seeds", "train.methods", "data.splits")
+
+
+def _check_extends_config(cfg: NNConfig, saved: Path) -> bool:
+    """Whether ``cfg`` adds runs to the experiment saved in ``saved``: seeds, methods or splits
+    (every saved one kept), with the parameters of the saved methods unchanged; any other
+    difference is a ValueError naming the keys. False when nothing is added."""
+    old_cfg = load_nn_config(saved)
+    old, new = _flat(old_cfg.to_dict()), _flat(cfg.to_dict())
+    for table in (old, new):
+        for key in ("train.threads", "train.device", "data.root") + _EXTENSIBLE:
+            table.pop(key, None)
+        for key in [k for k in table if k.startswith("method.")]:  # compared per method below
+            table.pop(key)
+    diff = {k for k in set(old) | set(new) if old.get(k, _MISSING) != new.get(k, _MISSING)}
+    lists = {"train.seeds": (old_cfg.train.seeds, cfg.train.seeds),
+             "train.methods": (old_cfg.train.methods, cfg.train.methods),
+             "data.splits": (old_cfg.data.splits, cfg.data.splits)}
+    diff |= {key for key, (was, now) in lists.items() if not set(was) <= set(now)}
+    diff |= {f"the parameters of {m}" for m in old_cfg.train.methods
+             if m in cfg.train.methods and old_cfg.method_params(m) != cfg.method_params(m)}
+    if diff:
+        raise ValueError(f"--resume: the config differs from {saved} in {', '.join(sorted(diff))} "
+                         f"(a resumed experiment may only add seeds, methods and splits)")
+    return any(set(now) != set(was) for was, now in lists.values())
 
 
 _MISSING = object()
