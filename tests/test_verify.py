@@ -342,3 +342,31 @@ def test_cli_verify_bad_input_is_one_line(tmp_path, capsys, argv, expected):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and expected in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_violation_is_judged_at_the_suites_family_wise_level(monkeypatch):
+    """A lower limit above the bound at one step is a violation for one test alone, and not once
+    the error level is shared by the tests of a suite (Bonferroni); ``verify`` shares it over
+    its cases, so that a suite where every bound holds fails with probability ≤ 1 − level."""
+    import savic_theory.verify as verify_pkg
+
+    steps = np.arange(5)
+    z = z_of(0.99)
+    z_suite = checks_mod.bonferroni_z(z, 40 * checks_mod.TESTS_PER_GROUP)
+    bound, se = np.ones(5), np.full(5, 0.01)
+    # at t = 2 the mean sits between the two lower limits' reach: significant alone, not in a suite
+    excess = 0.5 * (checks_mod.bonferroni_z(z, 5) + checks_mod.bonferroni_z(z_suite, 5)) * 0.01
+    mean = np.where(steps == 2, 1.0 + excess, 0.5)
+    status = np.array(["ok"] * 3)
+    alone = checks_mod._compare("t", mean, se, bound, steps, status, slice(0, 3), z)
+    shared = checks_mod._compare("t", mean, se, bound, steps, status, slice(0, 3), z, z_suite)
+    assert alone.passed is False and shared.passed is True and shared.strict is False  # attained
+    seen = []
+    monkeypatch.setattr(verify_pkg, "run_case", lambda case, level, family: seen.append(family)
+                        or checks_mod.CaseResult(case, "skipped", "not run"))
+    report = verify_pkg.verify("quick", progress=False)
+    assert seen == [len(report.cases)] * len(report.cases) and len(report.cases) > 1
+    with pytest.raises(ValueError, match="family must be >= 1"):
+        checks_mod.run_case(report.cases[0].case, family=0)
+    with pytest.raises(TypeError, match="family must be an integer"):
+        checks_mod.run_case(report.cases[0].case, family=2.5)

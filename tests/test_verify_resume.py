@@ -36,11 +36,11 @@ class Calls:
         monkeypatch.setattr(verify_pkg, "run_case", self.run_case)
         monkeypatch.setattr(verify_pkg, "search", self.search)
 
-    def run_case(self, case, level=0.99):
+    def run_case(self, case, level=0.99, family=1):
         self.cases.append(case.name)
         if len(self.cases) == self.interrupt_case_at:
             raise KeyboardInterrupt
-        return RUN_CASE(case, level=level)
+        return RUN_CASE(case, level=level, family=family)
 
     def search(self, rule, theorem, **kw):
         self.searches.append(f"{rule}/{theorem}")

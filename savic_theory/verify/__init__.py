@@ -39,7 +39,9 @@ def verify(suite="default", *, level: float = 0.99, theorems=None, progress: boo
     suite : str or sequence of Case
         A key of ``SUITES`` or the cases themselves.
     level : float
-        One-sided confidence level of the upper limits (``z`` = its normal quantile).
+        One-sided confidence level of the upper limits (``z`` = its normal quantile); when every
+        bound holds, the suite reports some ``violated`` with probability at most ``1 − level``
+        (Bonferroni over its cases, tests and steps).
     theorems : sequence of str, optional
         Keep only the cases of these theorems.
     progress : bool
@@ -59,7 +61,7 @@ def verify(suite="default", *, level: float = 0.99, theorems=None, progress: boo
             bar.set_postfix_str(case.name, refresh=False)
             result = work.load_case(case) if work is not None else None
             if result is None:
-                result = run_case(case, level=level)
+                result = run_case(case, level=level, family=len(cases))
                 if work is not None:
                     work.save_case(result)
             else:

@@ -8,7 +8,8 @@ For a :class:`~savic_theory.verify.suite.Case` this module makes one batched ``s
   theoretical constants (``α``, ``Γ``, ``δ_k`` from the lemmas). Verdict ``holds`` when the upper
   limit is at most the bound everywhere (relative slack ``RTOL`` for float64 round-off) and no
   run diverged; ``violated`` when some step shows a significant excess, ``mean − z_B·se >
-  bound`` with the Bonferroni quantile ``z_B`` over the steps (or a run diverged); ``attained``
+  bound`` with the Bonferroni quantile ``z_B`` over the steps and the tests of the suite (see
+  :func:`run_case`'s ``family``), or a run diverged; ``attained``
   otherwise: the bound is reached within sampling noise. Bounds of this kind are attained: at
   ``t = 1`` the decay factor ``1 − ρ`` of the bound meets the true ``(1 − ρ)²`` up to ``ρ``, and
   from ``x⁰ ≈ x*`` the noise accumulates exactly as the bound says while ``γμt ≪ 1``; there
@@ -49,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from .. import rules as _rules
+from .._validation import check_int
 from ..simulator import simulate
 from ..theory import LEMMAS, RULE_BOUNDS, THEOREMS, drift_factors, evaluate
 from .constants import problem_numbers, rule_alpha, rule_Gamma, update_betas
@@ -277,10 +279,23 @@ def _make_rule(case: Case, beta):
 # =========================================================================================
 # The run and its checks
 # =========================================================================================
-def run_case(case: Case, level: float = 0.99) -> CaseResult:
-    """Simulate ``case`` once (batched) and check its theorem and lemmas; see the module docstring."""
+#: statistical tests per step size of a case that can give ``violated``: the theorem (with the
+#: complexity theorems' target ε), the consensus lemma and the one-step lemma
+TESTS_PER_GROUP = 4
+
+
+def run_case(case: Case, level: float = 0.99, family: int = 1) -> CaseResult:
+    """Simulate ``case`` once (batched) and check its theorem and lemmas; see the module docstring.
+
+    ``family``: the number of cases checked together (a suite). A ``violated`` verdict needs
+    its lower limit above the bound with the Bonferroni quantile over the steps, the tests of
+    every step size (:data:`TESTS_PER_GROUP` each) and the ``family`` cases, so that when every
+    bound holds, the chance of any ``violated`` in the whole suite is at most ``1 − level``.
+    The upper limits (``holds``) use the level itself, per step.
+    """
     t_start = time.perf_counter()
     z = z_of(level)
+    family = check_int("family", family, 1)
     if case.theorem not in THEOREMS:
         raise ValueError(f"unknown theorem {case.theorem!r}; known: {', '.join(THEOREMS)}")
     if case.rule not in RULE_BOUNDS:
@@ -307,10 +322,13 @@ def run_case(case: Case, level: float = 0.99) -> CaseResult:
     if case.local and not rule.is_static:
         res_local = simulate(problem, rule, gamma=gamma_runs, steps=T, sync_every=case.H, seed=case.seed,
                              record_every=1, scaling="local")
+    # the error level of a violation, shared by every test of the family (Bonferroni)
+    z_fail = bonferroni_z(z, family * TESTS_PER_GROUP * len(gammas))
     groups = []
     for g_idx, g in enumerate(gammas):
         idx = slice(g_idx * S, (g_idx + 1) * S)
-        groups.append(_check_group(case, thm, problem, rule, res, res_local, idx, float(g), nums, plan, z))
+        groups.append(_check_group(case, thm, problem, rule, res, res_local, idx, float(g), nums, plan, z,
+                                   z_fail))
     statuses = [c.passed for gr in groups for c in [gr.theorem, *gr.lemmas]]
     skipped = [gr.theorem.detail for gr in groups if gr.theorem.passed is None]
     if skipped:
@@ -330,7 +348,8 @@ def _settings(plan: dict) -> dict:
     return out
 
 
-def _check_group(case, thm, problem, rule, res, res_local, idx, gamma, nums, plan, z) -> GroupResult:
+def _check_group(case, thm, problem, rule, res, res_local, idx, gamma, nums, plan, z, z_fail=None) -> GroupResult:
+    z_fail = z if z_fail is None else z_fail
     hist = {k: np.asarray(v)[:, idx] for k, v in res.history.items()}
     steps = np.asarray(res.steps)
     sync_steps = np.asarray(res.sync_steps)
@@ -370,20 +389,20 @@ def _check_group(case, thm, problem, rule, res, res_local, idx, gamma, nums, pla
         bad = ", ".join(k_ for k_, v in ok.items() if not v)
         theorem = Check(thm.name, None, detail=f"assumption not met: condition(s) {bad}")
     else:
-        theorem = _compare(thm.name, mean, se, bound, steps, res.status, idx, z)
+        theorem = _compare(thm.name, mean, se, bound, steps, res.status, idx, z, z_fail)
         if hasattr(thm, "plan"):
             reached = upper[-1] <= plan["eps"] * (1 + RTOL)
             theorem.detail += f"; target ε = {plan['eps']:.3g} after T = {plan['steps']}: E‖x̄_T−x*‖² ≤ " \
                               f"{upper[-1]:.3g} (upper limit) -> {'reached' if reached else 'NOT reached'}"
-            theorem.passed = bool(theorem.passed and mean[-1] - bonferroni_z(z, len(steps)) * se[-1]
+            theorem.passed = bool(theorem.passed and mean[-1] - bonferroni_z(z_fail, len(steps)) * se[-1]
                                   <= plan["eps"] * (1 + RTOL))
             theorem.strict = bool(theorem.strict and reached)
     empirical = _compare(f"{thm.name} (empirical constants)", mean, se, emp, steps, res.status, idx, z)
     empirical.detail = "informational: α̂, Γ̂ and the largest drift of each sync in place of α, Γ, δ_k; " \
                        + empirical.detail
     lemmas = [_check_dhat(rule, hist, alpha, Gamma), _check_drift(rule, drift, deltas),
-              _check_consensus(thm, hist, steps, sync_steps, numbers, z),
-              _check_one_step(rule, hist, steps, sync_steps, deltas, numbers, z)]
+              _check_consensus(thm, hist, steps, sync_steps, numbers, z, z_fail),
+              _check_one_step(rule, hist, steps, sync_steps, deltas, numbers, z, z_fail)]
     local = None
     if res_local is not None:
         lm = np.asarray(res_local.history["dist_sq"])[:, idx]
@@ -396,12 +415,13 @@ def _check_group(case, thm, problem, rule, res, res_local, idx, gamma, nums, pla
     return GroupResult(gamma, constants, theorem, empirical, lemmas, local, series)
 
 
-def _compare(name, mean, se, bound, steps, status, idx, z) -> Check:
+def _compare(name, mean, se, bound, steps, status, idx, z, z_fail=None) -> Check:
     """Theorem check: strict (``mean + z·se ≤ bound`` at every step) and violation
-    (``mean − z_B·se > bound`` at some step, Bonferroni over steps); tightness ratios."""
+    (``mean − z_B·se > bound`` at some step, ``z_B`` the Bonferroni quantile of ``z_fail``,
+    default ``z``, over the steps); tightness ratios."""
     diverged = int(np.sum(np.asarray(status)[idx] == "diverged"))
     upper = mean + z * se
-    lower_b = mean - bonferroni_z(z, len(steps)) * se
+    lower_b = mean - bonferroni_z(z if z_fail is None else z_fail, len(steps)) * se
     with np.errstate(divide="ignore", invalid="ignore"):
         r_mean = np.where(bound > 0, mean / bound, np.where(mean > 0, np.inf, 0.0))
         r_up = np.where(bound > 0, upper / bound, np.where(upper > 0, np.inf, 0.0))
@@ -439,10 +459,11 @@ def _check_drift(rule, drift, deltas) -> Check:
                  "ratio = largest (drift − 1)/δ_k", ok)
 
 
-def _lemma_verdict(mz, sz, inside, tol, level_z, n_tests):
-    """(passed, strict): no step where the lower limit (Bonferroni over steps) exceeds the bound;
-    ``strict``: the upper limit is below it at every step."""
-    zb = bonferroni_z(level_z, n_tests)
+def _lemma_verdict(mz, sz, inside, tol, level_z, n_tests, fail_z=None):
+    """(passed, strict): no step where the lower limit (Bonferroni over steps, at the error level
+    of ``fail_z``, default ``level_z``) exceeds the bound; ``strict``: the upper limit is below it
+    at every step."""
+    zb = bonferroni_z(level_z if fail_z is None else fail_z, n_tests)
     violated = np.any((mz - zb * sz)[inside] > tol) or not np.all(np.isfinite(mz[inside]))
     strict = bool(np.all((mz + level_z * sz)[inside] <= tol))
     return bool(not violated), strict
@@ -456,7 +477,7 @@ def bonferroni_z(z, n_tests):
     return float(norm.isf(a / max(int(n_tests), 1)))
 
 
-def _check_consensus(thm, hist, steps, sync_steps, numbers, z) -> Check:
+def _check_consensus(thm, hist, steps, sync_steps, numbers, z, z_fail=None) -> Check:
     lemma_name = "consensus_identical" if "consensus_identical" in thm.lemmas else "consensus_heterogeneous"
     lem = LEMMAS[lemma_name]
     if not np.array_equal(steps, np.arange(len(steps))):
@@ -484,7 +505,7 @@ def _check_consensus(thm, hist, steps, sync_steps, numbers, z) -> Check:
     mr, _ = mean_and_se(rhs)
     tol = 1e-12 * max(float(np.nanmax(np.abs(mr))), 1e-300)
     inside = n_t[:, 0] >= 1
-    ok, strict = _lemma_verdict(mz, sz, inside, tol, z, int(inside.sum()))
+    ok, strict = _lemma_verdict(mz, sz, inside, tol, z, int(inside.sum()), z_fail)
     ok = ok and bool(np.all(np.abs(mv[~inside]) <= tol + 1e-300))  # V = 0 right after a sync
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(inside & (mr > 0), mv / mr, np.nan)
@@ -497,7 +518,7 @@ def _check_consensus(thm, hist, steps, sync_steps, numbers, z) -> Check:
                  "E V_t against the lemma with E H̄_j ≤ 2 E f_gap_j + L E V_j, every step", strict)
 
 
-def _check_one_step(rule, hist, steps, sync_steps, deltas, numbers, z) -> Check:
+def _check_one_step(rule, hist, steps, sync_steps, deltas, numbers, z, z_fail=None) -> Check:
     lem = LEMMAS["one_step"]
     if "dist_sq_D" not in hist:  # a result recorded without it
         return Check("one_step", None, detail="not checked: needs ‖x̄_t − x*‖²_D̂ per record "
@@ -520,7 +541,7 @@ def _check_one_step(rule, hist, steps, sync_steps, deltas, numbers, z) -> Check:
     mp, _ = mean_and_se(pred)
     mphi, _ = mean_and_se(Phi[1:])
     tol = 1e-12 * max(float(np.nanmax(np.abs(mp))), 1e-300)
-    ok, strict = _lemma_verdict(mz, sz, np.ones(len(mz), dtype=bool), tol, z, len(mz))
+    ok, strict = _lemma_verdict(mz, sz, np.ones(len(mz), dtype=bool), tol, z, len(mz), z_fail)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(mp > 0, mphi / mp, np.nan)
         ru = np.where(mp > 0, (mphi + z * sz) / mp, np.nan)
