@@ -875,3 +875,37 @@ def test_lazy_average_is_written_out_whenever_x_is_read(rule, big_gamma, record_
     assert list(ref.status) == ["ok", "ok", "diverged"] and ref.diverged_at[2] >= 4  # after a sync
     _bitwise_same(compiled, plain)
     assert_same_result(compiled, ref)
+
+
+def test_rule_keeping_the_statistic_in_its_state_is_not_aliased():
+    """A rule whose state stores the client mean of ``s`` itself: the compiled sync kernel's
+    output buffer is written again at the next sync, so what it returns must be a copy."""
+    class Kept(NamedTuple):
+        v: object
+        w: object
+
+    rule = ScalingRule("keeps-s", Statistic.GRAD_SQUARED, lambda s, beta, xp: Kept(s, s),
+                       lambda st, s, beta, xp: Kept(st.w + s, s), lambda st, xp: xp.sqrt(st.v),
+                       BetaSchedule(0.9), check_e(0.5), 0)
+    prob = problem("diagonal", seed=1)
+    kw = dict(gamma=0.2, steps=12, sync_every=1, runs=2, x0=np.full(prob.dim, 2.0))
+    fast, ref = both(prob, rule, **kw)
+    assert_same_result(fast, ref)
+
+
+def test_workspace_remembers_a_bounded_number_of_returned_iterates(monkeypatch):
+    """Returned iterates of many shapes, all dropped: the workspace remembers at most two per
+    shape and at most half its limit in all (the rest is freed), and never one still held."""
+    monkeypatch.setattr(fused, "_WORKSPACE", fused._Workspace(limit=4 * 2**20))
+    held = []
+    for d in range(20, 420, 20):
+        prob = problem("diagonal", d=d)
+        res = simulate(prob, rules.adam(beta=0.9, e=0.5), gamma=0.2, steps=3, runs=R, fused=True)
+        if d % 100 == 0:
+            held.append((res.x, res.x.copy()))
+    lent = fused._WORKSPACE._lent
+    assert sum(b.nbytes for b in lent) <= 2 * 2**20
+    for d in range(20, 420, 20):  # more calls of every shape must not write into what is held
+        simulate(problem("diagonal", d=d), rules.adam(beta=0.9, e=0.5), gamma=0.1, steps=2, runs=R, fused=True)
+    for x, copy in held:
+        np.testing.assert_array_equal(x, copy)

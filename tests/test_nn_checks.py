@@ -279,6 +279,7 @@ def test_figure_legend_names_a_method_missing_from_the_first_split(tmp_path):
     ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, "savic nn: error: "),
     ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, ""),  # the same check failed on process 0
     ({"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "0"}, "savic nn (process 2 of 4): error: "),
+    ({"WORLD_SIZE": "2", "RANK": "1"}, "savic nn (process 1 of 2): error: "),  # no LOCAL_RANK: every one
 ])
 def test_an_input_error_is_reported_once_per_machine_under_torchrun(tmp_path, capsys, monkeypatch, env, want):
     """torchrun starts every process with the same arguments: an error in them is printed by the
@@ -330,3 +331,28 @@ def test_resume_refuses_to_drop_runs_or_change_what_they_were(tmp_path, change, 
                                          r"\(a resumed experiment may only add seeds, methods and splits\)$"):
         run_experiment(NNConfig.from_dict(raw), tmp_path / "o", progress=False, resume=True)
     assert (tmp_path / "o/config.toml").read_text() == saved
+
+
+def test_resume_that_fails_before_an_added_run_keeps_the_saved_config(tmp_path):
+    """An added split whose own parameter is new (no saved run used it) is accepted; when the
+    extended experiment then fails before any added run began, config.toml is the saved one
+    again, so the original config still resumes and reports."""
+    base = small(train={"methods": ["local_sgd"], "seeds": [0], "rounds": 1}, method={"local_sgd": {"gamma": 0.1}})
+    run_experiment(NNConfig.from_dict(base), tmp_path / "o", progress=False)
+    saved = (tmp_path / "o/config.toml").read_text()
+    more = small(train={"methods": ["local_sgd"], "seeds": [0], "rounds": 1}, method={"local_sgd": {"gamma": 0.1}},
+                 data={"splits": ["iid", "shards"], "shards_per_client": 40})  # 2 × 40 shards > 64 images
+    with pytest.raises(ValueError, match=r"data\.shards_per_client = 80 exceeds"):
+        run_experiment(NNConfig.from_dict(more), tmp_path / "o", progress=False, resume=True)
+    assert (tmp_path / "o/config.toml").read_text() == saved
+    run_experiment(NNConfig.from_dict(base), tmp_path / "o", progress=False, resume=True)
+    run_experiment(NNConfig.from_dict(base), tmp_path / "o", report=True)
+
+
+def test_resume_with_reordered_lists_saves_the_order_for_report(tmp_path):
+    base = small(train={"methods": ["local_sgd", "adam-global"], "seeds": [0], "rounds": 1})
+    run_experiment(NNConfig.from_dict(base), tmp_path / "o", progress=False)
+    swapped = small(train={"methods": ["adam-global", "local_sgd"], "seeds": [0], "rounds": 1})
+    run_experiment(NNConfig.from_dict(swapped), tmp_path / "o", progress=False, resume=True)
+    summary = run_experiment(NNConfig.from_dict(swapped), tmp_path / "o", report=True)
+    assert len(summary["runs"]) == 2

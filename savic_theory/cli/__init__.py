@@ -123,11 +123,12 @@ def _speaker(command: str, errors_alike: bool) -> str | None:
     Under torchrun (``WORLD_SIZE > 1``) every process runs the same checks on the same files,
     so an error in the input (``errors_alike``) is reported once per machine, by its first
     process (``LOCAL_RANK`` 0); errors that may differ between processes (out of memory) are
-    reported by each. A process other than the first names itself.
+    reported by each. A process other than process 0 names itself. A launcher that does not
+    say which process is a machine's first (no ``LOCAL_RANK``) gets the report from every one.
     """
     try:
         world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
     except ValueError:
         world = 1
     if world <= 1:

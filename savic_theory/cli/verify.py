@@ -30,8 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--theorem", action="append", metavar="NAME",
                    help="only the cases of this theorem (repeatable; default: all)")
     p.add_argument("--level", type=float, default=0.99,
-                   help="one-sided confidence level of the upper limits; a suite in which every bound holds reports a "
-                        "violation with probability at most 1 − LEVEL (default: 0.99)")
+                   help="one-sided confidence level of the upper limits; when every bound holds, the suite's cases "
+                        "report a violation with probability at most 1 − LEVEL (default: 0.99)")
     p.add_argument("--adversarial", action="store_true",
                    help="also search each rule for the instance maximising observed/bound (default: off)")
     p.add_argument("--adversarial-only", action="store_true", help="run only the search (default: off)")

@@ -34,7 +34,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -138,7 +138,12 @@ def run_experiment(cfg: NNConfig, out: str | os.PathLike, *, resume: bool = Fals
     try:
         summary = _run_all(cfg, out, resume, progress, comm, device, on_round, log)
     except BaseException:
-        if lead and made is not None and not (out / "runs").exists():  # failed before a run was kept
+        if lead and isinstance(made, _Extended):  # failed before an added run began: the saved config back
+            if not any((out / "runs" / s / m / f"seed{k}").exists() for s, m, k in cfg.runs()
+                       if (s, m, k) not in made.old_runs):
+                with atomic_write(out / "config.toml", "w") as fh:
+                    fh.write(made.old_text)
+        elif lead and made is not None and not (out / "runs").exists():  # failed before a run was kept
             _undo_prepare(out, made)
         raise
     comm.barrier()
@@ -282,11 +287,18 @@ def _read_run(run_dir: Path, resume: bool):
     return "new", None
 
 
-def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | None:
+class _Extended(NamedTuple):
+    """A resumed experiment whose config grew: the saved config's text and runs before."""
+    old_text: str
+    old_runs: frozenset
+
+
+def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | _Extended | None:
     """Check ``out`` and write its ``config.toml``; what :func:`_undo_prepare` would remove.
 
     That is the highest folder made (``out`` or a new folder above it), ``out / "config.toml"``
-    when ``out`` was an empty folder, or None when an existing experiment is continued.
+    when ``out`` was an empty folder, None when an existing experiment is continued, or
+    :class:`_Extended` when it is continued with more runs (its config rewritten).
     """
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is a file; choose another --out")
@@ -295,12 +307,15 @@ def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | None:
         if not resume:
             raise ValueError(f"{out} already holds an experiment; pass --resume to continue it or choose "
                              "another --out")
+        old_text = saved.read_text()
         if _check_extends_config(cfg, saved):  # added seeds, methods or splits: the folder's config grows
             import tomli_w
 
+            old_runs = frozenset(load_nn_config(saved).runs())
             with atomic_write(saved, "wb") as fh:
                 tomli_w.dump(cfg.to_dict(), fh)
-        return
+            return _Extended(old_text, old_runs)
+        return None
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not an experiment folder (no config.toml); choose another --out")
     import tomli_w
@@ -330,14 +345,20 @@ def _check_same_config(cfg: NNConfig, saved: Path, flag: str) -> None:
 _EXTENSIBLE = ("train.seeds", "train.methods", "data.splits")
 
 
+#: keys that only a split reads: free to set while no saved run used that split
+_SPLIT_KEYS = {"data.alpha": "dirichlet", "data.shards_per_client": "shards"}
+
+
 def _check_extends_config(cfg: NNConfig, saved: Path) -> bool:
-    """Whether ``cfg`` adds runs to the experiment saved in ``saved``: seeds, methods or splits
-    (every saved one kept), with the parameters of the saved methods unchanged; any other
-    difference is a ValueError naming the keys. False when nothing is added."""
+    """Whether ``cfg`` changes the lists of seeds, methods or splits of the experiment saved in
+    ``saved``: it may add to them (and reorder them), keeping every saved entry and the
+    parameters of the saved methods, and set the parameter of a split no saved run used; any
+    other difference is a ValueError naming the keys. False when the lists are the same."""
     old_cfg = load_nn_config(saved)
     old, new = _flat(old_cfg.to_dict()), _flat(cfg.to_dict())
+    unused = tuple(k for k, split in _SPLIT_KEYS.items() if split not in old_cfg.data.splits)
     for table in (old, new):
-        for key in ("train.threads", "train.device", "data.root") + _EXTENSIBLE:
+        for key in ("train.threads", "train.device", "data.root") + _EXTENSIBLE + unused:
             table.pop(key, None)
         for key in [k for k in table if k.startswith("method.")]:  # compared per method below
             table.pop(key)
@@ -351,7 +372,7 @@ def _check_extends_config(cfg: NNConfig, saved: Path) -> bool:
     if diff:
         raise ValueError(f"--resume: the config differs from {saved} in {', '.join(sorted(diff))} "
                          f"(a resumed experiment may only add seeds, methods and splits)")
-    return any(set(now) != set(was) for was, now in lists.values())
+    return any(tuple(now) != tuple(was) for was, now in lists.values())
 
 
 _MISSING = object()

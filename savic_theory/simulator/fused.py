@@ -530,9 +530,12 @@ class _Workspace:
     def __init__(self, limit: int = 128 * 2**20):
         self.limit = limit
         self._free: dict = {}
-        self._lent: dict = {}
+        self._lent: list[np.ndarray] = []  # bases of returned iterates, oldest first
         self._bytes = 0
         self._lock = threading.Lock()
+        # a base that nothing else refers to, read the way lend() reads its bases: the number
+        # of references such a base shows (the interpreter's own ones differ between versions)
+        self._unreferenced = [np.empty(0)]
 
     #: lent buffers remembered per shape and dtype (a sweep's calls return one shape)
     LENT_PER_KEY = 2
@@ -542,21 +545,26 @@ class _Workspace:
         before and referenced by nothing any more, else fresh memory.
 
         Every view of the returned array (slices, reshapes, ``np.asarray``) holds its base, so
-        a base with no reference but the workspace's own has no live view left, and its memory
-        can be written again without anybody seeing it change. Only buffers of at most a
-        quarter of ``limit`` are remembered.
+        a base with no more references than one nobody holds has no live view left, and its
+        memory can be written again without anybody seeing it change. At most
+        :attr:`LENT_PER_KEY` bases per shape and dtype, and at most half of ``limit`` in all,
+        are remembered (the oldest are forgotten: their memory is freed with their last view).
         """
-        key = (tuple(shape), np.dtype(dtype).str)
+        shape, dtype = tuple(shape), np.dtype(dtype)
         with self._lock:
-            lent = self._lent.setdefault(key, [])
+            free = sys.getrefcount(self._unreferenced[0])
+            lent = self._lent
             for k in range(len(lent)):
-                base = lent[k]
-                if sys.getrefcount(base) <= 3:  # the list, `base` and the call's argument
-                    return base[...]
+                if lent[k].shape == shape and lent[k].dtype == dtype and sys.getrefcount(lent[k]) <= free:
+                    lent.append(lent.pop(k))  # the most recently used last
+                    return lent[-1][...]
             base = np.empty(shape, dtype=dtype)
-            if base.nbytes <= self.limit // 4:
-                lent.append(base)
-                del lent[:-self.LENT_PER_KEY]
+            lent.append(base)
+            same = [i for i, b in enumerate(lent) if b.shape == shape and b.dtype == dtype]
+            for i in reversed(same[:-self.LENT_PER_KEY]):
+                del lent[i]
+            while sum(b.nbytes for b in lent) > self.limit // 2:
+                del lent[0]
             return base[...]
 
     def take(self, shape, dtype) -> np.ndarray:
@@ -1107,6 +1115,8 @@ class _CPUOps(_Ops):
         kernel(*parts[0])
         own_end = time.perf_counter()
         last_end = max(f.result() for f in futures)
+        if len(_BALANCED) > 256:  # generated kernels come and go: forget the old splits
+            _BALANCED.clear()
         _BALANCED[key] = _rebalance(chunks, own_end - start, own_end, last_end)
 
     def plain_steps(self, n, D):
@@ -1135,7 +1145,8 @@ class _CPUOps(_Ops):
                      self._smax, then_record, self._xbar, self._consensus)
         self._rows_stale = lazy
         self._spread_ready = then_record
-        return (self._sbar, self._smax.copy()) if with_stat else (None, None)
+        # copies: the next sync writes these buffers again, and a rule may keep s in its state
+        return (self._sbar.copy(), self._smax.copy()) if with_stat else (None, None)
 
     def initial_grad_squared(self, rng):
         """``g ⊙ g`` at ``x⁰`` with the oracle's first draw (the statistic of ``D̂⁰``)."""

@@ -85,10 +85,12 @@ class Report:
         s = self.summary()
         lines = [f"# `savic verify`: suite `{self.suite}`", "",
                  f"**{'NO BOUND VIOLATED' if self.passed else 'SOME BOUND VIOLATED'}** — {len(self.cases)} cases, "
-                 f"one-sided confidence level {self.level}, {self.elapsed:.1f} s. A violation needs a lower "
-                 f"confidence limit above its bound with a Bonferroni correction over the steps, the tests "
-                 f"and the cases of the suite: if every bound holds, the suite reports one with "
-                 f"probability at most {1 - self.level:.2g} (normal approximation).", "",
+                 f"one-sided confidence level {self.level}, {self.elapsed:.1f} s."
+                 + (f" A violation in a case needs a lower confidence limit above its bound with a Bonferroni "
+                    f"correction over the steps, the tests and the cases of the suite: if every bound holds, "
+                    f"the cases report one with probability at most {1 - self.level:.2g} (normal "
+                    f"approximation); each confirmation of the adversarial search is a test of its own at "
+                    f"the level." if self.cases else ""), "",
                  "Ratios are observed mean / bound (tightness; ≤ 1 when the bound holds, and above 1 only "
                  "insignificantly where the verdict is *attained*: the lower confidence limit stays below the "
                  "bound). *worst* is the largest "
