@@ -301,7 +301,7 @@ def test_cli_verify_quick(tmp_path, capsys):
 
 def test_overall_verdict_is_the_weakest_of_the_checks(tmp_path):
     """'holds' means every check holds strictly; one check within noise makes it 'attained'."""
-    from savic_theory.verify.report import Report, overall_verdict
+    from savic_theory.verify.report import overall_verdict
 
     assert overall_verdict({"passed": True, "attained": 0, "checked": 3}) == "holds"
     assert overall_verdict({"passed": True, "attained": 1, "checked": 3}) == "attained"
