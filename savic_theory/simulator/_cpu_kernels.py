@@ -156,6 +156,20 @@ def _sync_row(v, ar, br, cr, xir, noisy, first, one, xb, sb, gm):  # pragma: no 
             gm[j] = s if s > gm[j] else gm[j]
 
 
+@njit(nogil=True, inline="always")
+def _mean_and_max(sb, gm, count):  # pragma: no cover - compiled
+    """The clients' sum ``sb`` of ``s = g ⊙ g`` divided by ``count`` in place; returns the largest
+    ``s`` from the per-coordinate maxima ``gm``, NaN when some ``s`` is NaN (as ``np.max``):
+    ``s ≥ 0`` cannot cancel, so a NaN ``s`` makes its client mean NaN."""
+    top = count - count  # s ≥ 0: the maximum starts from 0
+    for j in range(sb.shape[0]):
+        top = gm[j] if gm[j] > top else top
+    for j in range(sb.shape[0]):
+        sb[j] = sb[j] / count
+        top = sb[j] if sb[j] != sb[j] else top
+    return top
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def sync_step(x, a, b, c, xi, noisy, before, from_mean, write_rows, count, xbar, sbar, smax,
               with_spread, spread_xbar, consensus):  # pragma: no cover
@@ -195,26 +209,17 @@ def sync_step(x, a, b, c, xi, noisy, before, from_mean, write_rows, count, xbar,
             if from_mean:
                 for j in range(d):
                     t[j] = src[j]
-                _affine_row(t, ar, br, cr, before, one)
-                _sync_row(t, ar, br, cr, xi[r, m], noisy, m == 0, one, xb, sb, gm)
-            else:
-                xr = x[r, m]
-                _affine_row(xr, ar, br, cr, before, one)
-                _sync_row(xr, ar, br, cr, xi[r, m], noisy, m == 0, one, xb, sb, gm)
-        top = count - count  # s = g ⊙ g ≥ 0: the maximum starts from 0
-        for j in range(d):
-            top = gm[j] if gm[j] > top else top
+            row = t if from_mean else x[r, m]
+            _affine_row(row, ar, br, cr, before, one)
+            _sync_row(row, ar, br, cr, xi[r, m], noisy, m == 0, one, xb, sb, gm)
         for j in range(d):
             xb[j] = xb[j] / count
-            sb[j] = sb[j] / count
-            # a NaN statistic makes its client mean NaN (s ≥ 0 cannot cancel): np.max's NaN
-            top = sb[j] if sb[j] != sb[j] else top
+        smax[r] = _mean_and_max(sb, gm, count)
         if write_rows:
             for m in range(M):
                 xr = x[r, m]
                 for j in range(d):
                     xr[j] = xb[j]
-        smax[r] = top
         if with_spread:
             consensus[r] = _spread_of_copies(xb, M, count, spread_xbar[r], acc)
 
@@ -250,13 +255,7 @@ def mean_grad_squared(x, a, b, xi, noisy, from_mean, xbar, count, sbar, smax,
                 for j in range(d):
                     sb[j] += g[j]
                     gm[j] = g[j] if g[j] > gm[j] else gm[j]
-        top = count - count
-        for j in range(d):
-            top = gm[j] if gm[j] > top else top
-        for j in range(d):
-            sb[j] = sb[j] / count
-            top = sb[j] if sb[j] != sb[j] else top  # s ≥ 0 cannot cancel: a NaN s makes its mean NaN
-        smax[r] = top
+        smax[r] = _mean_and_max(sb, gm, count)
         if with_spread and from_mean:
             consensus[r] = _spread_of_copies(xbar[r, 0], M, count, spread_xbar[r], acc)
         elif with_spread:
@@ -264,11 +263,27 @@ def mean_grad_squared(x, a, b, xi, noisy, from_mean, xbar, count, sbar, smax,
 
 
 @njit(nogil=True, inline="always")
+def _sq_dist(u, v, acc):  # pragma: no cover - compiled
+    """``‖u − v‖²`` summed in the eight interleaved partial sums ``acc``, so that its rounding
+    error grows like ``d/8``."""
+    d = u.shape[0]
+    acc[:] = 0
+    for j0 in range(0, d - d % 8, 8):
+        for k in range(8):
+            e = u[j0 + k] - v[j0 + k]
+            acc[k] += e * e
+    for j in range(d - d % 8, d):
+        e = u[j] - v[j]
+        acc[0] += e * e
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+@njit(nogil=True, inline="always")
 def _spread_run(xr, count, sx, acc):  # pragma: no cover - compiled
     """One run's clients ``xr`` (M, d): ``sx ← mean_m x_m``; returns ``(1/M) Σ_m ‖x_m − x̄‖²``.
 
     The client mean sums in client order as ``mean(axis=1)`` does; each ``‖x_m − x̄‖²`` is
-    summed in eight interleaved partial sums (``acc``), so its rounding error grows like ``d/8``.
+    :func:`_sq_dist`.
     """
     M, d = xr.shape
     sx[:] = xr[0]
@@ -279,15 +294,7 @@ def _spread_run(xr, count, sx, acc):  # pragma: no cover - compiled
         sx[j] = sx[j] / count
     total = count - count
     for m in range(M):
-        acc[:] = 0
-        for j0 in range(0, d - d % 8, 8):
-            for k in range(8):
-                e = xr[m, j0 + k] - sx[j0 + k]
-                acc[k] += e * e
-        for j in range(d - d % 8, d):
-            e = xr[m, j] - sx[j]
-            acc[0] += e * e
-        total += ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+        total += _sq_dist(xr[m], sx, acc)
     return total / count
 
 
@@ -302,15 +309,7 @@ def _spread_of_copies(v, M, count, sx, acc):  # pragma: no cover - compiled
             sx[j] += v[j]
     for j in range(d):
         sx[j] = sx[j] / count
-    acc[:] = 0
-    for j0 in range(0, d - d % 8, 8):
-        for k in range(8):
-            e = v[j0 + k] - sx[j0 + k]
-            acc[k] += e * e
-    for j in range(d - d % 8, d):
-        e = v[j] - sx[j]
-        acc[0] += e * e
-    row = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    row = _sq_dist(v, sx, acc)
     total = count - count
     for m in range(M):  # every client contributes the same row sum
         total += row
