@@ -307,14 +307,14 @@ def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | _Extended | N
         if not resume:
             raise ValueError(f"{out} already holds an experiment; pass --resume to continue it or choose "
                              "another --out")
-        old_text = saved.read_text()
-        if _check_extends_config(cfg, saved):  # added seeds, methods or splits: the folder's config grows
+        old = _check_extends_config(cfg, saved)
+        if old is not None:  # added (or reordered) seeds, methods or splits: the folder's config grows
             import tomli_w
 
-            old_runs = frozenset(load_nn_config(saved).runs())
+            extended = _Extended(saved.read_text(), frozenset(old.runs()))
             with atomic_write(saved, "wb") as fh:
                 tomli_w.dump(cfg.to_dict(), fh)
-            return _Extended(old_text, old_runs)
+            return extended
         return None
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not an experiment folder (no config.toml); choose another --out")
@@ -329,12 +329,16 @@ def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | _Extended | N
     return made
 
 
+#: where the runs happen, not what they are: free to differ from the saved config
+_WHERE = ("train.threads", "train.device", "data.root")
+
+
 def _check_same_config(cfg: NNConfig, saved: Path, flag: str) -> None:
     """Raise a ValueError naming every key in which ``cfg`` differs from the config file ``saved``,
-    apart from where the runs happen (``train.threads``, ``train.device``, ``data.root``)."""
+    apart from where the runs happen (:data:`_WHERE`)."""
     old, new = _flat(load_nn_config(saved).to_dict()), _flat(cfg.to_dict())
     for table in (old, new):
-        for key in ("train.threads", "train.device", "data.root"):
+        for key in _WHERE:
             table.pop(key, None)
     diff = sorted(k for k in set(old) | set(new) if old.get(k, _MISSING) != new.get(k, _MISSING))
     if diff:
@@ -349,16 +353,17 @@ _EXTENSIBLE = ("train.seeds", "train.methods", "data.splits")
 _SPLIT_KEYS = {"data.alpha": "dirichlet", "data.shards_per_client": "shards"}
 
 
-def _check_extends_config(cfg: NNConfig, saved: Path) -> bool:
-    """Whether ``cfg`` changes the lists of seeds, methods or splits of the experiment saved in
-    ``saved``: it may add to them (and reorder them), keeping every saved entry and the
-    parameters of the saved methods, and set the parameter of a split no saved run used; any
-    other difference is a ValueError naming the keys. False when the lists are the same."""
+def _check_extends_config(cfg: NNConfig, saved: Path) -> NNConfig | None:
+    """The saved config when ``cfg`` changes the lists of seeds, methods or splits of the
+    experiment saved in ``saved``, None when the lists are the same. ``cfg`` may add to them
+    (and reorder them), keeping every saved entry and the parameters of the saved methods, and
+    set the parameter of a split no saved run used; any other difference (apart from
+    :data:`_WHERE`) is a ValueError naming the keys."""
     old_cfg = load_nn_config(saved)
     old, new = _flat(old_cfg.to_dict()), _flat(cfg.to_dict())
     unused = tuple(k for k, split in _SPLIT_KEYS.items() if split not in old_cfg.data.splits)
     for table in (old, new):
-        for key in ("train.threads", "train.device", "data.root") + _EXTENSIBLE + unused:
+        for key in _WHERE + _EXTENSIBLE + unused:
             table.pop(key, None)
         for key in [k for k in table if k.startswith("method.")]:  # compared per method below
             table.pop(key)
@@ -372,7 +377,7 @@ def _check_extends_config(cfg: NNConfig, saved: Path) -> bool:
     if diff:
         raise ValueError(f"--resume: the config differs from {saved} in {', '.join(sorted(diff))} "
                          f"(a resumed experiment may only add seeds, methods and splits)")
-    return any(tuple(now) != tuple(was) for was, now in lists.values())
+    return old_cfg if any(tuple(now) != tuple(was) for was, now in lists.values()) else None
 
 
 _MISSING = object()
