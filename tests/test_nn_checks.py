@@ -227,6 +227,21 @@ def test_trainer_rejects_a_step_size_its_dtype_cannot_hold():
                 local_steps=1, batch_size=2)
 
 
+
+@pytest.mark.parametrize("kw,error,match", [
+    (dict(local_steps=0), ValueError, "^local_steps must be >= 1, got 0$"),
+    (dict(batch_size=-1), ValueError, "^batch_size must be >= 0, got -1$"),
+    (dict(eval_batch=2.0), TypeError, "^eval_batch must be an integer, got 2.0$"),
+    (dict(seed=True), TypeError, "^seed must be an integer, got True$"),
+])
+def test_trainer_names_a_bad_integer_argument(kw, error, match):
+    s = synthetic_images(8, 4, classes=2, size=16)
+    data = DeviceData(s.train_x, s.train_y, client_parts(s.train_y, 2), s.test_x, s.test_y)
+    net = ResNet18(classes=2, width=2, norm_groups=2)
+    args = dict(local_steps=1, batch_size=2) | kw
+    with pytest.raises(error, match=match):
+        Trainer(Objective(net), data, make_method("local_sgd", 0.1), init_params(net, 0), **args)
+
 # ------------------------------------------------------------------------------ keys in split errors
 @pytest.mark.parametrize("data,match", [
     ({"clients": 5000}, r"^data\.clients = 5000 exceeds the 64 training images of synthetic$"),

@@ -502,6 +502,8 @@ def test_drift_factors_rejects_inputs_outside_the_drift_lemma():
         drift_factors("rmsprop", np.full(3, 0.9), 0.0, 2.0)
     with pytest.raises(ValueError, match="Gamma must be finite and >= alpha"):
         drift_factors("oasis", np.full(3, 0.9), 2.0, 1.0)
-    with pytest.raises(ValueError, match="init_updates must be an integer >= 0"):
+    with pytest.raises(ValueError, match="init_updates must be >= 0"):
         drift_factors("adam", np.full(3, 0.9), 1.0, 2.0, -1)
+    with pytest.raises(TypeError, match="init_updates must be an integer"):
+        drift_factors("adam", np.full(3, 0.9), 1.0, 2.0, 1.0)
     assert np.all(drift_factors("oasis", np.full(3, 0.9), 2.0, 2.0) == 1.0)  # Γ = α: no drift

@@ -244,7 +244,7 @@ def test_exact_expectation_validates_its_input():
     assert good.shape == (4,) and np.all(np.isfinite(good))
     for kw, pattern in [(dict(b=b[:, :1]), "b must have the shape of lam"), (dict(lam=lam[0], b=b[0]), "lam must be"),
                         (dict(lam=-lam), "lam must be finite and > 0"), (dict(sync_every=0), "sync_every must be"),
-                        (dict(steps=-1), "steps must be"), (dict(steps=2.5), "steps must be"),
+                        (dict(steps=-1), "steps must be >= 0"),
                         (dict(noise=-0.1), "noise"), (dict(gamma=-0.5), "gamma must be > 0"),
                         (dict(D=np.array([1.0, 0.0])), "D must be finite and > 0"),
                         (dict(D=np.ones(3)), "D must have shape"), (dict(x0=np.ones(3)), "x0 must be")]:
@@ -252,8 +252,12 @@ def test_exact_expectation_validates_its_input():
         args.update(kw)
         with pytest.raises(ValueError, match=pattern):
             exact_dist_sq(**args)
-    with pytest.raises(ValueError, match="n_syncs must be an integer >= 0"):  # was: one round, silently
+    with pytest.raises(TypeError, match="steps must be an integer"):  # a wrong type is a TypeError, as everywhere
+        exact_dist_sq(lam, b, 0.5, 2.5, 1, 0.1)
+    with pytest.raises(ValueError, match="n_syncs must be >= 0"):  # was: one round, silently
         probe_scaling_rounds(rules.oasis(beta=0.9, e=0.1), lam, -1)
+    with pytest.raises(TypeError, match="n_syncs must be an integer"):
+        probe_scaling_rounds(rules.oasis(beta=0.9, e=0.1), lam, True)
 
 
 # ----------------------------------------------------------------------------- adversarial search

@@ -31,6 +31,7 @@ import time
 
 import torch
 
+from .._validation import check_int
 from ..rules import Statistic
 from .data import DeviceData
 from .methods import TOGETHER, Method, Objective, TorchScaling, statistic
@@ -137,10 +138,8 @@ class Trainer:
                  channels_last: bool = False, eval_batch: int = 1000, dtype=torch.float32):
         self.comm = comm or LocalComm()
         self.objective, self.data, self.method = objective, data, method
-        for name, value, low in (("local_steps", local_steps, 1), ("batch_size", batch_size, 0),
-                                 ("eval_batch", eval_batch, 1), ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        local_steps, batch_size = check_int("local_steps", local_steps, 1), check_int("batch_size", batch_size, 0)
+        eval_batch, seed = check_int("eval_batch", eval_batch, 1), check_int("seed", seed, 0)
         if together not in TOGETHER:
             raise ValueError(f"together must be one of {', '.join(TOGETHER)}, got {together!r}")
         self.H, self.batch_size, self.eval_batch = local_steps, batch_size, eval_batch

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import sympy as sp
 
+from .._validation import check_int
 from .symbols import (
     G_H,
     A_nu,
@@ -354,8 +355,7 @@ def drift_factors(rule: str, betas, alpha, Gamma, init_updates: int = 0) -> np.n
         raise ValueError("betas must be an array over state updates (k = 1, 2, ...)")
     if not np.all(np.isfinite(betas)) or np.any(betas < 0) or np.any(betas >= 1):
         raise ValueError(f"betas must lie in [0, 1) (the drift lemma's hypothesis), got {betas}")
-    if isinstance(init_updates, bool) or not isinstance(init_updates, (int, np.integer)) or init_updates < 0:
-        raise ValueError(f"init_updates must be an integer >= 0, got {init_updates!r}")
+    init_updates = check_int("init_updates", init_updates, 0)
     a_v, G_v = np.asarray(alpha, dtype=np.float64), np.asarray(Gamma, dtype=np.float64)
     if not np.all(np.isfinite(a_v)) or np.any(a_v <= 0):
         raise ValueError(f"alpha must be finite and > 0, got {alpha!r}")

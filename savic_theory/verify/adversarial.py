@@ -37,6 +37,7 @@ import numpy as np
 from scipy.optimize import differential_evolution, minimize
 
 from .. import rules as _rules
+from .._validation import check_int
 from ..problems.quadratic import Quadratic
 from ..simulator import simulate
 from ..theory import RULE_BOUNDS, THEOREMS, drift_factors
@@ -198,8 +199,7 @@ def probe_scaling_rounds(rule, lam, n_syncs: int):
     n_syncs : int
         Number of syncs; rows ``0 … n_syncs`` of the result are the rounds' ``D̂``.
     """
-    if isinstance(n_syncs, bool) or not isinstance(n_syncs, (int, np.integer)) or n_syncs < 0:
-        raise ValueError(f"n_syncs must be an integer >= 0, got {n_syncs!r}")
+    n_syncs = check_int("n_syncs", n_syncs, 0)
     lam = np.asarray(lam, dtype=np.float64)
     if lam.ndim != 2 or lam.size == 0:
         raise ValueError(f"lam must be an array (M, d) of diagonal client Hessians, got shape {lam.shape}")
@@ -311,8 +311,7 @@ def search(rule: str = "rmsprop", theorem: str = "heterogeneous", *, d: int = 6,
         raise ValueError(f"unknown rule {rule!r}; known: {', '.join(RULE_BOUNDS)}")
     for name, val, low in (("d", d, 2), ("M", M, 1), ("steps", steps, 2), ("seeds", seeds, 2),
                            ("popsize", popsize, 1), ("maxiter", maxiter, 1), ("confirm_seeds", confirm_seeds, 2)):
-        if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {val!r}")
+        check_int(name, val, low)
     t0 = time.perf_counter()
     names = _names(rule, theorem)
     lows = np.array([PARAMETERS[n][0] for n in names], dtype=np.float64)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import check_int
+
 __all__ = ["exact_dist_sq"]
 
 
@@ -66,9 +68,7 @@ def exact_dist_sq(lam, b, gamma: float, steps: int, sync_every: int = 1, noise: 
         raise ValueError(f"gamma must be > 0, got {gamma!r}")
     if noise < 0:
         raise ValueError(f"noise (σ²) must be >= 0, got {noise!r}")
-    for name, val, low in (("steps", steps, 0), ("sync_every", sync_every, 1)):
-        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {val!r}")
+    steps, sync_every = check_int("steps", steps, 0), check_int("sync_every", sync_every, 1)
     Ds = np.ones((1, d)) if D is None else np.atleast_2d(np.asarray(D, dtype=np.float64))
     if Ds.ndim != 2 or Ds.shape[1] != d or Ds.shape[0] == 0:
         raise ValueError(f"D must have shape ({d},) or (n_rounds, {d}), got {np.shape(D)}")
