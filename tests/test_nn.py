@@ -640,3 +640,16 @@ def test_device_data_batches_and_normalization():
         DeviceData(s.train_x, s.train_y, [np.arange(3), np.arange(3, 7)]).client_batch(range(2), gens, 0)
     with pytest.raises(ValueError, match="at least one"):
         DeviceData(s.train_x, s.train_y, [np.arange(3), np.array([], dtype=int)])
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", pickle.dumps([1, 2, 3]), pickle.dumps({b"data": 1})[:-3],
+                                     pickle.dumps({b"data": np.zeros(5, np.uint8), b"labels": [0]})])
+def test_a_damaged_cifar10_batch_is_named(tmp_path, content):
+    """Text, another pickled object, a truncated pickle or data of the wrong size: a ValueError
+    naming the file (the CLI's one-line error), never an error that leaves the file unnamed."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(content)
+    with pytest.raises(ValueError, match=f"^{folder / 'data_batch_1'} is not a CIFAR-10 python batch"):
+        load_cifar10(tmp_path)

@@ -279,6 +279,27 @@ def test_adversarial_search_is_reproducible_and_does_not_break_the_bound():
         search("identity", "identical", seeds=1)
 
 
+@pytest.mark.parametrize("rule", ["oasis", "adam"])
+def test_adversarial_clip_level_leaves_the_rule_room_to_adapt(rule):
+    """The search's e is a fraction below 1 of the largest entry of the unclipped D at x⁰ (above
+    it, D̂ = e·I: Local SGD, which the identity rule's search covers), and each result reports
+    how much D̂ adapted on the instance it found."""
+    from savic_theory.verify.adversarial import PARAMETERS, _top_of_D
+
+    assert PARAMETERS["log10_e_rel"][1] < 0
+    r = search(rule, "heterogeneous", maxiter=1, popsize=2, seeds=8, steps=40, refine=0, confirm_seeds=16,
+               progress=False)
+    prob, _, _ = reproduce(r.params)
+    lam = np.asarray(prob.A)[:1]  # (1, M, d): the instance's diagonal Hessians
+    assert 0 < r.params["e_rel"] < 1 and r.params["e"] > 0
+    assert r.dhat_spread > 1 and r.drift_max >= 1  # D̂ is not e·I on the instance found
+    d = r.as_dict()
+    assert d["dhat_spread"] == r.dhat_spread and d["drift_max"] == r.drift_max
+    if rule == "oasis":  # D⁰ = mean_m diag(A_m): e = e_rel · its largest entry
+        assert r.params["e"] == pytest.approx(r.params["e_rel"] * np.max(np.mean(lam[0], axis=0)), rel=1e-12)
+        assert _top_of_D("oasis", lam, np.zeros_like(lam))[0] == pytest.approx(np.max(np.mean(lam[0], axis=0)))
+
+
 def test_adversarial_identity_uses_the_exact_expectation():
     r = search("identity", "identical", maxiter=1, popsize=2, seeds=8, steps=40, refine=0, confirm_seeds=32,
                progress=False)
@@ -374,3 +395,41 @@ def test_a_violation_is_judged_at_the_suites_family_wise_level(monkeypatch):
         checks_mod.run_case(report.cases[0].case, family=0)
     with pytest.raises(TypeError, match="family must be an integer"):
         checks_mod.run_case(report.cases[0].case, family=2.5)
+
+
+def test_steps_since_the_last_sync_and_the_pools_of_steps():
+    steps = np.arange(9)
+    since = checks_mod.since_sync(steps, [3, 6])
+    assert since.tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2]
+
+    def pooled(**kw):
+        return [np.nonzero(m)[0].tolist() for m in checks_mod.pools(steps, since, **kw)]
+    # t ≥ 1, one position in the round, one half (late: t ≥ 4); pools of a single step are left out
+    assert pooled() == [[4, 7], [5, 8]]
+    assert pooled(usable=steps != 7) == [[5, 8]]
+
+
+def test_pooled_test_catches_a_lemma_ten_percent_too_small(monkeypatch):
+    """With σ² understated by 10 % the consensus lemma is still 'attained' step by step (z ≈ 5,
+    64 seeds), and violated once the relative excess is pooled over the rounds; the true lemma
+    passes pooled, with its pooled excess within a few percent of 0 (it is an equality on
+    average one step after a sync of an identical quadratic)."""
+    prob = Quadratic.random(dim=8, n_clients=4, L=1.0, mu=0.1, noise=0.02, seed=1)
+    thm = THEOREMS["identical"]
+    nums = dict(checks_mod.problem_numbers(prob), H=8)
+    gamma = float(thm.gamma_max(alpha=1.0, Gamma=1.0, delta=0.0, **nums))
+    res = simulate(prob, rules.identity(), gamma=np.full(64, gamma), steps=400, sync_every=8, record_every=1)
+    hist = {k: np.asarray(v) for k, v in res.history.items()}
+    z = z_of(0.99)
+    z_fail = checks_mod.bonferroni_z(z, 24 * checks_mod.TESTS_PER_GROUP * 2)  # the default suite's family
+
+    def consensus(factor):
+        numbers = dict(nums, gamma=gamma, alpha=1.0, Gamma=1.0, delta=0.0, sigma2=nums["sigma2"] * factor)
+        return checks_mod._check_consensus(thm, hist, np.asarray(res.steps), np.asarray(res.sync_steps), numbers,
+                                           z, z_fail)
+
+    true, false = consensus(1.0), consensus(0.9)
+    assert true.passed is True and abs(true.pooled) < 0.02 and true.pooled_upper > 0  # attained, pooled too
+    assert false.verdict == "violated" and 0.05 < false.pooled < 0.2
+    monkeypatch.setattr(checks_mod, "pools", lambda *a, **k: [])
+    assert consensus(0.9).verdict == "attained"  # step by step alone, the 10 % go unseen

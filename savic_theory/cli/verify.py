@@ -112,11 +112,12 @@ def _print_summary(report) -> None:
         print(f"theorem {name}: {_verdict_text(d)}; tightness (mean/bound): worst "
               f"{_g(d['worst_ratio'])}, late {_g(d['worst_ratio_late'])}")
     for name, d in s["lemmas"].items():
+        pooled = "" if d["worst_pooled"] is None else f", largest pooled excess {d['worst_pooled']:+.1%}"
         print(f"lemma {name}: {_verdict_text(d)}, {d['unchecked']} not checked; "
-              f"worst mean/bound {_g(d['worst_ratio'])}")
+              f"worst mean/bound {_g(d['worst_ratio'])}{pooled}")
     for a in report.adversarial:
         print(f"adversarial {a.rule}/{a.theorem}: {a.verdict}; late ratio {a.ratio_late_confirmed:.3g} "
-              f"(confirmed), instance {a.params_text()}")
+              f"(confirmed), max D̂/min D̂ {_g(a.dhat_spread)}, instance {a.params_text()}")
     print(f"{'no bound violated' if report.passed else 'A BOUND IS VIOLATED'} "
           f"({len(report.cases)} cases, {report.elapsed:.1f} s)")
 
@@ -131,4 +132,4 @@ def _verdict_text(d) -> str:
 
 
 def _g(v) -> str:
-    return "–" if v is None else f"{v:.3g}"
+    return "–" if v is None or v != v else f"{v:.3g}"

@@ -92,13 +92,16 @@ def load_cifar10(root: str | os.PathLike = CIFAR10_ROOT) -> ImageSet:
             "data.root to the folder that holds it (it cannot be downloaded from here)")
     parts = []
     for n in names:
-        with (folder / n).open("rb") as fh:
-            batch = pickle.load(fh, encoding="bytes")
         try:
+            with (folder / n).open("rb") as fh:
+                batch = pickle.load(fh, encoding="bytes")
             x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             y = np.asarray(batch[b"labels"], dtype=np.int64)
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"{folder / n} is not a CIFAR-10 python batch: {exc}") from None
+        except Exception as exc:  # any damage (not a pickle, truncated, another object) names the file
+            if isinstance(exc, OSError) and not isinstance(exc, EOFError):
+                raise
+            raise ValueError(f"{folder / n} is not a CIFAR-10 python batch "
+                             f"({type(exc).__name__}: {exc})") from None
         _check_labels(y, 10, folder / n)
         parts.append((x, y))
     train_x = np.concatenate([p[0] for p in parts[:5]])

@@ -12,7 +12,9 @@ computes them with ``vmap`` or a loop; processes talk only at synchronisation, t
 :class:`DistComm`: one all-reduce of ``Σ_m x_m`` (with ``Σ_m S_m`` appended for global
 scaling) per round, plus a few scalars for the metrics. Every client's random streams are
 seeded by ``(seed, client)``, so a distributed run reproduces the single-process run of the
-same config up to floating-point reassociation (tested in ``tests/test_nn_distributed.py``).
+same config up to floating-point reassociation (tested in ``tests/test_nn_distributed.py``)
+with GroupNorm; with ``norm = "batch"`` evaluations normalise each process's own test batches,
+so they depend on the number of processes.
 """
 from __future__ import annotations
 

@@ -50,7 +50,10 @@ from .model import ResNet18, init_params
 __all__ = ["run_experiment", "pick_device", "load_run_images", "REPORTED"]
 
 #: metrics summarised over seeds in ``summary.json``
-REPORTED = ("test_acc", "test_loss", "train_loss", "batch_loss", "images_per_second")
+#: the last round's metrics that ``summary.json`` reports per run and as mean ± std per method
+#: (α̂, Γ̂ and the drift of D̂ too: how far the scaling moved, next to what it achieved)
+REPORTED = ("test_acc", "test_loss", "train_loss", "batch_loss", "alpha_hat", "Gamma_hat", "drift",
+            "images_per_second")
 
 
 def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
@@ -452,7 +455,7 @@ def _write_results(cfg: NNConfig, out: Path, histories: dict, figures: bool = Tr
         accs = [r["test_acc"] for r in payload["history"]]
         runs.append({"split": split, "method": method, "seed": seed, "status": payload["status"],
                      "rounds": last["round"], "params": payload["params"],
-                     "final": {k: last[k] for k in REPORTED},
+                     "final": {k: last.get(k, math.nan) for k in REPORTED},
                      "best_test_acc": float(np.nanmax(accs)) if np.isfinite(accs).any() else math.nan})
     for split in cfg.data.splits:
         for method in cfg.train.methods:

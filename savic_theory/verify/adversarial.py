@@ -5,7 +5,11 @@ additive noise: spectra (condition number ``κ`` and the spacing of the eigenval
 heterogeneity (minimisers and spectra; identical data for the identical-data theorem), the
 size of ``x*`` relative to the noise (``‖x*‖`` scale at fixed ``σ²``, so noise-dominated and
 decay-dominated regimes are both reachable), the step size as a fraction of ``γ_max``, ``β``,
-``e`` and ``H``. One candidate is one problem instance on the simulator's instance axis,
+the clip level ``e`` and ``H``. ``e`` is searched as a fraction (``10^-1.5`` to just below 1) of
+the largest entry of the rule's unclipped ``D`` at ``x⁰``, so that ``D̂`` adapts: at a larger
+``e``, ``D̂ = e·I`` and the rule is the identity with step ``γ/e``, which the identity rule's own
+search covers. Each result reports how much ``D̂`` did adapt (``dhat_spread``, the largest
+``max D̂ / min D̂`` of a record) and the largest drift at a sync. One candidate is one problem instance on the simulator's instance axis,
 replicated over seeds, and a whole population is one ``simulate`` call: SciPy's
 ``differential_evolution`` with ``vectorized=True`` evaluates each generation at once
 (``H`` as an integer variable), then Nelder–Mead refines the continuous parameters of the best
@@ -41,7 +45,7 @@ from .._validation import check_int
 from ..problems.quadratic import Quadratic
 from ..simulator import simulate
 from ..theory import RULE_BOUNDS, THEOREMS, drift_factors
-from .checks import bonferroni_z
+from .checks import _f, bonferroni_z
 from .exact import exact_dist_sq
 from .stats import mean_and_se, z_of
 
@@ -58,7 +62,7 @@ PARAMETERS = {
     "heterogeneity": (0.0, 2.0, False),     # minimisers u + h v_m, spectra × exp(h z/2), clipped to [μ, L]
     "log10_gamma_frac": (-1.5, 0.0, False),  # γ = frac · γ_max
     "log10_one_minus_beta": (-4.0, -0.3, False),
-    "log10_e": (-1.5, 0.5, False),
+    "log10_e_rel": (-1.5, -0.01, False),    # e = e_rel · the largest entry of the unclipped D at x⁰
     "H": (1, 16, True),
 }
 
@@ -80,6 +84,8 @@ class AdversarialResult:
     elapsed: float
     history: list = field(default_factory=list)
     exact: dict | None = None
+    dhat_spread: float = float("nan")
+    drift_max: float = float("nan")
 
     @property
     def verdict(self) -> str:
@@ -102,6 +108,7 @@ class AdversarialResult:
                 "ratio_late_search": self.ratio_late, "ratio_late_confirmed": self.ratio_late_confirmed,
                 "ratio_upper_confirmed": self.ratio_upper_confirmed, "ratio_all_confirmed": self.ratio_all_confirmed,
                 "verdict": self.verdict, "passed": self.passed, "strict": self.strict, "exact": self.exact,
+                "dhat_spread": _f(self.dhat_spread), "drift_max": _f(self.drift_max),
                 "evaluations": self.evaluations, "elapsed_s": round(self.elapsed, 2),
                 "reproduce": "savic_theory.verify.adversarial.reproduce(params)"}
 
@@ -131,7 +138,7 @@ def _names(rule: str, theorem: str) -> list[str]:
         names.remove("heterogeneity")
     if RULE_BOUNDS[rule].drift == 1:  # identity: no β, no e
         names.remove("log10_one_minus_beta")
-        names.remove("log10_e")
+        names.remove("log10_e_rel")
     return names
 
 
@@ -141,7 +148,23 @@ def _natural(P: dict, K: int) -> dict:
     return {"kappa": 10 ** g("log10_kappa", 1.0), "q": 10 ** g("log10_shape", 0.0),
             "scale": 10 ** g("log10_scale", 0.0), "heterogeneity": g("heterogeneity", 0.0),
             "gamma_frac": 10 ** g("log10_gamma_frac", 0.0), "beta": 1 - 10 ** g("log10_one_minus_beta", -3.0),
-            "e": 10 ** g("log10_e", 0.0), "H": np.rint(g("H", 4)).astype(np.int64)}
+            "e_rel": 10 ** g("log10_e_rel", -0.3), "H": np.rint(g("H", 4)).astype(np.int64)}
+
+
+def _top_of_D(rule: str, lam, xs) -> np.ndarray:
+    """The largest entry of the rule's unclipped ``D`` at ``x⁰ = 0`` for each of the K instances.
+
+    ``D⁰`` is built from the clients' mean statistic: ``diag(A_m)`` for a Hessian-probe rule
+    (OASIS, exact on a diagonal quadratic) and ``E g_m ⊙ g_m = b_m² + σ²/d`` for a gradient rule,
+    whose ``D`` is its square root. A clip level ``e`` below this leaves at least one coordinate
+    of ``D̂⁰`` above ``e``: the rule adapts. At ``e`` above it, ``D̂ = e·I`` throughout (for
+    OASIS) or at least at the start, and the rule is the identity with step ``γ/e``, which the
+    identity rule's search covers already.
+    """
+    if _rules.make(rule).statistic is _rules.Statistic.HESSIAN_PROBE:
+        return np.max(np.mean(lam, axis=1), axis=-1)
+    b = lam * xs
+    return np.sqrt(np.max(np.mean(b ** 2, axis=1) + NOISE / lam.shape[-1], axis=-1))
 
 
 def _instances(nat: dict, d: int, M: int, draw_seed: int):
@@ -172,7 +195,7 @@ def reproduce(params: dict):
     True
     """
     nat = {k: np.atleast_1d(np.asarray(params[k], dtype=np.float64))
-           for k in ("kappa", "q", "scale", "heterogeneity", "gamma_frac", "beta", "e")}
+           for k in ("kappa", "q", "scale", "heterogeneity", "gamma_frac", "beta", "e_rel")}
     nat["H"] = np.atleast_1d(np.asarray(params["H"], dtype=np.int64))
     S = int(params["confirm_seeds"])
     lam, xs = _instances(nat, int(params["d"]), int(params["M"]), int(params["draw_seed"]))
@@ -243,6 +266,7 @@ def _evaluate(rule: str, theorem: str, nat: dict, *, d, M, steps, seeds, seed, d
     r0 = np.sum(np.asarray(c.x_star)[take] ** 2, axis=-1)
     rb = RULE_BOUNDS[rule]
     static = rb.drift == 1
+    nat = dict(nat, e=np.ones(K) if static else nat["e_rel"] * _top_of_D(rule, lam, xs))
     alpha = np.ones(K) if static else nat["e"]
     nums = dict(L=Lc, mu=muc, M=M, H=nat["H"], sigma2=NOISE, zeta2=zeta2, A_nu=0.0, B_nu=1.0, r0=r0)
     gmax = thm.gamma_max(alpha=alpha, Gamma=alpha, delta=0.0, **nums)
@@ -281,7 +305,12 @@ def _evaluate(rule: str, theorem: str, nat: dict, *, d, M, steps, seeds, seed, d
     late = res.steps >= steps / 2
     ratio_late = np.max(r[late], axis=0)
     ratio_late = np.where(holds, ratio_late, 0.0)  # a candidate outside the assumptions does not count
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = np.asarray(res.history["Gamma_hat"]) / np.asarray(res.history["alpha_hat"])
+    seen = np.asarray(res.drift, dtype=np.float64).reshape(len(syncs), K, S) if len(syncs) else np.ones((1, K, S))
     return {"ratio_late": ratio_late, "ratio_all": np.max(r[1:], axis=0), "ratio_upper": np.max(ru, axis=0),
+            "e": nat["e"], "dhat_spread": np.nanmax(spread.reshape(len(res.steps), K, S), axis=(0, 2)),
+            "drift_max": np.nanmax(seen, axis=(0, 2)),
             "bound": bound, "steps": np.asarray(res.steps), "lam": lam, "xs": xs,
             "strict": np.all(upper <= bound * (1 + 1e-9), axis=0) & np.all(np.isfinite(mean), axis=0),
             "not_violated": np.all(lower_b <= bound * (1 + 1e-9), axis=0) & np.all(np.isfinite(mean), axis=0),
@@ -362,6 +391,7 @@ def search(rule: str = "rmsprop", theorem: str = "heterogeneous", *, d: int = 6,
     conf = _evaluate(rule, theorem, nat, d=d, M=M, steps=steps, seeds=confirm_seeds, seed=seed + 1000,
                      draw_seed=seed + 1, record_every=1, level=level)
     exact = None
+    nat["e"] = conf["e"]
     Ds = None if RULE_BOUNDS[rule].drift == 1 else probe_scaling_rounds(
         _make_rule(rule, nat["beta"][:1], nat["e"][:1]), conf["lam"][0], steps // int(nat["H"][0]))
     if RULE_BOUNDS[rule].drift == 1 or Ds is not None:
@@ -380,6 +410,7 @@ def search(rule: str = "rmsprop", theorem: str = "heterogeneous", *, d: int = 6,
         rule=rule, theorem=theorem, params=params, ratio_late=-f_best,
         ratio_late_confirmed=float(conf["ratio_late"][0]), ratio_upper_confirmed=float(conf["ratio_upper"][0]),
         ratio_all_confirmed=float(conf["ratio_all"][0]),
+        dhat_spread=float(conf["dhat_spread"][0]), drift_max=float(conf["drift_max"][0]),
         passed=bool(conf["not_violated"][0] and conf["assumptions"][0] and (exact is None or exact["holds"])),
         strict=bool(conf["strict"][0]), evaluations=evals[0], elapsed=time.perf_counter() - t0, history=history,
         exact=exact)

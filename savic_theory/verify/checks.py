@@ -25,6 +25,9 @@ For a :class:`~savic_theory.verify.suite.Case` this module makes one batched ``s
   (one step after a sync, the consensus error of an identical quadratic is exactly the bound),
   where no sample can put the upper confidence limit of ``E Z_t`` below 0; the same three
   verdicts as for the theorem apply to ``E Z_t ≤ 0``;
+* **pooled tests**: every statistical check also tests the relative excess
+  ``(LHS_t − RHS_t)/RHS_t`` averaged per run over groups of steps (:func:`pools`), in the same
+  Bonferroni family as the steps; a small excess repeated over many rounds shows there;
 * **local scaling** (when the case asks): the same runs with ``scaling="local"``, whose
   observed mean is reported against the global-scaling bound. There is no theorem for local
   scaling; nothing about it can fail.
@@ -57,7 +60,7 @@ from .constants import problem_numbers, rule_alpha, rule_Gamma, update_betas
 from .stats import mean_and_se, z_of
 from .suite import Case, get_problem
 
-__all__ = ["Check", "Series", "GroupResult", "CaseResult", "run_case", "bonferroni_z", "RTOL"]
+__all__ = ["Check", "Series", "GroupResult", "CaseResult", "run_case", "bonferroni_z", "pools", "since_sync", "RTOL"]
 
 #: relative slack for float64 round-off when an observed value meets a bound exactly (t = 0, α = Γ)
 RTOL = 1e-9
@@ -69,10 +72,12 @@ MAX_PLANNED_STEPS = 20000
 class Check:
     """One inequality checked along trajectories.
 
-    ``passed``: no significant violation at any step (None: not checked); ``strict``: the upper
-    confidence limit is below the bound at every step. ``verdict`` combines them: ``"holds"``
-    (strict), ``"attained"`` (passed, but the bound is reached within sampling noise at some
-    step), ``"violated"`` or ``"not checked"``.
+    ``passed``: no significant violation at any step nor in any pool of steps (None: not
+    checked); ``strict``: the upper confidence limit is below the bound at every step and in
+    every pool. ``verdict`` combines them: ``"holds"`` (strict), ``"attained"`` (passed, but the
+    bound is reached within sampling noise somewhere), ``"violated"`` or ``"not checked"``.
+    ``pooled`` and ``pooled_upper``: the largest mean relative excess ``E(LHS − RHS)/RHS`` over
+    the pools of steps (see :func:`pools`) and its upper limit (NaN: no pooled test).
     """
 
     name: str
@@ -82,6 +87,8 @@ class Check:
     ratio_late: float = float("nan")
     detail: str = ""
     strict: bool | None = None
+    pooled: float = float("nan")
+    pooled_upper: float = float("nan")
 
     @property
     def verdict(self) -> str:
@@ -96,7 +103,7 @@ class Check:
         """The check as JSON-ready data (the rows of ``report.json``)."""
         return {"name": self.name, "verdict": self.verdict, "passed": self.passed, "strict": self.strict,
                 "ratio": _f(self.ratio), "ratio_upper": _f(self.ratio_upper), "ratio_late": _f(self.ratio_late),
-                "detail": self.detail}
+                "pooled": _f(self.pooled), "pooled_upper": _f(self.pooled_upper), "detail": self.detail}
 
 
 @dataclass
@@ -389,7 +396,8 @@ def _check_group(case, thm, problem, rule, res, res_local, idx, gamma, nums, pla
         bad = ", ".join(k_ for k_, v in ok.items() if not v)
         theorem = Check(thm.name, None, detail=f"assumption not met: condition(s) {bad}")
     else:
-        theorem = _compare(thm.name, mean, se, bound, steps, res.status, idx, z, z_fail)
+        theorem = _compare(thm.name, mean, se, bound, steps, res.status, idx, z, z_fail,
+                           runs=dist, since=since_sync(steps, sync_steps))
         if hasattr(thm, "plan"):
             reached = upper[-1] <= plan["eps"] * (1 + RTOL)
             theorem.detail += f"; target ε = {plan['eps']:.3g} after T = {plan['steps']}: E‖x̄_T−x*‖² ≤ " \
@@ -415,13 +423,19 @@ def _check_group(case, thm, problem, rule, res, res_local, idx, gamma, nums, pla
     return GroupResult(gamma, constants, theorem, empirical, lemmas, local, series)
 
 
-def _compare(name, mean, se, bound, steps, status, idx, z, z_fail=None) -> Check:
+def _compare(name, mean, se, bound, steps, status, idx, z, z_fail=None, runs=None, since=None) -> Check:
     """Theorem check: strict (``mean + z·se ≤ bound`` at every step) and violation
     (``mean − z_B·se > bound`` at some step, ``z_B`` the Bonferroni quantile of ``z_fail``,
-    default ``z``, over the steps); tightness ratios."""
+    default ``z``, over the steps and the pools); tightness ratios.
+
+    With the per-run values ``runs`` (steps, runs) and the steps since the last sync ``since``,
+    the relative excess ``(X_t − bound_t)/bound_t`` is also tested pooled (:func:`pools`).
+    """
     diverged = int(np.sum(np.asarray(status)[idx] == "diverged"))
     upper = mean + z * se
-    lower_b = mean - bonferroni_z(z if z_fail is None else z_fail, len(steps)) * se
+    masks = pools(steps, since, bound > 0) if runs is not None else []
+    zb = bonferroni_z(z if z_fail is None else z_fail, len(steps) + len(masks))
+    lower_b = mean - zb * se
     with np.errstate(divide="ignore", invalid="ignore"):
         r_mean = np.where(bound > 0, mean / bound, np.where(mean > 0, np.inf, 0.0))
         r_up = np.where(bound > 0, upper / bound, np.where(upper > 0, np.inf, 0.0))
@@ -432,8 +446,63 @@ def _compare(name, mean, se, bound, steps, status, idx, z, z_fail=None) -> Check
     worst = int(np.nanargmax(r_up)) if np.any(np.isfinite(r_up)) else 0
     detail = (f"worst upper-limit/bound {r_up[worst]:.4g} at t = {int(steps[worst])}"
               + (f"; {diverged} run(s) diverged" if diverged else ""))
-    return Check(name, ok, float(np.nanmax(r_mean)), float(np.nanmax(r_up)),
-                 float(np.nanmax(r_mean[late])), detail, strict)
+    check = Check(name, ok, float(np.nanmax(r_mean)), float(np.nanmax(r_up)),
+                  float(np.nanmax(r_mean[late])), detail, strict)
+    if masks:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = (np.asarray(runs, dtype=np.float64) - bound[:, None]) / bound[:, None]
+        _pooled_test(check, rel, masks, z, zb, RTOL)
+    return check
+
+
+def since_sync(steps, sync_steps) -> np.ndarray:
+    """Steps since the last synchronisation at or before each recorded step (0 at ``t = 0``)."""
+    steps = np.asarray(steps, dtype=np.int64)
+    marks = np.concatenate([[0], np.asarray(sync_steps, dtype=np.int64)])
+    last = marks[np.searchsorted(marks, steps, side="right") - 1]
+    return steps - last
+
+
+def pools(steps, since, usable=None) -> list:
+    """The pools of steps tested together: steps ``t ≥ 1`` at one position in the round (steps
+    since the last sync), in the first or in the second half of the horizon; pools of fewer
+    than two steps are left out (their steps are tested on their own anyway).
+
+    A bound that holds at every step holds for the mean over a pool of the relative excess
+    ``(LHS_t − RHS_t)/RHS_t``, which is linear in each run; averaging the steps of a pool
+    shrinks the sampling noise, so a small excess repeated over many rounds (a constant 10 %
+    too small, say) shows as a violation where no single step could. Positions in the round
+    and the two halves are pooled separately because tightness changes with both.
+    """
+    steps = np.asarray(steps)
+    since = np.asarray(since)
+    late = steps >= steps[-1] / 2
+    usable = np.ones(len(steps), dtype=bool) if usable is None else np.asarray(usable, dtype=bool)
+    out = []
+    for n in np.unique(since):
+        for half in (~late, late):
+            m = (since == n) & half & (steps >= 1) & usable
+            if m.sum() >= 2:
+                out.append(m)
+    return out
+
+
+def _pooled_test(check: Check, rel, masks, z, zb, tol) -> None:
+    """Add the pooled test of the relative excess ``rel`` (steps, runs) to ``check``: a pool
+    whose lower limit (``zb``) exceeds ``tol`` is a violation, one whose upper limit (``z``)
+    does is not strict."""
+    per_run = np.stack([rel[m].mean(axis=0) for m in masks])  # (pools, runs)
+    mean, se = mean_and_se(per_run)
+    if not np.all(np.isfinite(mean)):
+        check.passed, check.strict = False, False
+        return
+    worst = int(np.argmax(mean))
+    check.pooled, check.pooled_upper = float(mean[worst]), float(np.max(mean + z * se))
+    if np.any(mean - zb * se > tol):
+        check.passed = False
+    check.strict = bool(check.passed and check.strict and check.pooled_upper <= tol)
+    check.detail += (f"; pooled over {len(masks)} groups of steps: largest mean excess "
+                     f"{check.pooled:+.2%} of the bound, upper limit {check.pooled_upper:+.2%}")
 
 
 def _check_dhat(rule, hist, alpha, Gamma) -> Check:
@@ -460,13 +529,13 @@ def _check_drift(rule, drift, deltas) -> Check:
 
 
 def _lemma_verdict(mz, sz, inside, tol, level_z, n_tests, fail_z=None):
-    """(passed, strict): no step where the lower limit (Bonferroni over steps, at the error level
-    of ``fail_z``, default ``level_z``) exceeds the bound; ``strict``: the upper limit is below it
-    at every step."""
+    """(passed, strict, zb): no step where the lower limit (Bonferroni quantile ``zb`` over
+    ``n_tests``, at the error level of ``fail_z``, default ``level_z``) exceeds the bound;
+    ``strict``: the upper limit is below it at every step."""
     zb = bonferroni_z(level_z if fail_z is None else fail_z, n_tests)
     violated = np.any((mz - zb * sz)[inside] > tol) or not np.all(np.isfinite(mz[inside]))
     strict = bool(np.all((mz + level_z * sz)[inside] <= tol))
-    return bool(not violated), strict
+    return bool(not violated), strict, zb
 
 
 def bonferroni_z(z, n_tests):
@@ -484,15 +553,9 @@ def _check_consensus(thm, hist, steps, sync_steps, numbers, z, z_fail=None) -> C
         return Check(lemma_name, None, detail="needs record_every=1")
     V, fg = hist["consensus"], hist["f_gap"]
     T = len(steps) - 1
-    last = np.zeros(T + 1, dtype=np.int64)  # last sync moment ≤ t
-    marks = np.zeros(T + 1, dtype=bool)
-    marks[sync_steps[sync_steps <= T]] = True
-    cur = 0
-    for tt in range(T + 1):
-        if marks[tt]:
-            cur = tt
-        last[tt] = cur
-    n_t = (steps - last)[:, None].astype(np.float64)
+    since = since_sync(steps, sync_steps)
+    last = steps - since  # last sync moment ≤ t
+    n_t = since[:, None].astype(np.float64)
     Hb = 2.0 * fg + numbers["L"] * V  # E H̄_j ≤ 2 E f_gap_j + L E V_j (lemma bregman_average)
     C = np.concatenate([np.zeros((1, Hb.shape[1])), np.cumsum(Hb, axis=0)[:-1]])  # Σ_{j<t} Hb_j
     S = C - C[last]
@@ -505,7 +568,8 @@ def _check_consensus(thm, hist, steps, sync_steps, numbers, z, z_fail=None) -> C
     mr, _ = mean_and_se(rhs)
     tol = 1e-12 * max(float(np.nanmax(np.abs(mr))), 1e-300)
     inside = n_t[:, 0] >= 1
-    ok, strict = _lemma_verdict(mz, sz, inside, tol, z, int(inside.sum()), z_fail)
+    masks = pools(steps, since, inside & (mr > 0))
+    ok, strict, zb = _lemma_verdict(mz, sz, inside, tol, z, int(inside.sum()) + len(masks), z_fail)
     ok = ok and bool(np.all(np.abs(mv[~inside]) <= tol + 1e-300))  # V = 0 right after a sync
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(inside & (mr > 0), mv / mr, np.nan)
@@ -513,9 +577,13 @@ def _check_consensus(thm, hist, steps, sync_steps, numbers, z, z_fail=None) -> C
     late = steps >= T / 2
     if not np.any(np.isfinite(r)):
         return Check(lemma_name, ok, detail="no step inside a round (H = 1): V_t = 0 checked", strict=ok)
-    return Check(lemma_name, ok, float(np.nanmax(r)), float(np.nanmax(ru)),
-                 float(np.nanmax(r[late])) if np.any(np.isfinite(r[late])) else float("nan"),
-                 "E V_t against the lemma with E H̄_j ≤ 2 E f_gap_j + L E V_j, every step", strict)
+    check = Check(lemma_name, ok, float(np.nanmax(r)), float(np.nanmax(ru)),
+                  float(np.nanmax(r[late])) if np.any(np.isfinite(r[late])) else float("nan"),
+                  "E V_t against the lemma with E H̄_j ≤ 2 E f_gap_j + L E V_j, every step", strict)
+    if masks:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            _pooled_test(check, Zd / mr[:, None], masks, z, zb, RTOL)
+    return check
 
 
 def _check_one_step(rule, hist, steps, sync_steps, deltas, numbers, z, z_fail=None) -> Check:
@@ -541,10 +609,15 @@ def _check_one_step(rule, hist, steps, sync_steps, deltas, numbers, z, z_fail=No
     mp, _ = mean_and_se(pred)
     mphi, _ = mean_and_se(Phi[1:])
     tol = 1e-12 * max(float(np.nanmax(np.abs(mp))), 1e-300)
-    ok, strict = _lemma_verdict(mz, sz, np.ones(len(mz), dtype=bool), tol, z, len(mz), z_fail)
+    masks = [m[1:] for m in pools(steps, since_sync(steps, sync_steps), np.concatenate([[False], mp > 0]))]
+    ok, strict, zb = _lemma_verdict(mz, sz, np.ones(len(mz), dtype=bool), tol, z, len(mz) + len(masks), z_fail)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(mp > 0, mphi / mp, np.nan)
         ru = np.where(mp > 0, (mphi + z * sz) / mp, np.nan)
     late = steps[1:] >= steps[-1] / 2
-    return Check("one_step", ok, float(np.nanmax(r)), float(np.nanmax(ru)), float(np.nanmax(r[late])),
-                 f"E Φ_(t+1) ≤ (1+δ·[sync])((1−γμ/Γ) E Φ_t + γ(2L−μ) E V_t + γ²B_νσ²/(αM)) from {src}", strict)
+    check = Check("one_step", ok, float(np.nanmax(r)), float(np.nanmax(ru)), float(np.nanmax(r[late])),
+                  f"E Φ_(t+1) ≤ (1+δ·[sync])((1−γμ/Γ) E Φ_t + γ(2L−μ) E V_t + γ²B_νσ²/(αM)) from {src}", strict)
+    if masks:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            _pooled_test(check, Zd / mp[:, None], masks, z, zb, RTOL)
+    return check
