@@ -89,11 +89,29 @@ def load_config(path: str | Path) -> dict:
         raise FileNotFoundError(f"config file not found: {path}")
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML ({exc})") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text file") from None
+    _anchor_dataset_path(data, path.parent)
+    return data
+
+
+def _anchor_dataset_path(data: dict, folder: Path) -> None:
+    """A relative LIBSVM path in ``problem.dataset`` that names a file beside the config is made
+    absolute, so the config works from any directory and the written ``config.toml`` reruns
+    anywhere; any other value is left as it is (a bundled name, or a path from the working
+    directory)."""
+    from .problems.data import DATASETS
+
+    problem = data.get("problem")
+    dataset = problem.get("dataset") if isinstance(problem, dict) else None
+    if not isinstance(dataset, str) or dataset in DATASETS or Path(dataset).is_absolute():
+        return
+    beside = folder / dataset
+    if beside.is_file():
+        problem["dataset"] = str(beside.resolve())
 
 
 def resolve(config: dict | None = None, overrides: dict | None = None) -> dict:
@@ -157,6 +175,11 @@ def _check(table: str, key: str, value: Any) -> Any:
     return _check_one(table, key, value)
 
 
+#: integer keys that size arrays or loops, and their largest value (beyond it int64 arithmetic wraps)
+_SIZES = ("dim", "clients", "steps", "sync_every", "runs", "record_every", "batch_size")
+_SIZE_MAX = 2**62
+
+
 def _check_one(table: str, key: str, value: Any) -> Any:
     default = DEFAULTS[table][key]
     name = f"{table}.{key}"
@@ -181,6 +204,8 @@ def _check_one(table: str, key: str, value: Any) -> Any:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     if isinstance(value, (int, float)) and key in ("dim", "clients", "steps", "sync_every", "runs") and value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
+    if isinstance(value, int) and key in _SIZES and value > _SIZE_MAX:  # arrays index with int64
+        raise ValueError(f"{name} must be at most 2**62, got {value}")
     if key in ("gamma", "L", "mu", "lam", "e") and not value > 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     if key in ("noise", "heterogeneity", "batch_size", "record_every", "seed") and value < 0:
@@ -217,7 +242,8 @@ HELP = {
     ("problem", "form"): "quadratic storage: diagonal, dense or shared eigenbasis",
     ("problem", "client_spectra"): "quadratic: identical or random spectra per client",
     ("problem", "noise"): "additive gradient noise σ² = E‖ξ‖²",
-    ("problem", "dataset"): "logistic: breast_cancer, digits or a LIBSVM file path",
+    ("problem", "dataset"): "logistic: breast_cancer, digits or a LIBSVM file path (relative: from the config "
+                            "file's folder, else from the working directory)",
     ("problem", "split"): "logistic: split of the rows over clients",
     ("problem", "alpha"): "logistic: Dirichlet concentration of the label split",
     ("problem", "lam"): "logistic: L2 weight λ (the strong convexity μ)",

@@ -86,6 +86,15 @@ BAD = {
     "simulate config is a folder": (["simulate", "--config", "/"], None, "/ is a folder, not a config file"),
     "run config is a folder": (["run", "/"], None, "/ is a folder, not a config file"),
     "bench config is a folder": (["bench", "--config", "/"], None, "/ is a folder, not a config file"),
+    "verify no rule": (["verify", "--adversarial-only", "--rules", ","], None, "--rules (verify.rules) names no rule"),
+    "verify empty theorem list": (["verify", "--config", "{cfg}"], "[verify]\ntheorem = []\n",
+                                  "--theorem (verify.theorem) names no theorem"),
+    # beyond int64 the sizes wrapped round (a negative sync period) or overflowed with a traceback
+    "simulate huge steps": (["simulate", "--steps", str(10**19)], None, "run.steps must be at most 2**62"),
+    "simulate huge sync": (["simulate", "--sync-every", str(10**19)], None, "run.sync_every must be at most 2**62"),
+    "simulate huge dim": (["simulate", "--dim", str(10**19)], None, "problem.dim must be at most 2**62"),
+    "simulate x* overflows": (["simulate", "--heterogeneity", "1e200", "--steps", "5", "--runs", "2"], None,
+                              "the problem's constants overflow float64"),
 }
 
 

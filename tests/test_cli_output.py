@@ -61,6 +61,19 @@ def test_out_refuses_a_users_lone_config_and_a_symlink(tmp_path, capsys):
     assert sorted(p.name for p in mine.iterdir()) == ["config.toml", "notes.md"]
 
 
+@pytest.mark.parametrize("files", [["config.toml"], ["config.toml", "report.md"]])
+def test_out_refuses_a_users_config_even_beside_names_savic_writes(tmp_path, capsys, files):
+    """A folder with the user's own (commented) config.toml, alone or with a report.md of theirs,
+    is not a result folder: savic's folders always hold a summary.json or a report.json."""
+    mine = tmp_path / "userexp"
+    mine.mkdir()
+    for name in files:
+        (mine / name).write_text("# my own notes\n")
+    assert main(["simulate", *SMALL, "--out", str(mine)]) == 2
+    assert "it holds config.toml but no report.json or summary.json" in one_line(capsys)
+    assert all((mine / name).read_text() == "# my own notes\n" for name in files)
+
+
 def test_out_replaces_its_own_result_folder_and_an_empty_one(tmp_path, capsys):
     out = tmp_path / "res"
     out.mkdir()
@@ -180,12 +193,88 @@ def test_interrupt_message_fits_the_command(tmp_path, monkeypatch, capsys, argv,
     def interrupted(args):
         if work:
             kept.mkdir()
+            (kept / "options.json").write_text("{}")
+            (kept / "case-1.npz").write_bytes(b"")  # one finished case
         raise KeyboardInterrupt
 
     monkeypatch.setattr(f"savic_theory.cli.{argv[0]}.run", interrupted)
     assert main([a.replace("{out}", str(out)) for a in argv]) == 130
     expected = expected.replace("{out}", str(out)).replace("{work}", str(kept))
     assert one_line(capsys) == f"savic {argv[0]}: interrupted; {expected}"
+
+
+@pytest.mark.parametrize("fail", [KeyboardInterrupt, ValueError])
+def test_a_work_folder_with_nothing_finished_is_removed(tmp_path, monkeypatch, capsys, fail):
+    """Interrupted or failed before the first block finished: the work folder holds only its stamp,
+    and is removed rather than offered for --resume."""
+    import savic_theory.experiment as experiment
+
+    def first_fails(*a, **kw):
+        raise fail("no block finished")
+
+    monkeypatch.setattr(experiment, "_run_block", first_fails)
+    out = tmp_path / "res"
+    code = main(["simulate", *SMALL, "--out", str(out)])
+    err = one_line(capsys)
+    assert not (tmp_path / ".res.work").exists() and not out.exists()
+    if fail is KeyboardInterrupt:
+        assert code == 130 and err.endswith(f"no result folder was written to {out} and nothing was kept")
+    else:
+        assert code == 2 and err == "savic simulate: error: no block finished"
+
+
+def test_an_error_after_finished_blocks_says_they_are_kept(tmp_path, monkeypatch, capsys):
+    import savic_theory.experiment as experiment
+
+    real, calls = experiment._run_block, []
+
+    def second_fails(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("Unable to allocate 745. GiB for an array with shape (100000000000,) and data type "
+                              "float64")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(experiment, "_run_block", second_fails)
+    out = tmp_path / "res"
+    assert main(["simulate", *SMALL, "--scaling", "both", "--out", str(out)]) == 2
+    # numpy's size keeps its unit: "745." is a number, not the end of a sentence
+    assert one_line(capsys) == (
+        "savic simulate: error: out of memory (unable to allocate 745. GiB for an array with shape "
+        "(100000000000,) and data type float64): reduce runs, clients or dim (the finished blocks are kept in "
+        f"{tmp_path / '.res.work'}/; --resume reuses them)")
+
+
+def test_sigterm_ends_a_command_like_an_interrupt(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "res"
+    proc = subprocess.Popen([sys.executable, "-m", "savic_theory", "simulate", "--steps", "100000000", "--runs", "2",
+                             "--scaling", "global", "--no-progress", "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / ".res.work").exists() and time.monotonic() < deadline:  # the run has begun
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1].strip()
+    assert proc.returncode == 143, err
+    assert err == f"savic simulate: terminated; no result folder was written to {out} and nothing was kept"
+    assert not (tmp_path / ".res.work").exists() and not out.exists()
+
+
+@pytest.mark.parametrize("error", [ImportError("loading data sets needs scikit-learn: pip install "
+                                               "'savic-theory[data]'"),
+                                   OverflowError("Python int too large to convert to C long")])
+def test_import_and_overflow_errors_are_one_line(monkeypatch, capsys, error):
+    def fails(args):
+        raise error
+
+    monkeypatch.setattr("savic_theory.cli.simulate.run", fails)
+    assert main(["simulate", *SMALL]) == 2
+    assert one_line(capsys) == f"savic simulate: error: {error}"
 
 
 # ----------------------------------------------------------------------------- other messages

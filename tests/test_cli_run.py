@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 
 import numpy as np
 import pytest
@@ -96,11 +97,15 @@ def test_interrupted_run_resumes_identically(grid_file, tmp_path, monkeypatch):
 
 def test_resume_refuses_a_different_config(grid_file, tmp_path, monkeypatch, capsys):
     out = tmp_path / "o"
+    real, calls = experiment._run_block, []
 
-    def boom(*a):
-        raise KeyboardInterrupt
+    def second_interrupts(*a, **kw):  # one block finishes: there is something to resume
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
 
-    monkeypatch.setattr(experiment, "_run_block", boom)
+    monkeypatch.setattr(experiment, "_run_block", second_interrupts)
     assert main(["run", str(grid_file), "--no-progress", "--out", str(out)]) == 130
     assert main(["run", str(grid_file), "--steps", "31", "--resume", "--no-progress", "--out", str(out)]) == 2
     assert "different config" in capsys.readouterr().err
@@ -140,3 +145,25 @@ def test_a_large_grid_plots_each_blocks_best_point(grid_file, tmp_path, monkeypa
         best = min(p["final"]["dist_sq"]["mean"] for p in summary[key]["points"])
         assert np.mean(res.history["dist_sq"][-1, runs]) == pytest.approx(best, rel=1e-12)
         assert "gamma=" in label and "sync_every=" in label
+
+
+def test_a_libsvm_path_in_a_config_is_taken_from_the_config_files_folder(tmp_path, monkeypatch, capsys):
+    """``dataset = "d.svm"`` beside the config works from any working directory, and the written
+    config.toml holds the absolute path, so it reruns from anywhere."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    rows = ["+1 1:0.5 2:1.0", "-1 1:-0.3 2:0.2", "+1 1:1.5 2:-1.0", "-1 1:-1.1 2:0.4",
+            "+1 1:0.7 2:0.1", "-1 1:-0.2 2:-0.9", "+1 1:0.3 2:0.8", "-1 1:-0.8 2:-0.1"]
+    (exp / "d.svm").write_text("\n".join(rows) + "\n")
+    (exp / "l.toml").write_text('[problem]\nkind = "logistic"\ndataset = "d.svm"\nclients = 2\nsplit = "iid"\n'
+                                'batch_size = 2\n[rule]\nname = "identity"\n[run]\nsteps = 4\nruns = 1\n'
+                                'scaling = "global"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["run", str(exp / "l.toml"), "--out", "res", "--no-progress"]) == 0
+    written = tomllib.loads((elsewhere / "res" / "config.toml").read_text())
+    assert written["problem"]["dataset"] == str((exp / "d.svm").resolve())
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(elsewhere / "res" / "config.toml"), "--out", "again", "--no-progress"]) == 0
+    capsys.readouterr()

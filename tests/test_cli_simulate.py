@@ -124,11 +124,13 @@ def test_interrupted_result_folder_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with atomic_dir(target) as tmp:
         (tmp / "config.toml").write_text("1")
+        (tmp / "summary.json").write_text("{}")
     with pytest.raises(RuntimeError):
         with atomic_dir(target) as tmp:
             (tmp / "config.toml").write_text("2")
             raise RuntimeError("boom")
     assert [p.name for p in tmp_path.iterdir()] == ["res"] and (target / "config.toml").read_text() == "1"
+    assert (target / "summary.json").read_text() == "{}"
 
 
 def test_readme_quotes_the_real_demo_output(tmp_path, capsys):

@@ -339,3 +339,11 @@ def test_logistic_from_dataset_checks_options_before_loading(monkeypatch, kw, er
     name = "alpha" if "alpha" in kw else next(iter(kw))
     with pytest.raises(err, match=f"^{name} must"):
         Logistic.from_dataset("breast_cancer", n_clients=2, **kw)
+
+
+def test_constants_that_overflow_are_an_error_not_inf():
+    """Minimisers near 1e200: ‖x*‖² and ζ*² are not representable, so the problem is refused
+    (before: warnings, then NaN distances and a plotting error)."""
+    prob = Quadratic.random(dim=4, n_clients=2, heterogeneity=1e200, seed=0)
+    with pytest.raises(ValueError, match=r"^the problem's constants overflow float64 \(x\* has entries up to"):
+        prob.constants

@@ -371,3 +371,21 @@ def test_resume_with_reordered_lists_saves_the_order_for_report(tmp_path):
     run_experiment(NNConfig.from_dict(swapped), tmp_path / "o", progress=False, resume=True)
     summary = run_experiment(NNConfig.from_dict(swapped), tmp_path / "o", report=True)
     assert len(summary["runs"]) == 2
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_result_folder_of_another_command_is_not_offered_for_resume(tmp_path, capsys, resume):
+    """A simulate result folder (config.toml without [train]) is refused as such, not as an
+    experiment to pass --resume to (which then failed on its [problem] table)."""
+    out = tmp_path / "qs"
+    assert main(["simulate", "--dim", "3", "--clients", "2", "--steps", "4", "--runs", "1", "--no-progress",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    cfg = tmp_path / "nn.toml"
+    cfg.write_text(SMALL)
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["nn", str(cfg), "--out", str(out), "--no-progress"] + (["--resume"] if resume else [])) == 2
+    err = capsys.readouterr().err
+    assert err == f"savic nn: error: {out} is not a savic nn result folder ({out / 'config.toml'} has no [train] " \
+                  "table): choose another --out\n"
+    assert sorted(p.name for p in out.iterdir()) == before

@@ -7,12 +7,17 @@ still gets a subcommand that explains what to install.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import re
+import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from ._common import UserError, work_folder
+from ._common import WORK_STAMPS, UserError, work_folder
 
 SUBCOMMANDS = ("simulate", "verify", "bench", "nn", "run")
 
@@ -83,13 +88,47 @@ def _result_folder(args: argparse.Namespace) -> str | None:
     return args.out if args.command in ("simulate", "run", "verify") else None
 
 
+def _finished_work(args: argparse.Namespace) -> Path | None:
+    """The work folder of ``simulate``/``run``/``verify`` when it holds finished blocks or cases.
+
+    One holding nothing but its stamp has nothing to resume from: it is removed when this
+    invocation made it (``args._work_fresh``), and left alone otherwise (another command's, or
+    an earlier run's), but in neither case offered for ``--resume``.
+    """
+    out = _result_folder(args)
+    if out is None or Path(out).name in ("", ".", ".."):
+        return None
+    kept = work_folder(out)
+    try:
+        if not kept.is_dir():
+            return None
+        if all(p.name in WORK_STAMPS for p in kept.iterdir()):
+            if getattr(args, "_work_fresh", False):
+                shutil.rmtree(kept, ignore_errors=True)
+            return None
+    except OSError:
+        return None
+    return kept
+
+
+def _kept_after_error(args: argparse.Namespace) -> str:
+    """After an error, `` (the finished ... are kept in ...)`` when this invocation left finished
+    work to resume from, else ``""``."""
+    fresh = getattr(args, "_work_fresh", False)
+    kept = _finished_work(args)
+    if kept is None or not fresh:
+        return ""
+    pieces = "cases and searches" if args.command == "verify" else "blocks"
+    return f" (the finished {pieces} are kept in {kept}/; --resume reuses them)"
+
+
 def _interrupted(args: argparse.Namespace) -> str:
     """What an interrupted command left behind and how to go on, for its one-line message."""
     out = _result_folder(args)
     out = Path(out) if out is not None else None
     if out is not None and out.name not in ("", ".", ".."):
-        kept, pieces = work_folder(out), "cases and searches" if args.command == "verify" else "blocks"
-        if not kept.is_dir():
+        kept, pieces = _finished_work(args), "cases and searches" if args.command == "verify" else "blocks"
+        if kept is None:
             return f"no result folder was written to {out} and nothing was kept"
         return (f"no result folder was written to {out}; the finished {pieces} are kept in {kept}/ "
                 "(rerun with --resume to reuse them)")
@@ -144,9 +183,35 @@ def _report(command: str, message: str, errors_alike: bool = True) -> None:
         print(f"{who}: {message}", file=sys.stderr)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as an interruption: what finished is kept, nothing half-written is left."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While a command runs in the main thread, SIGTERM (``timeout``, a batch system) raises
+    :class:`_Terminated`, so it ends like Ctrl-C instead of killing the process mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated()
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    with _terminate_as_interrupt():
+        return _run(parser, args, argv)
+
+
+def _run(parser, args, argv) -> int:
     try:
         args = _apply_config(parser, args, argv)
         out = _result_folder(args)
@@ -154,24 +219,29 @@ def main(argv: list[str] | None = None) -> int:
             from ._common import check_result_folder
 
             check_result_folder(out)  # before the run, not after it
+            args._work_fresh = not os.path.lexists(work_folder(out))
         return int(args.handler(args) or 0)
-    except KeyboardInterrupt:
-        _report(args.command, f"interrupted; {_interrupted(args)}")
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        _report(args.command, f"{'terminated' if terminated else 'interrupted'}; {_interrupted(args)}")
+        return 143 if terminated else 130
     except _out_of_memory() as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        detail = detail.split(". ")[0].rstrip(".")  # torch's first sentence; numpy's only one
+        # torch's first sentence; numpy's only one ("Unable to allocate 745. GiB ...": a number's dot)
+        detail = re.split(r"(?<![0-9])\. ", detail)[0].rstrip(".")
         if detail[1:2].islower():  # "Unable to ..." but not "CUDA ..."
             detail = detail[:1].lower() + detail[1:]
         msg = f"out of memory ({detail})" if detail else "out of memory"
         advice = _SMALLER.get(args.command)
-        _report(args.command, f"error: {msg}" + (f": {advice}" if advice else ""), errors_alike=False)
+        _report(args.command, f"error: {msg}" + (f": {advice}" if advice else "") + _kept_after_error(args),
+                errors_alike=False)
         return 2
-    except (UserError, ValueError, TypeError, FileNotFoundError, KeyError, OSError) as exc:
+    except (UserError, ValueError, TypeError, FileNotFoundError, KeyError, OSError, OverflowError,
+            ImportError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, KeyError):
             msg = f"missing or unknown key: {msg}"
-        _report(args.command, f"error: {msg}")
+        _report(args.command, f"error: {msg}" + _kept_after_error(args))
         return 2
 
 

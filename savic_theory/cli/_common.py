@@ -30,6 +30,9 @@ class UserError(Exception):
 RESULT_FILES = frozenset({"config.toml", "history.csv", "drift.csv", "summary.json", "plot.png",
                           "report.json", "report.md"})
 RESULT_FOLDERS = {"plots": ".png"}
+#: one of these is in every result folder a command writes (simulate and run: summary.json,
+#: verify: report.json); config.toml alone, or with a report.md, may be the user's own
+RESULT_MARKS = frozenset({"summary.json", "report.json"})
 
 
 @contextlib.contextmanager
@@ -108,8 +111,8 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str = "folder"
 def check_result_folder(path: str | os.PathLike, option: str = "--out") -> Path:
     """``path`` checked as a result folder that may be written or replaced.
 
-    That is a new path, an empty folder or a folder savic wrote (``config.toml`` and nothing
-    but ``RESULT_FILES`` and ``RESULT_FOLDERS``); anything else, a file or link included, is a
+    That is a new path, an empty folder or a folder savic wrote (``config.toml``, one of
+    ``RESULT_MARKS``, and nothing but ``RESULT_FILES`` and ``RESULT_FOLDERS``); anything else, a file or link included, is a
     :class:`UserError` naming ``option`` and what is in the way, so no user data is replaced.
     """
     path = check_output_path(path, option)
@@ -138,6 +141,8 @@ def _not_a_result(folder: Path) -> str | None:
             return f"it holds {name}"
     if "config.toml" not in entries:
         return "it has no config.toml"
+    if not RESULT_MARKS & set(entries):  # a user's own config.toml (and notes), not what savic wrote
+        return f"it holds config.toml but no {' or '.join(sorted(RESULT_MARKS))}"
     return None
 
 

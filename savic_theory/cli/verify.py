@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
     bad = [r for r in rules if r not in RULE_BOUNDS]
     if bad:
         raise UserError(f"unknown rule(s) in --rules: {', '.join(bad)}; known: {', '.join(RULE_BOUNDS)}")
+    if (args.adversarial or args.adversarial_only) and not rules:
+        raise UserError("--rules (verify.rules) names no rule to search")
+    if args.theorem is not None and not args.theorem:
+        raise UserError("--theorem (verify.theorem) names no theorem; leave it out to check them all")
     if args.generations < 1 or args.popsize < 1:
         raise UserError("--generations and --popsize must be >= 1")
     if not 0 <= args.seed < 2**32 - 1000:  # the confirmation runs use seed + 1000

@@ -296,6 +296,20 @@ class _Extended(NamedTuple):
     old_runs: frozenset
 
 
+def _check_is_experiment(saved: Path) -> None:
+    """An error unless ``saved`` is the config of a ``savic nn`` experiment (``[train]`` table):
+    the folder of another command, or a user's own file, is neither resumed nor offered to be."""
+    import tomllib
+
+    try:
+        tables = set(tomllib.loads(saved.read_text()))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        tables = set()
+    if "train" not in tables:
+        raise ValueError(f"{saved.parent} is not a savic nn result folder ({saved} has no [train] table): "
+                         "choose another --out")
+
+
 def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | _Extended | None:
     """Check ``out`` and write its ``config.toml``; what :func:`_undo_prepare` would remove.
 
@@ -307,6 +321,7 @@ def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | _Extended | N
         raise ValueError(f"{out} exists and is a file; choose another --out")
     saved = out / "config.toml"
     if saved.is_file():
+        _check_is_experiment(saved)
         if not resume:
             raise ValueError(f"{out} already holds an experiment; pass --resume to continue it or choose "
                              "another --out")

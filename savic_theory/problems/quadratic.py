@@ -215,10 +215,15 @@ class Quadratic(Problem):
             xs = np.linalg.solve(self.A.sum(axis=1), bsum[..., None])[..., 0]
         else:
             xs = (((bsum @ self.Q) / self.A.sum(axis=1)) @ self.Q.T)
-        grads = self._matvec(xs) - self.b
-        zeta2 = np.mean(np.sum(grads**2, axis=-1), axis=1)
-        f_star = np.mean(0.5 * np.sum(self._matvec(xs) * xs[:, None, :], -1)
-                         - np.sum(self.b * xs[:, None, :], -1), axis=1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            grads = self._matvec(xs) - self.b
+            zeta2 = np.mean(np.sum(grads**2, axis=-1), axis=1)
+            f_star = np.mean(0.5 * np.sum(self._matvec(xs) * xs[:, None, :], -1)
+                             - np.sum(self.b * xs[:, None, :], -1), axis=1)
+            size = np.sum(xs**2, axis=-1)
+        if not (np.all(np.isfinite(size)) and np.all(np.isfinite(zeta2)) and np.all(np.isfinite(f_star))):
+            raise ValueError(f"the problem's constants overflow float64 (x* has entries up to "
+                             f"{float(np.max(np.abs(xs))):.3g}, ‖x*‖² = {float(np.max(size)):.3g}): rescale b")
         sigma2 = np.full_like(L, self.noise)
         s = self._squeeze
         return Constants(L=s(L), mu=s(mu), x_star=s(xs), f_star=s(f_star), sigma2=s(sigma2),
