@@ -262,6 +262,24 @@ def test_compiled_kernels_split_over_threads_give_the_same_numbers(monkeypatch, 
         np.testing.assert_array_equal(split.history[key], one.history[key], err_msg=key)
 
 
+@pytest.mark.parametrize("form", ["dense", "eigenbasis"])
+def test_kernels_beside_blas_products_stay_in_the_calling_thread(monkeypatch, form):
+    """Dense and eigenbasis gradients are BLAS products: their kernels are not split over a
+    worker thread (BLAS threads spin between calls and stalled it), whatever the thread setting."""
+    kernels = pytest.importorskip("savic_theory.simulator._cpu_kernels")
+    monkeypatch.setattr(fused, "_MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(kernels, "threads", lambda: 3)
+    asked = []
+    real = fused._run_chunks
+    monkeypatch.setattr(fused, "_run_chunks", lambda runs, per_run, threads: asked.append(threads)
+                        or real(runs, per_run, threads))
+    prob = problem(form, seed=3)
+    simulate(prob, rules.adam(beta=0.9, e=0.5), gamma=0.1, steps=8, sync_every=2, runs=R, fused=True)
+    simulate(problem("diagonal", seed=3), rules.adam(beta=0.9, e=0.5), gamma=0.1, steps=8, sync_every=2, runs=R,
+             fused=True)
+    assert asked == [1, 3]
+
+
 def test_run_chunks():
     assert fused._run_chunks(1, 10**6, 8) == [(0, 1)]
     assert fused._run_chunks(5, 10**6, 2) == [(0, 2), (2, 5)]

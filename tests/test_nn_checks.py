@@ -72,7 +72,8 @@ def test_diverged_run_has_no_test_accuracy_and_no_share_in_the_means(tmp_path, c
     out = tmp_path / "out"
     assert main(["nn", str(cfg), "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert text.count("diverged after 1 rounds, test acc nan,") == 2, text
+    assert text.count("local_sgd/seed0: diverged in round 1 (loss not finite)\n") == 1, text
+    assert text.count("diverged in round 1 (loss not finite)") == 2 and "test acc nan" not in text, text
     for seed in (0, 1):
         hist = strict_json(out / f"runs/iid/local_sgd/seed{seed}/history.json")
         assert hist["status"] == "diverged"
@@ -81,6 +82,9 @@ def test_diverged_run_has_no_test_accuracy_and_no_share_in_the_means(tmp_path, c
     rows = [r.split(",") for r in (out / "results.csv").read_text().splitlines()]
     col = rows[0].index("test_acc")
     assert [r[col] for r in rows[1:] if r[1] == "local_sgd" and r[3] == "1"] == ["nan", "nan"]
+    assert rows[0][-1] == "status"
+    assert [r[-1] for r in rows[1:] if r[1] == "local_sgd"] == ["ok", "diverged"] * 2  # rounds 0 and 1, two seeds
+    assert {r[-1] for r in rows[1:] if r[1] == "adam-global"} == {"ok"}
     summary = strict_json(out / "summary.json")
     diverged = summary["table"]["iid"]["local_sgd"]
     assert diverged["runs"] == diverged["diverged"] == 2

@@ -5,7 +5,8 @@ Layout of the result folder ``OUT``::
     OUT/config.toml                               the validated config (re-runnable)
     OUT/runs/<split>/<method>/seed<k>/history.json   per-round metrics, status running|done|diverged
     OUT/runs/<split>/<method>/seed<k>/checkpoint.pt  while a run is unfinished (and kept on request)
-    OUT/results.csv                               every round of every run, one row each (after each run)
+    OUT/results.csv                               every round of every run, one row each (after each run);
+                                                  its status column is "diverged" on a diverged run's last round
     OUT/summary.json                              final metrics per run and mean/std over seeds (same)
     OUT/figures/rounds.png, OUT/figures/scaling.png
 
@@ -265,9 +266,12 @@ def _run_one(cfg, out, data, images, split, method_name, seed, comm, device, dty
             (run_dir / "checkpoint.pt").unlink(missing_ok=True)
         if log is not None:
             last = trainer.history[-1]
-            log(f"{split}/{method_name}/seed{seed}: {status} after {trainer.round} rounds, test acc "
-                f"{last['test_acc']:.4f}, train loss {last['train_loss']:.4g}, "
-                f"{last['images_per_second']:,.0f} img/s")
+            if status == "diverged":  # its losses and accuracy are nan: the status says it all
+                log(f"{split}/{method_name}/seed{seed}: diverged in round {trainer.round} (loss not finite)")
+            else:
+                log(f"{split}/{method_name}/seed{seed}: {status} after {trainer.round} rounds, test acc "
+                    f"{last['test_acc']:.4f}, train loss {last['train_loss']:.4g}, "
+                    f"{last['images_per_second']:,.0f} img/s")
     return payload
 
 
@@ -458,10 +462,13 @@ def _report(cfg: NNConfig, out: Path) -> dict:
 def _write_results(cfg: NNConfig, out: Path, histories: dict, figures: bool = True) -> dict:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(("split", "method", "seed") + METRICS)
+    writer.writerow(("split", "method", "seed") + METRICS + ("status",))
     for (split, method, seed), payload in histories.items():
-        for rec in payload["history"]:
-            writer.writerow((split, method, seed) + tuple(rec.get(k, math.nan) for k in METRICS))
+        last = len(payload["history"]) - 1
+        for i, rec in enumerate(payload["history"]):
+            # the round that made a run diverge says so (its losses are nan); every other row is ok
+            status = "diverged" if i == last and payload["status"] == "diverged" else "ok"
+            writer.writerow((split, method, seed) + tuple(rec.get(k, math.nan) for k in METRICS) + (status,))
     with atomic_write(out / "results.csv") as fh:
         fh.write(buf.getvalue())
     runs, table = [], {}

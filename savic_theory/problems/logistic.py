@@ -292,8 +292,10 @@ class Logistic(Problem):
     def hessian_bound(self) -> float:
         r"""``max_m max_j [(1/(4n_m)) Σ_i |a_ij| ‖a_i‖₁] + λ ≥ sup_x max_j Σ_k |∇²f_m(x)|_jk``.
 
-        Uses ``σ(1−σ) ≤ 1/4`` and ``|Σ_i w_i a_ij a_ik| ≤ Σ_i w_i |a_ij||a_ik|`` (the OASIS
-        ``Γ`` before clipping).
+        Uses ``σ(1−σ) ≤ 1/4`` and ``|Σ_i w_i a_ij a_ik| ≤ Σ_i w_i |a_ij||a_ik|``: the OASIS
+        ``Γ`` before clipping for full-batch probes. With ``batch_size`` set the probes take a
+        minibatch's Hessian, whose row sums may exceed this (up to ``max_i |a_ij| ‖a_i‖₁/4 + λ``,
+        ``savic_theory.verify.constants.hessian_row_bound``).
         """
         absA = np.abs(self.A)
         rows = np.einsum("mij,mi->mj", absA, absA.sum(axis=-1)) / (4.0 * self.counts[:, None])

@@ -967,7 +967,10 @@ class _CPUOps(_Ops):
         if self._compiled is not None:
             self._smax = np.empty(self.R, dtype=self.dt)
             self._consensus = np.empty(self.R, dtype=self.dt)
-            self._chunks = _run_chunks(self.R, self.M * self.d, self._compiled.threads())
+            # dense and eigenbasis gradients are BLAS products, whose threads spin for a while
+            # after each call: a worker of ours beside them made a step 4-7x slower on 2 cores
+            # (docs/performance.md), so their kernels run in this thread and BLAS keeps the cores
+            self._chunks = _run_chunks(self.R, self.M * self.d, self._compiled.threads() if self._affine else 1)
         if self.form == "dense":
             self._shared_A = self.A.shape[0] == 1
             self._AT = np.ascontiguousarray(np.swapaxes(self.A[0], -1, -2)) if self._shared_A else None
