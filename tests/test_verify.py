@@ -433,3 +433,15 @@ def test_pooled_test_catches_a_lemma_ten_percent_too_small(monkeypatch):
     assert false.verdict == "violated" and 0.05 < false.pooled < 0.2
     monkeypatch.setattr(checks_mod, "pools", lambda *a, **k: [])
     assert consensus(0.9).verdict == "attained"  # step by step alone, the 10 % go unseen
+
+
+def test_adversarial_search_can_ask_for_instances_where_the_scaling_adapts():
+    """``min_spread``: only instances whose D̂ adapts at least that much count, and the one found
+    does; the identity rule cannot adapt, and a spread below 1 means nothing."""
+    r = search("oasis", "identical", maxiter=2, popsize=2, seeds=8, steps=60, refine=0, confirm_seeds=16,
+               min_spread=2.0, progress=False)
+    assert r.dhat_spread >= 2.0 and r.params["min_spread"] == 2.0 and r.passed
+    with pytest.raises(ValueError, match="min_spread > 1 needs an adaptive rule"):
+        search("identity", "identical", min_spread=2.0)
+    with pytest.raises(ValueError, match="min_spread must be a number >= 1"):
+        search("adam", "identical", min_spread=0.5)

@@ -319,7 +319,7 @@ def _evaluate(rule: str, theorem: str, nat: dict, *, d, M, steps, seeds, seed, d
 
 def search(rule: str = "rmsprop", theorem: str = "heterogeneous", *, d: int = 6, M: int = 4, steps: int = 200,
            seeds: int = 16, popsize: int = 6, maxiter: int = 10, refine: int = 30, confirm_seeds: int = 256,
-           seed: int = 0, level: float = 0.99, progress: bool = True) -> AdversarialResult:
+           seed: int = 0, level: float = 0.99, min_spread: float = 1.0, progress: bool = True) -> AdversarialResult:
     """Search ``theorem``'s assumption class with ``rule`` for the largest observed/bound ratio.
 
     Parameters
@@ -333,6 +333,10 @@ def search(rule: str = "rmsprop", theorem: str = "heterogeneous", *, d: int = 6,
     confirm_seeds : seeds of the confirmation run (fresh seed).
     seed : seed of the search (the optimiser, the draws of the instances and the noise).
     level : one-sided confidence level of the confirmation.
+    min_spread : only instances on which ``D̂`` adapts at least this much count: the largest
+        ``max D̂ / min D̂`` of a record of the search's runs must reach it (1: every instance).
+        The worst instances of the adaptive rules otherwise sit where ``D̂`` barely moves, since
+        the bounds carry ``Γ/α``; a larger value asks how tight they are where it does.
     """
     if theorem not in ("identical", "heterogeneous"):
         raise ValueError(f"theorem must be 'identical' or 'heterogeneous', got {theorem!r}")
@@ -341,6 +345,10 @@ def search(rule: str = "rmsprop", theorem: str = "heterogeneous", *, d: int = 6,
     for name, val, low in (("d", d, 2), ("M", M, 1), ("steps", steps, 2), ("seeds", seeds, 2),
                            ("popsize", popsize, 1), ("maxiter", maxiter, 1), ("confirm_seeds", confirm_seeds, 2)):
         check_int(name, val, low)
+    if isinstance(min_spread, bool) or not isinstance(min_spread, (int, float)) or not 1 <= min_spread < np.inf:
+        raise ValueError(f"min_spread must be a number >= 1, got {min_spread!r}")
+    if min_spread > 1 and RULE_BOUNDS[rule].drift == 1:
+        raise ValueError(f"min_spread > 1 needs an adaptive rule; {rule!r} keeps D̂ = I")
     t0 = time.perf_counter()
     names = _names(rule, theorem)
     lows = np.array([PARAMETERS[n][0] for n in names], dtype=np.float64)
@@ -361,11 +369,11 @@ def search(rule: str = "rmsprop", theorem: str = "heterogeneous", *, d: int = 6,
         P = {n: X[i] for i, n in enumerate(names)}
         out = _evaluate(rule, theorem, _natural(P, X.shape[1]), **common)
         evals[0] += X.shape[1]
-        best = float(np.max(out["ratio_late"]))
-        history.append(best)
+        ratio = np.where(out["dhat_spread"] >= min_spread, out["ratio_late"], 0.0)
+        history.append(float(np.max(ratio)))
         if bar is not None:
             bar.update(1)
-        return -out["ratio_late"]
+        return -ratio
 
     de = differential_evolution(batch, list(zip(lows, highs)), vectorized=True, updating="deferred",
                                 popsize=popsize, maxiter=maxiter, seed=seed, integrality=integral, polish=False,
@@ -405,7 +413,7 @@ def search(rule: str = "rmsprop", theorem: str = "heterogeneous", *, d: int = 6,
     params = {k: float(v[0]) for k, v in nat.items()}
     params.update(H=int(nat["H"][0]), gamma=float(conf["gamma"][0]), gamma_max=float(conf["gamma_max"][0]),
                   rule=rule, theorem=theorem, d=d, M=M, steps=steps, noise=NOISE, draw_seed=seed + 1,
-                  confirm_seed=seed + 1000, confirm_seeds=confirm_seeds, search_seed=seed)
+                  confirm_seed=seed + 1000, confirm_seeds=confirm_seeds, search_seed=seed, min_spread=float(min_spread))
     return AdversarialResult(
         rule=rule, theorem=theorem, params=params, ratio_late=-f_best,
         ratio_late_confirmed=float(conf["ratio_late"][0]), ratio_upper_confirmed=float(conf["ratio_upper"][0]),
