@@ -157,6 +157,12 @@ def test_params_summary_and_save_load_name_each_runs_rule(tmp_path):
     res.save(tmp_path / "r.npz")
     back = type(res).load(tmp_path / "r.npz", prob, res.rule)
     assert list(back.params["rule"]) == ["adam", "rmsprop", "identity"]
+    # a β schedule beside numbers: each entry keeps its type through save and load
+    mixed = simulate(prob, [rules.adam(beta=0.999), rules.oasis(beta=lambda k: 0.9), "identity"], gamma=0.1,
+                     steps=4, sync_every=2)
+    mixed.save(tmp_path / "m.npz")
+    again = type(mixed).load(tmp_path / "m.npz", prob, mixed.rule)
+    assert again.params["beta"].tolist() == mixed.params["beta"].tolist() == [0.999, "<lambda>", 0.0]
 
 
 def test_one_kind_keeps_its_own_functions():

@@ -15,6 +15,17 @@ __all__ = ["SimulationResult", "HISTORY_KEYS"]
 HISTORY_KEYS = ("dist_sq", "f_gap", "consensus", "alpha_hat", "Gamma_hat", "G_hat", "dist_sq_D")
 
 
+def _array(values: list) -> np.ndarray:
+    """A saved list of parameters as the array it was: numbers, strings, or (mixed, as a
+    per-run β of numbers and schedule names) an object array that keeps each entry's type."""
+    kinds = {isinstance(v, str) for v in values}
+    if len(kinds) > 1:
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+    return np.asarray(values)
+
+
 @dataclass(frozen=True)
 class SimulationResult:
     """What :func:`savic_theory.simulate` returns (host NumPy arrays).
@@ -99,7 +110,7 @@ class SimulationResult:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
         meta = json.loads(str(arrays.pop("meta")))
-        params = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
+        params = {k: (_array(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
         history = {k.split(".", 1)[1]: arrays.pop(k) for k in list(arrays) if k.startswith("history.")}
         fields_ = {k: arrays[k] for k in cls._ARRAYS}
         if not params.get("batched", True):
