@@ -87,6 +87,7 @@ BAD = {
     "run config is a folder": (["run", "/"], None, "/ is a folder, not a config file"),
     "bench config is a folder": (["bench", "--config", "/"], None, "/ is a folder, not a config file"),
     "verify no rule": (["verify", "--adversarial-only", "--rules", ","], None, "--rules (verify.rules) names no rule"),
+    "verify empty theorem name": (["verify", "--theorem="], None, "--theorem (verify.theorem) names no theorem"),
     "verify empty theorem list": (["verify", "--config", "{cfg}"], "[verify]\ntheorem = []\n",
                                   "--theorem (verify.theorem) names no theorem"),
     # beyond int64 the sizes wrapped round (a negative sync period) or overflowed with a traceback

@@ -445,3 +445,15 @@ def test_adversarial_search_can_ask_for_instances_where_the_scaling_adapts():
         search("identity", "identical", min_spread=2.0)
     with pytest.raises(ValueError, match="min_spread must be a number >= 1"):
         search("adam", "identical", min_spread=0.5)
+
+
+def test_a_bound_that_overflows_to_inf_is_not_pooled():
+    """Adam's bound can exceed float64 late in a long horizon: +inf is a bound nothing violates,
+    so those steps are left out of the pools (before: (x − inf)/inf = NaN made it 'violated')."""
+    steps = np.arange(12)
+    bound = np.where(steps < 6, 2.0, np.inf)
+    runs = np.random.default_rng(0).uniform(0.5, 1.0, (12, 16))
+    mean, se = runs.mean(axis=1), runs.std(axis=1, ddof=1) / 4
+    chk = checks_mod._compare("t", mean, se, bound, steps, np.array(["ok"] * 16), slice(None), z_of(0.99),
+                              runs=runs, since=checks_mod.since_sync(steps, [3, 6, 9]))
+    assert chk.passed is True and chk.verdict == "holds" and np.isfinite(chk.pooled) and chk.pooled < 0

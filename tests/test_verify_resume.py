@@ -129,7 +129,7 @@ def test_interrupted_search_resumes_with_the_same_report(uninterrupted, tmp_path
 ])
 def test_resume_with_other_options_is_a_one_line_error(tmp_path, monkeypatch, capsys, argv, option):
     out = tmp_path / "verify"
-    Calls(monkeypatch, interrupt_case_at=1)
+    Calls(monkeypatch, interrupt_case_at=2)  # one case finished: a run to resume
     assert main([*QUICK, *ADVERSARIAL, "--out", str(out)]) == 130
     options = (work_of(out) / "options.json").read_text()
     capsys.readouterr()
@@ -209,3 +209,25 @@ def test_bad_input_touches_no_work_folder(tmp_path, capsys):
 def test_docstring_examples_run(module):
     failures, tried = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried > 0 and failures == 0
+
+
+def test_an_interrupt_before_any_case_finished_keeps_no_work_folder(tmp_path, monkeypatch, capsys):
+    """The work folder's empty cases/ and searches/ are not finished work: it is removed."""
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(verify_pkg, "run_case", interrupted)
+    out = tmp_path / "verify"
+    assert main([*QUICK, "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip().endswith(f"no result folder was written to {out} and nothing was kept")
+    assert not work_of(out).exists() and not out.exists()
+
+
+def test_a_run_of_another_version_of_the_checks_is_not_resumed(tmp_path, capsys):
+    out = tmp_path / "verify"
+    work_of(out).mkdir()
+    stamp = work_of(out) / "options.json"
+    stamp.write_text(json.dumps({"suite": "quick"}))  # written before checks_version existed
+    assert main([*QUICK, "--resume", "--out", str(out)]) == 2
+    assert "was checked by another version of savic_theory's checks" in capsys.readouterr().err
+    assert stamp.exists()

@@ -91,7 +91,7 @@ def _result_folder(args: argparse.Namespace) -> str | None:
 def _finished_work(args: argparse.Namespace) -> Path | None:
     """The work folder of ``simulate``/``run``/``verify`` when it holds finished blocks or cases.
 
-    One holding nothing but its stamp has nothing to resume from: it is removed when this
+    One holding no file but its stamp (and empty folders) has nothing to resume from: it is removed when this
     invocation made it (``args._work_fresh``), and left alone otherwise (another command's, or
     an earlier run's), but in neither case offered for ``--resume``.
     """
@@ -102,7 +102,7 @@ def _finished_work(args: argparse.Namespace) -> Path | None:
     try:
         if not kept.is_dir():
             return None
-        if all(p.name in WORK_STAMPS for p in kept.iterdir()):
+        if not any(p.is_file() and p.name not in WORK_STAMPS for p in kept.rglob("*")):
             if getattr(args, "_work_fresh", False):
                 shutil.rmtree(kept, ignore_errors=True)
             return None
@@ -116,7 +116,7 @@ def _kept_after_error(args: argparse.Namespace) -> str:
     work to resume from, else ``""``."""
     fresh = getattr(args, "_work_fresh", False)
     kept = _finished_work(args)
-    if kept is None or not fresh:
+    if kept is None or not fresh:  # a folder that was there before: the user's own resume, or another command's
         return ""
     pieces = "cases and searches" if args.command == "verify" else "blocks"
     return f" (the finished {pieces} are kept in {kept}/; --resume reuses them)"

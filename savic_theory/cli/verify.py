@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"unknown rule(s) in --rules: {', '.join(bad)}; known: {', '.join(RULE_BOUNDS)}")
     if (args.adversarial or args.adversarial_only) and not rules:
         raise UserError("--rules (verify.rules) names no rule to search")
-    if args.theorem is not None and not args.theorem:
+    if args.theorem is not None and (not args.theorem or not all(t.strip() for t in args.theorem)):
         raise UserError("--theorem (verify.theorem) names no theorem; leave it out to check them all")
     if args.generations < 1 or args.popsize < 1:
         raise UserError("--generations and --popsize must be >= 1")

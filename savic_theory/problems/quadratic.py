@@ -208,14 +208,14 @@ class Quadratic(Problem):
         eig = self._eig
         L = np.max(eig, axis=(1, 2))
         mu = np.min(eig, axis=(1, 2))
-        bsum = self.b.sum(axis=1)
-        if self.form == "diagonal":
-            xs = bsum / self.A.sum(axis=1)
-        elif self.form == "dense":
-            xs = np.linalg.solve(self.A.sum(axis=1), bsum[..., None])[..., 0]
-        else:
-            xs = (((bsum @ self.Q) / self.A.sum(axis=1)) @ self.Q.T)
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: checked below, named in one error
+            bsum = self.b.sum(axis=1)
+            if self.form == "diagonal":
+                xs = bsum / self.A.sum(axis=1)
+            elif self.form == "dense":
+                xs = np.linalg.solve(self.A.sum(axis=1), bsum[..., None])[..., 0]
+            else:
+                xs = (((bsum @ self.Q) / self.A.sum(axis=1)) @ self.Q.T)
             grads = self._matvec(xs) - self.b
             zeta2 = np.mean(np.sum(grads**2, axis=-1), axis=1)
             f_star = np.mean(0.5 * np.sum(self._matvec(xs) * xs[:, None, :], -1)

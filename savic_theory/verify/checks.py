@@ -433,7 +433,7 @@ def _compare(name, mean, se, bound, steps, status, idx, z, z_fail=None, runs=Non
     """
     diverged = int(np.sum(np.asarray(status)[idx] == "diverged"))
     upper = mean + z * se
-    masks = pools(steps, since, bound > 0) if runs is not None else []
+    masks = pools(steps, since, np.isfinite(bound) & (bound > 0)) if runs is not None else []
     zb = bonferroni_z(z if z_fail is None else z_fail, len(steps) + len(masks))
     lower_b = mean - zb * se
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -493,8 +493,9 @@ def _pooled_test(check: Check, rel, masks, z, zb, tol) -> None:
     does is not strict."""
     per_run = np.stack([rel[m].mean(axis=0) for m in masks])  # (pools, runs)
     mean, se = mean_and_se(per_run)
-    if not np.all(np.isfinite(mean)):
+    if not np.all(np.isfinite(mean)):  # a run not finite on a usable step: diverged
         check.passed, check.strict = False, False
+        check.detail += "; pooled test: a run's relative excess is not finite"
         return
     worst = int(np.argmax(mean))
     check.pooled, check.pooled_upper = float(mean[worst]), float(np.max(mean + z * se))
@@ -568,7 +569,7 @@ def _check_consensus(thm, hist, steps, sync_steps, numbers, z, z_fail=None) -> C
     mr, _ = mean_and_se(rhs)
     tol = 1e-12 * max(float(np.nanmax(np.abs(mr))), 1e-300)
     inside = n_t[:, 0] >= 1
-    masks = pools(steps, since, inside & (mr > 0))
+    masks = pools(steps, since, inside & np.isfinite(mr) & (mr > 0))
     ok, strict, zb = _lemma_verdict(mz, sz, inside, tol, z, int(inside.sum()) + len(masks), z_fail)
     ok = ok and bool(np.all(np.abs(mv[~inside]) <= tol + 1e-300))  # V = 0 right after a sync
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -609,7 +610,8 @@ def _check_one_step(rule, hist, steps, sync_steps, deltas, numbers, z, z_fail=No
     mp, _ = mean_and_se(pred)
     mphi, _ = mean_and_se(Phi[1:])
     tol = 1e-12 * max(float(np.nanmax(np.abs(mp))), 1e-300)
-    masks = [m[1:] for m in pools(steps, since_sync(steps, sync_steps), np.concatenate([[False], mp > 0]))]
+    masks = [m[1:] for m in pools(steps, since_sync(steps, sync_steps),
+                                  np.concatenate([[False], np.isfinite(mp) & (mp > 0)]))]
     ok, strict, zb = _lemma_verdict(mz, sz, np.ones(len(mz), dtype=bool), tol, z, len(mz) + len(masks), z_fail)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(mp > 0, mphi / mp, np.nan)

@@ -41,6 +41,10 @@ from .suite import Case
 
 __all__ = ["WorkArea"]
 
+#: bumped whenever what a saved case or search holds changes meaning (2: pooled tests, the
+#: search's relative clip level), so that --resume does not mix results of two versions
+CHECKS_VERSION = 2
+
 
 class WorkArea:
     """The folder ``.<name>.work`` beside the result folder ``out``, for ``options`` (a JSON-ready dict).
@@ -72,6 +76,9 @@ class WorkArea:
                 if not stamp.is_file():
                     raise UserError(f"cannot resume: {self.path} holds an unfinished run of another command")
                 saved = json.loads(stamp.read_text())
+                if saved.get("checks_version") != CHECKS_VERSION:
+                    raise UserError(f"cannot resume: the unfinished run in {self.path} was checked by another "
+                                    "version of savic_theory's checks; rerun without --resume to start afresh")
                 for key, value in self.options.items():
                     if saved.get(key) != value:
                         raise UserError(f"cannot resume: --{key.replace('_', '-')} differs from the unfinished run "
@@ -82,7 +89,7 @@ class WorkArea:
                 remove_stale_work(self.path)
         (self.path / "cases").mkdir(parents=True, exist_ok=True)
         (self.path / "searches").mkdir(exist_ok=True)
-        write_json(stamp, self.options)
+        write_json(stamp, {**self.options, "checks_version": CHECKS_VERSION})
         return resumed
 
     def load_case(self, case: Case) -> CaseResult | None:
