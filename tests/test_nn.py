@@ -642,6 +642,22 @@ def test_device_data_batches_and_normalization():
         DeviceData(s.train_x, s.train_y, [np.arange(3), np.array([], dtype=int)])
 
 
+def test_evaluation_batches_are_the_same_on_any_number_of_processes():
+    """BatchNorm normalises an evaluation batch by its own statistics: the set is cut into the
+    same batches for 1, 2 or 3 processes (process r takes batches r, r + W, ...), so every image
+    is evaluated in the same company; together the processes see each image once."""
+    s = synthetic_images(8, 23, classes=2, size=8)
+    data = DeviceData(s.train_x, s.train_y, client_parts(s.train_y, 2), s.test_x, s.test_y)
+
+    def batches(world):
+        # each batch as the pixel sums of its images, in order: which images, together
+        return sorted(xb.sum(dim=(1, 2, 3)).tolist() for r in range(world) for xb, _ in data.test_batches(5, r, world))
+    one = batches(1)
+    assert sorted(len(b) for b in one) == [3, 5, 5, 5, 5]
+    assert batches(2) == one and batches(3) == one and batches(7) == one  # 7 > 5 batches: some get none
+    assert len({v for b in one for v in b}) == 23  # every image once
+
+
 @pytest.mark.parametrize("content", [b"garbage\n", pickle.dumps([1, 2, 3]), pickle.dumps({b"data": 1})[:-3],
                                      pickle.dumps({b"data": np.zeros(5, np.uint8), b"labels": [0]})])
 def test_a_damaged_cifar10_batch_is_named(tmp_path, content):

@@ -430,17 +430,20 @@ class DeviceData:
         return x.view(m, -1, *x.shape[1:]), self.train_y[rows].view(m, -1)
 
     def _batches(self, x, y, rows, batch: int, rank: int, world: int, dtype):
+        # the set is cut into the same batches whatever the number of processes, and process r
+        # takes batches r, r + world, ...: with BatchNorm, which normalises a batch by its own
+        # statistics, every image is then evaluated in the same batch on 1 or on W processes
         n = int(rows.numel()) if rows is not None else int(x.shape[0])
-        lo, hi = n * rank // world, n * (rank + 1) // world
-        for start in range(lo, hi, batch):
-            sel = slice(start, min(start + batch, hi))
+        for start in range(rank * batch, n, world * batch):
+            sel = slice(start, min(start + batch, n))
             r = rows[sel] if rows is not None else None
             xb = x[r] if r is not None else x[sel]
             yb = y[r] if r is not None else y[sel]
             yield self.normalize(xb, dtype), yb
 
     def test_batches(self, batch: int, rank: int = 0, world: int = 1, dtype=torch.float32):
-        """Normalized test batches of this process's share (a contiguous ``1/world`` of the set)."""
+        """Normalized test batches of this process's share: batches ``rank, rank + world, ...`` of
+        the set cut into batches of ``batch`` images (the same batches for any ``world``)."""
         if self.test_x is None:
             return iter(())
         return self._batches(self.test_x, self.test_y, None, batch, rank, world, dtype)
