@@ -33,6 +33,15 @@ def machine(gpu: bool = False) -> dict:
     except ImportError:
         pass
     try:
+        import numba
+
+        from savic_theory.simulator import fused
+
+        info["numba"] = numba.__version__
+        info["compiled_cpu_kernels"] = fused._compiled_kernels() is not None  # else the NumPy path ran
+    except ImportError:
+        info["numba"], info["compiled_cpu_kernels"] = None, False
+    try:
         import torch
 
         info["torch"] = f"{torch.__version__} ({torch.get_num_threads()} threads)"

@@ -8,13 +8,16 @@ noise-free gradients each one computes the simulator's numbers (checked by the s
 timings compare the same work.
 
 * :func:`numpy_loop` — a Python loop over runs, steps and clients, one NumPy vector per client
-  (how Local SGD experiment code is usually written).
+  (how Local SGD experiment code is usually written); ``hoist=True`` is the same loop tuned by
+  hand: ``γ/D̂`` formed once per sync and each client updated in place.
 * :func:`torch_loop` — one ``torch.optim.Optimizer`` per client and periodic averaging of the
   parameters, as federated-learning frameworks run local optimisers; ``autograd=True`` gets
   gradients from ``loss.backward()``, ``autograd=False`` writes ``a ⊙ x − b`` into ``.grad``.
 * :func:`torch_adam_loop` — stock ``torch.optim.Adam(betas=(0, β))`` per client (no momentum;
-  its second moment is updated every local step, which is SAVIC's *local* scaling work; it adds
-  ``eps`` where SAVIC clips, so its numbers differ slightly and are not checked).
+  its second moment is updated every local step, which is SAVIC's *local* scaling work). It is
+  another algorithm: it adds ``eps`` where SAVIC clips, updates its moment before the step and
+  has no initial statistic, so its iterates differ (by a few percent, more in the final
+  distance) and are not checked; only its time per step is comparable.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ def _record_numpy(xs, D, G, x_star, a_mean, b_mean, f_star):
 
 
 def numpy_loop(A, b, x0, gamma, beta, e, steps, H, noise=0.0, runs=1, seed=0, record_every=None,
-               dtype=np.float64):
+               dtype=np.float64, hoist=False):
     """Per-run, per-client NumPy loop; returns ``(x (runs, M, d), history (runs, n_records, 6))``.
 
     Parameters
@@ -52,6 +55,9 @@ def numpy_loop(A, b, x0, gamma, beta, e, steps, H, noise=0.0, runs=1, seed=0, re
         Record every this many steps (default ``H``).
     dtype : numpy float type
         Precision of the client vectors (noise is drawn in float64 and rounded).
+    hoist : bool
+        Form ``γ/D̂`` once per sync and update each client in place (``x -= step * g``)
+        instead of ``x = x − γ g / D̂`` at every step: the same iterates up to rounding.
 
     Example
     -------
@@ -76,19 +82,23 @@ def numpy_loop(A, b, x0, gamma, beta, e, steps, H, noise=0.0, runs=1, seed=0, re
         for m in range(M):
             g = A[m] * xs[m] - b[m]
             if noise:
-                g = g + (sigma * rng.standard_normal(d)).astype(dtype)
+                g = g + (sigma * rng.standard_normal(d)).astype(dtype, copy=False)
             grads.append(g)
         s = sum(g * g for g in grads) / M
         G = float(np.sqrt(max(float(np.max(g * g)) for g in grads)))
         v, c = (1 - beta) * s, 1 - beta
         D = np.maximum(e, np.sqrt(v / c))
+        step = gamma / D
         rows = [_record_numpy(xs, D, G, x_star, a_mean, b_mean, f_star)]
         for t in range(1, steps + 1):
             for m in range(M):
                 g = A[m] * xs[m] - b[m]
                 if noise:
-                    g = g + (sigma * rng.standard_normal(d)).astype(dtype)
-                xs[m] = xs[m] - gamma * g / D
+                    g = g + (sigma * rng.standard_normal(d)).astype(dtype, copy=False)
+                if hoist:
+                    xs[m] -= step * g
+                else:
+                    xs[m] = xs[m] - gamma * g / D
                 grads[m] = g
             if t % H == 0:
                 xbar = sum(xs) / M
@@ -98,6 +108,7 @@ def numpy_loop(A, b, x0, gamma, beta, e, steps, H, noise=0.0, runs=1, seed=0, re
                 G = max(G, float(np.sqrt(max(float(np.max(q)) for q in sq))))
                 v, c = beta * v + (1 - beta) * s, beta * c + (1 - beta)
                 D = np.maximum(e, np.sqrt(v / c))
+                step = gamma / D
             if t % record_every == 0 or t == steps:
                 rows.append(_record_numpy(xs, D, G, x_star, a_mean, b_mean, f_star))
         out.append(np.stack(xs))
@@ -170,8 +181,9 @@ def torch_loop(A, b, x0, gamma, beta, e, steps, H, noise=0.0, runs=1, seed=0, re
 
         def compute_grads():
             for m, (p, opt) in enumerate(zip(params, opts)):
-                opt.zero_grad(set_to_none=False) if p.grad is not None else None
                 if autograd:
+                    if p.grad is not None:
+                        opt.zero_grad(set_to_none=False)
                     loss = 0.5 * (A_t[m] * p * p).sum() - (b_t[m] * p).sum()
                     loss.backward()
                 else:

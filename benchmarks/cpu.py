@@ -19,8 +19,11 @@ from . import baselines
 from ._common import median_time, steady_step_time
 
 #: the comparison configuration (γ step size, β EMA weight, e clip level, H sync period); with
-#: L = 1 and γ/e ≤ 1 no run diverges (a diverged run stops early and would be timed short)
-CONFIG = dict(runs=32, clients=64, dim=256, beta=0.99, e=0.1, gamma=0.1, H=10, steps=100, seed=0)
+#: L = 1 and γ/e ≤ 1 no run diverges (a diverged run stops early and would be timed short).
+#: e lies below the gradients' size, so that D̂ adapts (0.01 to about 0.09 over the coordinates)
+#: and the check below sees the rule: with e above it, D̂ = e·I and every method would be Local
+#: SGD with step γ/e, whatever its β, bias correction or statistic.
+CONFIG = dict(runs=32, clients=64, dim=256, beta=0.99, e=0.01, gamma=0.01, H=10, steps=100, seed=0)
 
 #: sweeps for the scaling curves: each varies one axis around CONFIG
 SWEEPS = {"runs": [1, 2, 4, 8, 16, 32, 64, 128], "clients": [1, 4, 16, 64, 256],
@@ -77,6 +80,8 @@ def compare(cfg=CONFIG, repeats=5, slow_repeats=3, torch=True, log=print) -> dic
         ("NumPy per-client loop (float64)", "global", lambda: baselines.numpy_loop(**_loop_args(prob, cfg)), True),
         ("NumPy per-client loop (float32)", "global",
          lambda: baselines.numpy_loop(**_loop_args(prob, cfg), dtype=np.float32), True),
+        ("NumPy per-client loop, γ/D̂ once per sync, in place (float64)", "global",
+         lambda: baselines.numpy_loop(**_loop_args(prob, cfg), hoist=True), True),
     ]
     if torch:
         methods += [
@@ -95,12 +100,19 @@ def compare(cfg=CONFIG, repeats=5, slow_repeats=3, torch=True, log=print) -> dic
          lambda: baselines.numpy_loop(**_loop_args(noisy, cfg)), True),
     ]
 
-    # noise-free, every method must compute the simulator's iterates (one round for the slow ones)
-    short = dict(cfg, steps=cfg["H"])
-    ref_x = _simulate(prob, short, fused=True).x
+    # noise-free, every method must compute the simulator's iterates, over three syncs (the
+    # rule's updates reach the iterates), on a run where D̂ adapts (else the rule is not seen)
+    short = dict(cfg, steps=3 * cfg["H"])
+    ref = _simulate(prob, short, fused=True)
+    ref_x = ref.x
+    changes = np.nanmax(ref.drift) > 1 + 1e-6 or np.nanmin(ref.drift_min) < 1 - 1e-6
+    if not (np.all(ref.history["Gamma_hat"] > cfg["e"] * (1 + 1e-6)) and changes):
+        raise AssertionError("the check would not see the rule: D̂ stays at e or does not change at a sync")
     checks = {
         "reference loop": _check("reference loop", _simulate(prob, short, fused=False).x, ref_x),
         "numpy loop": _check("numpy loop", baselines.numpy_loop(**_loop_args(prob, short))[0], ref_x),
+        "numpy loop, γ/D̂ once per sync": _check(
+            "numpy loop (hoisted)", baselines.numpy_loop(**_loop_args(prob, short), hoist=True)[0], ref_x),
     }
     if torch:
         for autograd in (True, False):
@@ -127,6 +139,8 @@ def compare(cfg=CONFIG, repeats=5, slow_repeats=3, torch=True, log=print) -> dic
     t = {r["method"]: r["total_s"] for r in rows}
     f64, f32 = t["simulate, fused (float64)"], t["simulate, fused (float32)"]
     ratios = {"numpy loop / fused (float64)": t["NumPy per-client loop (float64)"] / f64,
+              "numpy loop, γ/D̂ once per sync / fused (float64)":
+                  t["NumPy per-client loop, γ/D̂ once per sync, in place (float64)"] / f64,
               "numpy loop / fused (float32)": t["NumPy per-client loop (float32)"] / f32,
               "reference loop / fused (float64)": t["simulate, reference loop (float64)"] / f64,
               "numpy loop / fused NumPy ufuncs only (float64)": t["NumPy per-client loop (float64)"]
