@@ -91,9 +91,9 @@ def _result_folder(args: argparse.Namespace) -> str | None:
 def _finished_work(args: argparse.Namespace) -> Path | None:
     """The work folder of ``simulate``/``run``/``verify`` when it holds finished blocks or cases.
 
-    One holding no file but its stamp (and empty folders) has nothing to resume from: it is removed when this
-    invocation made it (``args._work_fresh``), and left alone otherwise (another command's, or
-    an earlier run's), but in neither case offered for ``--resume``.
+    One holding no file but its stamp (and empty folders) has nothing to resume from: it is
+    removed when this invocation made it (``args._work_fresh``), and left alone otherwise
+    (another command's, or an earlier run's), but in neither case offered for ``--resume``.
     """
     out = _result_folder(args)
     if out is None or Path(out).name in ("", ".", ".."):
