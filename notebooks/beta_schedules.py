@@ -19,7 +19,7 @@
 # This notebook compares a constant β with schedules — Adam's bias correction (Adam(β) *is* the
 # rmsprop rule with the schedule `β̃_{k+1} = (β − β^{k+1})/(1 − β^{k+1})` on D̂², k counting
 # rmsprop's updates; `docs/algorithm.md`), `β_k → 1`, and a warm-up — on a heterogeneous
-# quadratic: their effect on D̂ (its range at the start and at the end), the drift, the bound,
+# quadratic: their effect on D̂ (its largest entry at the start and at the end), the drift, the bound,
 # and the observed rate, for global and local scaling (local scaling has no theorem; it is
 # shown for comparison).
 
@@ -137,8 +137,9 @@ plt.show()
 # * The *bound* multiplies the lemma's worst case `1 + δ_k` at every sync: with a constant
 #   β = 0.9 the β condition fails at every sync and the bound grows geometrically (a valid but
 #   useless bound); with β = 0.9999 it holds at every sync, and still the bound ends above
-#   ‖x⁰ − x*‖² (`bound end`), about 10⁴ times the observed distance: the `Γ/α` factors and
-#   the noise term make it loose even where the condition holds.
+#   ‖x⁰ − x*‖² (`bound end`), about 10⁴ times the observed distance: its start term `Γ r₀/α`,
+#   which contracts only like `(1 − γμ/Γ)^t`, and its heterogeneity (ζ*²) term make it loose
+#   even where the condition holds (the noise term is small here).
 # * Adam's bias correction is a schedule with `1 − β̃_k ≈ 1/k`: with β = 0.9999 it stays far
 #   below β over all 100 syncs of this run, every sync exceeds δ_max, and the bound grows
 #   without stopping (`syncs > δ_max`, `bound end`).
@@ -147,7 +148,6 @@ plt.show()
 # * Local scaling (no theorem) reacts to β much more: each client updates its own D̂ every step,
 #   and with β close to 1 it keeps the large D̂ built from the gradients at x⁰ for a long time.
 
-# %%
 # %% [markdown]
 # The bound holds for every schedule at every step. Over all steps its tightest point is t = 0
 # (α/Γ for every schedule); over the second half of the horizon, the ratio says how loose it is.

@@ -161,15 +161,15 @@ def test_json_records_what_was_run(tmp_path, capsys):
     assert data["problem"] == {"kind": "Quadratic.random", "form": "diagonal", "dim": 4, "n_clients": 3,
                                "noise": 0.5, "L": 1.0, "mu": 0.01, "heterogeneity": 1.0,
                                "client_spectra": "random", "seed": 0}
-    assert data["rule"] == {"name": "adam", "beta": 0.99, "e": 0.1}
-    assert data["simulate"]["gamma"] == 0.1 and data["simulate"]["sync_every"] == 10
+    assert data["rule"] == {"name": "adam", "beta": 0.99, "e": 0.01}
+    assert data["simulate"]["gamma"] == 0.01 and data["simulate"]["sync_every"] == 10
     assert data["path"]["fused"] == "auto" and data["path"]["taken"] in ("numba", "numpy")
     text = capsys.readouterr().out
-    assert "γ = 0.1, β = 0.99, e = 0.1" in text and f"path (--fused auto): {data['path']['detail']}" in text
+    assert "γ = 0.01, β = 0.99, e = 0.01" in text and f"path (--fused auto): {data['path']['detail']}" in text
 
 
 def test_json_records_oasis_probes_and_identity_without_beta(tmp_path, capsys):
-    assert _record(tmp_path, "--rule", "oasis")["rule"] == {"name": "oasis", "beta": 0.99, "e": 0.1,
+    assert _record(tmp_path, "--rule", "oasis")["rule"] == {"name": "oasis", "beta": 0.99, "e": 0.01,
                                                              "probes": "exact"}
     assert _record(tmp_path, "--rule", "identity")["rule"] == {"name": "identity", "e": 1.0}
     capsys.readouterr()

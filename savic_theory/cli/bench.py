@@ -2,7 +2,8 @@
 
 Times whole ``simulate`` calls (median of ``--repeats`` after one warm-up) on a random diagonal
 quadratic with heterogeneous clients and prints milliseconds per step with the machine they were
-measured on, the parameters (γ = 0.1, β = 0.99, e = 0.1) and the path that ran (Numba-compiled
+measured on, the parameters (γ = 0.01, β = 0.99, e = 0.01: below the gradients' size, so that D̂
+adapts, as in the benchmark suite's comparison) and the path that ran (Numba-compiled
 or NumPy). ``--suite cpu|rules|gpu|all`` instead runs the benchmark suite of a source checkout
 (``python -m benchmarks``: comparisons with per-client NumPy/PyTorch loops, scaling plots, a
 sweep over rules in one call against one call per rule) into
@@ -40,7 +41,7 @@ SUITE_OUT = "results/benchmarks"
 
 #: the benchmark problem and rule: fixed, recorded in the ``--json`` file
 PROBLEM = dict(L=1.0, mu=0.01, heterogeneity=1.0, client_spectra="random", seed=0)
-GAMMA, BETA, E, SEED = 0.1, 0.99, 0.1, 0
+GAMMA, BETA, E, SEED = 0.01, 0.99, 0.01, 0  # benchmarks/cpu.py's CONFIG: D̂ adapts (e·I with e = 0.1)
 
 
 def add_parser(sub) -> None:
