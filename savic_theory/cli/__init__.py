@@ -118,8 +118,12 @@ def _kept_after_error(args: argparse.Namespace) -> str:
     kept = _finished_work(args)
     if kept is None or not fresh:  # a folder that was there before: the user's own resume, or another command's
         return ""
-    pieces = "cases and searches" if args.command == "verify" else "blocks"
-    return f" (the finished {pieces} are kept in {kept}/; --resume reuses them)"
+    return f" (the finished {_pieces(args.command)} are kept in {kept}/; --resume reuses them)"
+
+
+def _pieces(command: str) -> str:
+    """What a resumable command keeps in its work folder."""
+    return "cases and searches" if command == "verify" else "blocks"
 
 
 def _interrupted(args: argparse.Namespace) -> str:
@@ -127,10 +131,10 @@ def _interrupted(args: argparse.Namespace) -> str:
     out = _result_folder(args)
     out = Path(out) if out is not None else None
     if out is not None and out.name not in ("", ".", ".."):
-        kept, pieces = _finished_work(args), "cases and searches" if args.command == "verify" else "blocks"
+        kept = _finished_work(args)
         if kept is None:
             return f"no result folder was written to {out} and nothing was kept"
-        return (f"no result folder was written to {out}; the finished {pieces} are kept in {kept}/ "
+        return (f"no result folder was written to {out}; the finished {_pieces(args.command)} are kept in {kept}/ "
                 "(rerun with --resume to reuse them)")
     if args.command == "nn":  # the result folder is written as the runs go (savic_theory.nn.runner)
         out = Path(args.out)

@@ -358,11 +358,7 @@ _WHERE = ("train.threads", "train.device", "data.root")
 def _check_same_config(cfg: NNConfig, saved: Path, flag: str) -> None:
     """Raise a ValueError naming every key in which ``cfg`` differs from the config file ``saved``,
     apart from where the runs happen (:data:`_WHERE`)."""
-    old, new = _flat(load_nn_config(saved).to_dict()), _flat(cfg.to_dict())
-    for table in (old, new):
-        for key in _WHERE:
-            table.pop(key, None)
-    diff = sorted(k for k in set(old) | set(new) if old.get(k, _MISSING) != new.get(k, _MISSING))
+    diff = sorted(_differing(load_nn_config(saved), cfg, lambda key: key in _WHERE))
     if diff:
         raise ValueError(f"{flag}: the config differs from {saved} in {', '.join(diff)}")
 
@@ -382,14 +378,9 @@ def _check_extends_config(cfg: NNConfig, saved: Path) -> NNConfig | None:
     set the parameter of a split no saved run used; any other difference (apart from
     :data:`_WHERE`) is a ValueError naming the keys."""
     old_cfg = load_nn_config(saved)
-    old, new = _flat(old_cfg.to_dict()), _flat(cfg.to_dict())
-    unused = tuple(k for k, split in _SPLIT_KEYS.items() if split not in old_cfg.data.splits)
-    for table in (old, new):
-        for key in _WHERE + _EXTENSIBLE + unused:
-            table.pop(key, None)
-        for key in [k for k in table if k.startswith("method.")]:  # compared per method below
-            table.pop(key)
-    diff = {k for k in set(old) | set(new) if old.get(k, _MISSING) != new.get(k, _MISSING)}
+    free = _WHERE + _EXTENSIBLE + tuple(k for k, split in _SPLIT_KEYS.items() if split not in old_cfg.data.splits)
+    # the methods' parameters are compared per saved method below
+    diff = _differing(old_cfg, cfg, lambda key: key in free or key.startswith("method."))
     lists = {"train.seeds": (old_cfg.train.seeds, cfg.train.seeds),
              "train.methods": (old_cfg.train.methods, cfg.train.methods),
              "data.splits": (old_cfg.data.splits, cfg.data.splits)}
@@ -403,6 +394,13 @@ def _check_extends_config(cfg: NNConfig, saved: Path) -> NNConfig | None:
 
 
 _MISSING = object()
+
+
+def _differing(old: NNConfig, new: NNConfig, ignored) -> set:
+    """The flat keys (``"data.clients"``) whose values differ between two configs, or that only
+    one of them has, apart from those for which ``ignored(key)`` is true."""
+    a, b = _flat(old.to_dict()), _flat(new.to_dict())
+    return {k for k in set(a) | set(b) if not ignored(k) and a.get(k, _MISSING) != b.get(k, _MISSING)}
 
 
 def _flat(tables: dict, prefix: str = "") -> dict:

@@ -449,9 +449,7 @@ def _compare(name, mean, se, bound, steps, status, idx, z, z_fail=None, runs=Non
     check = Check(name, ok, float(np.nanmax(r_mean)), float(np.nanmax(r_up)),
                   float(np.nanmax(r_mean[late])), detail, strict)
     if masks:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = (np.asarray(runs, dtype=np.float64) - bound[:, None]) / bound[:, None]
-        _pooled_test(check, rel, masks, z, zb, RTOL)
+        _pooled_test(check, np.asarray(runs, dtype=np.float64) - bound[:, None], bound, masks, z, zb)
     return check
 
 
@@ -487,10 +485,12 @@ def pools(steps, since, usable=None) -> list:
     return out
 
 
-def _pooled_test(check: Check, rel, masks, z, zb, tol) -> None:
-    """Add the pooled test of the relative excess ``rel`` (steps, runs) to ``check``: a pool
-    whose lower limit (``zb``) exceeds ``tol`` is a violation, one whose upper limit (``z``)
-    does is not strict."""
+def _pooled_test(check: Check, excess, scale, masks, z, zb, tol=RTOL) -> None:
+    """Add the pooled test of the relative excess ``excess / scale`` (``LHS − RHS`` per step and
+    run, over the right side per step) to ``check``: a pool whose lower limit (``zb``) exceeds
+    ``tol`` is a violation, one whose upper limit (``z``) does is not strict."""
+    with np.errstate(divide="ignore", invalid="ignore"):  # steps with scale ≤ 0 are in no pool
+        rel = excess / scale[:, None]
     per_run = np.stack([rel[m].mean(axis=0) for m in masks])  # (pools, runs)
     mean, se = mean_and_se(per_run)
     if not np.all(np.isfinite(mean)):  # a run not finite on a usable step: diverged
@@ -582,8 +582,7 @@ def _check_consensus(thm, hist, steps, sync_steps, numbers, z, z_fail=None) -> C
                   float(np.nanmax(r[late])) if np.any(np.isfinite(r[late])) else float("nan"),
                   "E V_t against the lemma with E H̄_j ≤ 2 E f_gap_j + L E V_j, every step", strict)
     if masks:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            _pooled_test(check, Zd / mr[:, None], masks, z, zb, RTOL)
+        _pooled_test(check, Zd, mr, masks, z, zb)
     return check
 
 
@@ -620,6 +619,5 @@ def _check_one_step(rule, hist, steps, sync_steps, deltas, numbers, z, z_fail=No
     check = Check("one_step", ok, float(np.nanmax(r)), float(np.nanmax(ru)), float(np.nanmax(r[late])),
                   f"E Φ_(t+1) ≤ (1+δ·[sync])((1−γμ/Γ) E Φ_t + γ(2L−μ) E V_t + γ²B_νσ²/(αM)) from {src}", strict)
     if masks:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            _pooled_test(check, Zd / mp[:, None], masks, z, zb, RTOL)
+        _pooled_test(check, Zd, mp, masks, z, zb)
     return check

@@ -245,7 +245,7 @@ def _fold(d: dict, chk, case: str, gamma: float) -> None:
             d[key] = v
             if key == "worst_ratio_late":
                 d["worst_case"] = f"{case} (γ={gamma:.3g})"
-    pooled = _num(getattr(chk, "pooled", float("nan")))
+    pooled = _num(chk.pooled)
     if pooled is not None and (d["worst_pooled"] is None or pooled > d["worst_pooled"]):
         d["worst_pooled"] = pooled
 
