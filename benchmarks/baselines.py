@@ -88,7 +88,7 @@ def numpy_loop(A, b, x0, gamma, beta, e, steps, H, noise=0.0, runs=1, seed=0, re
         G = float(np.sqrt(max(float(np.max(g * g)) for g in grads)))
         v, c = (1 - beta) * s, 1 - beta
         D = np.maximum(e, np.sqrt(v / c))
-        step = gamma / D
+        step = gamma / D if hoist else None
         rows = [_record_numpy(xs, D, G, x_star, a_mean, b_mean, f_star)]
         for t in range(1, steps + 1):
             for m in range(M):
@@ -108,7 +108,7 @@ def numpy_loop(A, b, x0, gamma, beta, e, steps, H, noise=0.0, runs=1, seed=0, re
                 G = max(G, float(np.sqrt(max(float(np.max(q)) for q in sq))))
                 v, c = beta * v + (1 - beta) * s, beta * c + (1 - beta)
                 D = np.maximum(e, np.sqrt(v / c))
-                step = gamma / D
+                step = gamma / D if hoist else None
             if t % record_every == 0 or t == steps:
                 rows.append(_record_numpy(xs, D, G, x_star, a_mean, b_mean, f_star))
         out.append(np.stack(xs))

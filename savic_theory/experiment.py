@@ -114,7 +114,7 @@ def run_experiment(cfg: dict, out: str | Path, *, resume: bool = False, progress
     Returns ``{block key: SimulationResult}``. With ``resume``, blocks finished by an earlier,
     interrupted call of the same config are loaded instead of run again.
     """
-    from .cli._common import UserError, atomic_dir, remove_stale_work, work_folder
+    from .cli._common import UserError, atomic_dir, atomic_write, remove_stale_work, work_folder
     from .cli._common import progress as bar_of
 
     out = Path(out)
@@ -133,7 +133,8 @@ def run_experiment(cfg: dict, out: str | Path, *, resume: bool = False, progress
         remove_stale_work(work)
     created = not work.exists()
     work.mkdir(parents=True, exist_ok=True)
-    (work / "config.sha").write_text(digest)
+    with atomic_write(work / "config.sha") as fh:  # a new file at each start: the CLI tells its runs apart by it
+        fh.write(digest)
     results = {}
     bar = bar_of(len(blocks), "blocks", enabled=progress and len(blocks) > 1)
     try:

@@ -245,6 +245,37 @@ def test_an_error_after_finished_blocks_says_they_are_kept(tmp_path, monkeypatch
         f"{tmp_path / '.res.work'}/; --resume reuses them)")
 
 
+def test_a_resumed_run_that_fails_says_its_blocks_are_kept(tmp_path, monkeypatch, capsys):
+    """--resume opens the folder left by the interrupted run: after an error the finished blocks
+    (the earlier ones and this invocation's) are still there, and the message says so; a folder
+    this invocation refused to open (another config's) is not offered."""
+    import savic_theory.experiment as experiment
+
+    real, calls = experiment._run_block, []
+
+    def first_interrupted(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(experiment, "_run_block", first_interrupted)
+    out, work = tmp_path / "res", tmp_path / ".res.work"
+    assert main(["simulate", *SMALL, "--scaling", "both", "--out", str(out)]) == 130
+    capsys.readouterr()
+
+    def fails(*a, **kw):
+        raise ValueError("the second block failed")
+
+    monkeypatch.setattr(experiment, "_run_block", fails)
+    assert main(["simulate", *SMALL, "--scaling", "both", "--out", str(out), "--resume"]) == 2
+    assert one_line(capsys) == (f"savic simulate: error: the second block failed (the finished blocks are kept in "
+                                f"{work}/; --resume reuses them)")
+    assert main(["simulate", *SMALL, "--scaling", "both", "--steps", "7", "--out", str(out), "--resume"]) == 2
+    assert one_line(capsys) == f"savic simulate: error: cannot resume: {work} holds an unfinished run of a different config"
+    assert work.is_dir()
+
+
 def test_sigterm_ends_a_command_like_an_interrupt(tmp_path):
     import signal
     import subprocess

@@ -114,11 +114,34 @@ def _finished_work(args: argparse.Namespace) -> Path | None:
 def _kept_after_error(args: argparse.Namespace) -> str:
     """After an error, `` (the finished ... are kept in ...)`` when this invocation left finished
     work to resume from, else ``""``."""
-    fresh = getattr(args, "_work_fresh", False)
     kept = _finished_work(args)
-    if kept is None or not fresh:  # a folder that was there before: the user's own resume, or another command's
-        return ""
+    if kept is None or not _stamped_since(kept, args):
+        return ""  # a folder this invocation did not open: another config's, or another command's
     return f" (the finished {_pieces(args.command)} are kept in {kept}/; --resume reuses them)"
+
+
+def _stamps(work: Path) -> dict[str, tuple[int, int]]:
+    """The identity (inode, modification time in ns) of each stamp in the work folder ``work``."""
+    found = {}
+    for name in WORK_STAMPS:
+        try:
+            st = os.stat(work / name)
+        except OSError:
+            continue
+        found[name] = (st.st_ino, st.st_mtime_ns)
+    return found
+
+
+def _stamped_since(work: Path, args: argparse.Namespace) -> bool:
+    """Whether this invocation opened ``work``: starting or resuming a run rewrites its stamp, so
+    a stamp other than the one seen when the command started (``args._stamps``) is this
+    invocation's. (On a file system with coarse times a rewrite may go unseen: then nothing is
+    offered, which is the safe side.)"""
+    before = getattr(args, "_stamps", None)
+    if before is None:
+        return False
+    now = _stamps(work)
+    return any(before.get(name) != ident for name, ident in now.items())
 
 
 def _pieces(command: str) -> str:
@@ -224,6 +247,7 @@ def _run(parser, args, argv) -> int:
 
             check_result_folder(out)  # before the run, not after it
             args._work_fresh = not os.path.lexists(work_folder(out))
+            args._stamps = _stamps(work_folder(out))
         return int(args.handler(args) or 0)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, _Terminated)
