@@ -2,7 +2,8 @@
 Python loops over clients and steps, one vector per client, each rule's formula spelled out.
 
 It follows ``docs/algorithm.md`` line by line and shares no code with the simulator. It is
-deterministic: quadratics without noise, OASIS with the exact Hessian diagonal.
+deterministic: quadratics without noise (or any client gradients given as functions,
+``savic_loop``), OASIS with the exact Hessian diagonal.
 """
 from __future__ import annotations
 
@@ -57,12 +58,14 @@ class _Scaler:
         return np.maximum(self.e, np.abs(self.d))
 
 
-def reference_savic(A, b, rule, gamma, steps, sync_moments, scaling, x0, beta=0.9, e=1e-2):
-    """Final client iterates (M, d) of SAVIC on ``f_m = ½xᵀA_m x − b_mᵀx`` without noise."""
+def reference_savic(A, b, rule, gamma, steps, sync_moments, scaling, x0, beta=0.9, e=1e-2, trace=None):
+    """Final client iterates (M, d) of SAVIC on ``f_m = ½xᵀA_m x − b_mᵀx`` without noise.
+
+    ``trace``, a list, receives ``(t, D)`` each time ``D̂`` changes, after step ``t`` (``t = 0``
+    for the initial one): ``D`` of shape (1, d) in global scaling, (M, d) in local scaling.
+    """
     As = _dense(A)
     b = np.asarray(b, dtype=np.float64)
-    M = len(As)
-    syncs = set(sync_moments)
 
     def grad(m, x):
         return As[m] @ x - b[m]
@@ -73,9 +76,18 @@ def reference_savic(A, b, rule, gamma, steps, sync_moments, scaling, x0, beta=0.
         g = grad(m, x)
         return g * g
 
+    return savic_loop(grad, stat, len(As), rule, gamma, steps, sync_moments, scaling, x0, beta, e, trace)
+
+
+def savic_loop(grad, stat, M, rule, gamma, steps, sync_moments, scaling, x0, beta=0.9, e=1e-2, trace=None):
+    """SAVIC for any deterministic client gradients ``grad(m, x)`` and statistics ``stat(m, x)``
+    (arguments and result as :func:`reference_savic`)."""
+    syncs = set(sync_moments)
     xs = [np.array(x0, dtype=np.float64) for _ in range(M)]
     if scaling == "global":
         scaler = _Scaler(rule, beta, e, sum(stat(m, xs[m]) for m in range(M)) / M)
+        if trace is not None:
+            trace.append((0, scaler.D()[None]))
         for t in range(steps):
             synced = (t + 1) in syncs
             stats = [stat(m, xs[m]) for m in range(M)] if synced else None
@@ -86,13 +98,19 @@ def reference_savic(A, b, rule, gamma, steps, sync_moments, scaling, x0, beta=0.
                 avg = sum(xs) / M
                 xs = [avg.copy() for _ in range(M)]
                 scaler.update(sum(stats) / M)
+                if trace is not None:
+                    trace.append((t + 1, scaler.D()[None]))
     else:
         scalers = [_Scaler(rule, beta, e, stat(m, xs[m])) for m in range(M)]
+        if trace is not None:
+            trace.append((0, np.stack([sc.D() for sc in scalers])))
         for t in range(steps):
             for m in range(M):
                 s = stat(m, xs[m])
                 xs[m] = xs[m] - gamma * grad(m, xs[m]) / scalers[m].D()
                 scalers[m].update(s)
+            if trace is not None:
+                trace.append((t + 1, np.stack([sc.D() for sc in scalers])))
             if (t + 1) in syncs:
                 avg = sum(xs) / M
                 xs = [avg.copy() for _ in range(M)]
