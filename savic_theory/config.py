@@ -34,7 +34,7 @@ from typing import Any
 from .problems import Quadratic
 from .rules import RULES
 
-__all__ = ["DEFAULTS", "GRID_KEYS", "HELP", "PROBLEM_KEYS", "load_config", "resolve", "applicable", "build_problem"]
+__all__ = ["CHOICES", "DEFAULTS", "GRID_KEYS", "HELP", "PROBLEM_KEYS", "load_config", "resolve", "applicable", "build_problem"]
 
 #: every key with its default; the type of the default is the type a value must have
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -69,7 +69,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
-_CHOICES = {
+#: the allowed values of the keys that take a name
+CHOICES = {
     ("problem", "kind"): ("quadratic", "logistic"),
     ("problem", "form"): ("diagonal", "dense", "eigenbasis"),
     ("problem", "client_spectra"): ("identical", "random"),
@@ -199,7 +200,7 @@ def _check_one(table: str, key: str, value: Any) -> Any:
         ok = isinstance(value, type(default))
     if not ok:
         raise TypeError(f"{name} must be of type {type(default).__name__}, got {value!r}")
-    choices = _CHOICES.get((table, key))
+    choices = CHOICES.get((table, key))
     if choices and value not in choices and not (name == "problem.dataset"):
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     if isinstance(value, (int, float)) and key in ("dim", "clients", "steps", "sync_every", "runs") and value < 1:
@@ -239,7 +240,7 @@ HELP = {
     ("problem", "L"): "quadratic: smoothness L (largest eigenvalue)",
     ("problem", "mu"): "quadratic: strong convexity μ (smallest eigenvalue)",
     ("problem", "heterogeneity"): "spread of the clients' minimisers (0 = identical data)",
-    ("problem", "form"): "quadratic storage: diagonal, dense or shared eigenbasis",
+    ("problem", "form"): "quadratic storage: diagonal, dense or eigenbasis (one eigenbasis shared by the clients)",
     ("problem", "client_spectra"): "quadratic: identical or random spectra per client",
     ("problem", "noise"): "additive gradient noise σ² = E‖ξ‖²",
     ("problem", "dataset"): "logistic: breast_cancer, digits or a LIBSVM file path (relative: from the config "

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import DEFAULTS, HELP, load_config, resolve
+from ..config import CHOICES, DEFAULTS, HELP, load_config, resolve
 
 if TYPE_CHECKING:
     from ..experiment import Block
@@ -39,8 +39,10 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     for table, keys in DEFAULTS.items():
         group = parser.add_argument_group(f"[{table}] options (also settable in the config file)")
         for key, default in keys.items():
-            kw = dict(dest=f"{table}.{key}", default=None,
-                      help=f"{HELP[(table, key)]} (default: {default})")
+            text, choices = HELP[(table, key)], CHOICES.get((table, key), ())
+            if not all(c in text for c in choices):
+                text += f": {', '.join(choices)}"
+            kw = dict(dest=f"{table}.{key}", default=None, help=f"{text} (default: {default})")
             if key == "scaling":
                 kw.update(choices=["global", "local", "both"],
                           help="which scaling to simulate: global, local, or both, each with --runs runs "
@@ -49,6 +51,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                 kw.update(type=lambda s: s.lower() in ("1", "true", "yes"))
             elif isinstance(default, (int, float)):
                 kw.update(type=type(default), metavar=type(default).__name__.upper())
+            else:
+                kw.update(metavar=key.upper())
             group.add_argument(_option(table, key), **kw)
 
 
