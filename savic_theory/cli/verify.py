@@ -9,8 +9,8 @@ observed/bound (differential evolution over batched candidates, Nelder–Mead re
 confirms the worst one with fresh seeds. Each case and each search is kept as it finishes in a
 work folder beside ``--out`` (``.<name>.work``, as ``savic run`` does); ``--resume`` reuses
 them after an interruption, with the same numbers as an uninterrupted run, and refuses a
-``--suite``, ``--theorem``, ``--level``, ``--rules``, ``--generations``, ``--popsize`` or ``--seed``
-that differs from the interrupted run's. Without ``--resume`` a leftover work folder is removed
+``--suite``, ``--theorem``, ``--level``, ``--rules``, ``--generations``, ``--popsize``,
+``--min-spread`` or ``--seed`` that differs from the interrupted run's. Without ``--resume`` a leftover work folder is removed
 and the run starts afresh; with ``--resume`` and none, the run simply starts. The work folder is
 removed once ``--out`` is written. Every option can also come from the ``[verify]`` table of a
 TOML file (``--config``). Exit status: 0 when no bound is violated, 1 when one is, 2 on bad input.
@@ -22,13 +22,17 @@ import sys
 
 from ._common import add_config_option
 
+#: the theorems the counterexample search covers
+SEARCHED = ("identical", "heterogeneous")
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("verify", help="check the derived bounds against simulation (exit 1 if one fails)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", default="default", help="suite of cases: default or quick (default: default)")
     p.add_argument("--theorem", action="append", metavar="NAME",
-                   help="only the cases of this theorem (repeatable; default: all)")
+                   help="only the cases of this theorem, and with --adversarial only its search (the search "
+                        "covers identical and heterogeneous; repeatable; default: all)")
     p.add_argument("--level", type=float, default=0.99,
                    help="one-sided confidence level of the upper limits; when every bound holds, the suite's cases "
                         "report a violation with probability at most 1 − LEVEL (default: 0.99)")
@@ -41,6 +45,10 @@ def add_parser(sub) -> None:
                    help="differential-evolution generations per search (default: 10)")
     p.add_argument("--popsize", type=int, default=6,
                    help="population multiplier per search (candidates = popsize × parameters; default: 6)")
+    p.add_argument("--min-spread", type=float, default=1.0, metavar="FACTOR",
+                   help="count only instances on which D̂ adapts at least this much (max D̂/min D̂ over the run): "
+                        "how tight the bounds are where the scaling acts; the adaptive rules' searches only "
+                        "(default: 1, any instance)")
     p.add_argument("--seed", type=int, default=0, help="seed of the search (default: 0)")
     p.add_argument("--out", metavar="DIR", default="results/verify",
                    help="result folder, replaced atomically (default: results/verify)")
@@ -74,9 +82,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--theorem (verify.theorem) names no theorem; leave it out to check them all")
     if args.generations < 1 or args.popsize < 1:
         raise UserError("--generations and --popsize must be >= 1")
+    if not 1 <= args.min_spread < float("inf"):  # also refuses NaN
+        raise UserError(f"--min-spread must be a number >= 1, got {args.min_spread}")
     if not 0 <= args.seed < 2**32 - 1000:  # the confirmation runs use seed + 1000
         raise UserError(f"--seed must be in [0, {2**32 - 1000}), got {args.seed}")
     select_cases(args.suite, args.theorem)  # unknown theorems: an error before the work folder is touched
+    searched = [t for t in SEARCHED if args.theorem is None or t in args.theorem]
+    if (args.adversarial or args.adversarial_only) and not searched:
+        raise UserError(f"--adversarial searches the {' and '.join(SEARCHED)} theorems; --theorem names neither")
     show = not args.no_progress
     work = WorkArea(args.out, _deciding_options(args, rules))
     if work.open(resume=args.resume):
@@ -86,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         report = verify(args.suite, level=args.level, theorems=args.theorem, progress=show, work=work)
     if args.adversarial or args.adversarial_only:
-        report.adversarial = adversarial(rules, progress=show, work=work, maxiter=args.generations,
-                                         popsize=args.popsize, seed=args.seed, level=args.level)
+        report.adversarial = adversarial(rules, searched, progress=show, work=work, maxiter=args.generations,
+                                         popsize=args.popsize, seed=args.seed, level=args.level,
+                                         min_spread=args.min_spread)
         report.elapsed += sum(a.elapsed for a in report.adversarial)
     import tomli_w
 
@@ -105,7 +119,7 @@ def _deciding_options(args: argparse.Namespace, rules: list[str]) -> dict:
     """The options a resumed run must share with the interrupted one: those that decide the numbers."""
     return {"suite": args.suite, "theorem": sorted(set(args.theorem)) if args.theorem else None,
             "level": args.level, "rules": rules, "generations": args.generations, "popsize": args.popsize,
-            "seed": args.seed}
+            "min_spread": args.min_spread, "seed": args.seed}
 
 
 def _print_summary(report) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 
+from ..theory.lemmas import RULE_BOUNDS
 from .adversarial import AdversarialResult, reproduce, search
 from .checks import CaseResult, Check, run_case
 from .exact import exact_dist_sq
@@ -75,16 +76,20 @@ def adversarial(rules=("identity", "rmsprop", "adam", "oasis"), theorems=("ident
                 progress: bool = True, work: WorkArea | None = None, **search_kw) -> list[AdversarialResult]:
     """One :func:`search` per rule and theorem; keyword arguments go to :func:`search`.
 
-    With ``work``, each search is kept as it finishes and searches already there with the same
-    keyword arguments are reused (``savic verify --resume``).
+    ``min_spread`` applies to the adaptive rules only: the identity rule keeps ``D̂ = I`` and is
+    searched over every instance. With ``work``, each search is kept as it finishes and searches
+    already there with the same keyword arguments are reused (``savic verify --resume``).
     """
     out = []
     for rule in rules:
+        kw = dict(search_kw)
+        if RULE_BOUNDS[rule].drift == 1:
+            kw.pop("min_spread", None)
         for thm in theorems:
-            found = work.load_search(rule, thm, search_kw) if work is not None else None
+            found = work.load_search(rule, thm, kw) if work is not None else None
             if found is None:
-                found = search(rule, thm, progress=progress, **search_kw)
+                found = search(rule, thm, progress=progress, **kw)
                 if work is not None:
-                    work.save_search(found, search_kw)
+                    work.save_search(found, kw)
             out.append(found)
     return out
