@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.generations < 1 or args.popsize < 1:
         raise UserError("--generations and --popsize must be >= 1")
     if not 1 <= args.min_spread < float("inf"):  # also refuses NaN
-        raise UserError(f"--min-spread must be a number >= 1, got {args.min_spread}")
+        raise UserError(f"--min-spread (verify.min_spread) must be a number >= 1, got {args.min_spread}")
     if not 0 <= args.seed < 2**32 - 1000:  # the confirmation runs use seed + 1000
         raise UserError(f"--seed must be in [0, {2**32 - 1000}), got {args.seed}")
     select_cases(args.suite, args.theorem)  # unknown theorems: an error before the work folder is touched
