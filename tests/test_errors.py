@@ -282,8 +282,16 @@ def test_beta_schedule_return_value_checked(prob, beta, match, err):
 
 
 def test_beta_schedule_one_value_per_run_accepted(prob):
-    res = simulate(prob, rules.rmsprop(beta=lambda k: np.array([0.5, 0.9])), gamma=[0.1, 0.2], steps=3)
+    """A schedule returning one β per run gives each run the run of its own constant β."""
+    kw = dict(steps=3, x0=np.array([1.0, -0.5]))  # x⁰ ≠ x* = 0, so the steps (and β) matter
+    res = simulate(prob, rules.rmsprop(beta=lambda k: np.array([0.5, 0.9])), gamma=[0.1, 0.2], **kw)
     assert res.status.tolist() == ["ok", "ok"]
+    for r, (beta, gamma) in enumerate([(0.5, 0.1), (0.9, 0.2)]):
+        single = simulate(prob, rules.rmsprop(beta=beta), gamma=gamma, **kw)
+        # a few float64 steps of the same arithmetic (tests/test_simulator.py's RTOL for batched vs
+        # separate calls); measured exactly equal, while the other run's β moves x by ≥ 5e-3
+        np.testing.assert_allclose(res.x[r], single.x, rtol=1e-12)
+        np.testing.assert_allclose(res.D[r], single.D, rtol=1e-12)
 
 
 @pytest.mark.parametrize("kw,err", [

@@ -90,7 +90,9 @@ def test_x_star_is_stationary_and_minimal(problem, rng):
     feats, labels, prob = problem
     xs = prob.x_star
     g = np.mean([client_grad(a, y, prob.lam, xs) for a, y in zip(feats, labels)], axis=0)
-    assert np.linalg.norm(g) <= 1e-10
+    # the spec's Newton stopping rule, ‖∇f(x*)‖ ≤ 1e-12 in float64; this independent gradient differs
+    # from the library's by round-off only (~1e-16; measured ‖g‖ = 7.9e-17 here)
+    assert np.linalg.norm(g) <= 1e-12
     f = lambda x: np.mean([client_loss(a, y, prob.lam, x) for a, y in zip(feats, labels)])  # noqa: E731
     assert prob.f_star == pytest.approx(f(xs), rel=1e-13)
     for _ in range(5):
@@ -287,6 +289,10 @@ def test_oasis_runs_on_minibatch_logistic(scaling):
     res = simulate(prob, rules.oasis(beta=0.9, e=0.05), gamma=0.05, steps=300, sync_every=4,
                    scaling=scaling, seed=0)
     dist = res.history["dist_sq"]
+    # Minibatch noise leaves a floor: over 200 seeds the final ratio averages 0.011 (global) and
+    # 0.012 (local), the mean over the last 100 steps too (the floor is reached), and its largest
+    # value is 0.048 / 0.055 (seed 0 here: 0.006 / 0.002). 0.1 is twice the worst of 200 seeds,
+    # while a run that stops contracting keeps a ratio near 1.
     assert res.status == "ok" and dist[-1] < 0.1 * dist[0]
 
 

@@ -51,6 +51,11 @@ gamma = 0.001
 """
 
 
+def as_json(value) -> str:
+    """``value`` as JSON text: compares run records whose diverged losses are NaN (NaN ≠ NaN)."""
+    return json.dumps(value, sort_keys=True)
+
+
 def small(**tables) -> dict:
     raw = tomllib.loads(SMALL)
     for table, values in tables.items():
@@ -364,17 +369,36 @@ def test_resume_that_fails_before_an_added_run_keeps_the_saved_config(tmp_path):
     with pytest.raises(ValueError, match=r"data\.shards_per_client = 80 exceeds"):
         run_experiment(NNConfig.from_dict(more), tmp_path / "o", progress=False, resume=True)
     assert (tmp_path / "o/config.toml").read_text() == saved
-    run_experiment(NNConfig.from_dict(base), tmp_path / "o", progress=False, resume=True)
-    run_experiment(NNConfig.from_dict(base), tmp_path / "o", report=True)
+    trained = []
+    resumed = run_experiment(NNConfig.from_dict(base), tmp_path / "o", progress=False, resume=True,
+                             on_round=lambda *run: trained.append(run))
+    assert trained == []  # the one saved run was finished: nothing to train again
+    assert [(r["split"], r["method"], r["seed"], r["status"]) for r in resumed["runs"]] == [
+        ("iid", "local_sgd", 0, "done")]
+    reported = run_experiment(NNConfig.from_dict(base), tmp_path / "o", report=True)
+    assert as_json(reported["runs"]) == as_json(resumed["runs"])
 
 
 def test_resume_with_reordered_lists_saves_the_order_for_report(tmp_path):
+    """Swapped methods on --resume: nothing is trained again, the saved config takes the new order
+    (so --report with it is accepted), and the summary lists the same runs in that order."""
     base = small(train={"methods": ["local_sgd", "adam-global"], "seeds": [0], "rounds": 1})
-    run_experiment(NNConfig.from_dict(base), tmp_path / "o", progress=False)
+    first = run_experiment(NNConfig.from_dict(base), tmp_path / "o", progress=False)
+    assert [r["method"] for r in first["runs"]] == ["local_sgd", "adam-global"]
     swapped = small(train={"methods": ["adam-global", "local_sgd"], "seeds": [0], "rounds": 1})
-    run_experiment(NNConfig.from_dict(swapped), tmp_path / "o", progress=False, resume=True)
+    trained = []
+    resumed = run_experiment(NNConfig.from_dict(swapped), tmp_path / "o", progress=False, resume=True,
+                             on_round=lambda *run: trained.append(run))
+    assert trained == []
+    saved = tomllib.loads((tmp_path / "o/config.toml").read_text())
+    assert saved["train"]["methods"] == ["adam-global", "local_sgd"]
+    assert as_json(resumed["runs"]) == as_json([first["runs"][1], first["runs"][0]])  # the same runs, reordered
     summary = run_experiment(NNConfig.from_dict(swapped), tmp_path / "o", report=True)
-    assert len(summary["runs"]) == 2
+    assert as_json(summary["runs"]) == as_json(resumed["runs"])
+    assert list(summary["table"]["iid"]) == ["adam-global", "local_sgd"]
+    assert summary["config"]["train"]["methods"] == ["adam-global", "local_sgd"]
+    rows = (tmp_path / "o/results.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[1] for row in rows] == ["adam-global"] * 2 + ["local_sgd"] * 2  # rounds 0 and 1
 
 
 @pytest.mark.parametrize("resume", [False, True])

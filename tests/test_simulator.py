@@ -111,22 +111,39 @@ def test_batched_problem_instances():
     for r in range(4):
         single = simulate(Quadratic(A=A[r], b=b[r]), rules.adam(beta=0.9), gamma=0.05, steps=12, sync_every=3)
         np.testing.assert_allclose(res.x[r], single.x, rtol=RTOL)
-        np.testing.assert_allclose(res.history["f_gap"][:, r], single.history["f_gap"], rtol=1e-9, atol=1e-14)
+        # f_gap ≥ 0.019 here, so RTOL needs no absolute floor (measured difference: exactly 0)
+        np.testing.assert_allclose(res.history["f_gap"][:, r], single.history["f_gap"], rtol=RTOL)
 
 
 @pytest.mark.parametrize("rule", RULE_NAMES)
 @pytest.mark.parametrize("scaling", SCALINGS)
 def test_converges_to_optimum_without_noise(rule, scaling):
+    """H = 1 averages every step, so x̄ ← x̄ − γ (1/M) Σ_m g_m(x̄)/D̂_m: its fixed point is x* when
+    every client holds the same D̂ (global scaling, identity, and local oasis here: on a diagonal
+    quadratic with identical spectra D̂_m = clip(diag A_m) is the same on every client). Local
+    rmsprop/adam keep D̂_m = clip(|g_m(x̄)|), different per client, so the fixed point is the
+    method's own: (1/M) Σ_m g_m(x̄)/D̂_m = 0, not x*."""
     prob = Quadratic.random(dim=6, n_clients=4, L=1.0, mu=0.2, heterogeneity=1.0, seed=5)
-    res = simulate(prob, make_rule(rule, beta=0.99, e=0.1), gamma=0.05, steps=3000, sync_every=1,
+    own_fixed_point = scaling == "local" and rule in ("rmsprop", "adam")
+    # the coupled (x̄, D̂_m) iteration of local rmsprop/adam contracts slowly (measured: the
+    # residual below shrinks ~65× per 1000 steps and reaches its round-off floor, 1.5e-15, by step
+    # 7000); 10 000 steps leave a factor ~65³ to spare. The others reach 1e-12·dist_0 by ~1400 steps.
+    steps = 10_000 if own_fixed_point else 3000
+    res = simulate(prob, make_rule(rule, beta=0.99, e=0.1), gamma=0.05, steps=steps, sync_every=1,
                    scaling=scaling, record_every=100)
-    # With H = 1 every step averages, so the fixed point is x* (heterogeneity has no bias there)
-    # whenever D̂ settles; local scaling keeps per-client D̂_m, whose fixed point is not x*:
-    # only global scaling (and the identity rule) must reach x*.
-    if scaling == "global" or rule == "identity":
+    if not own_fixed_point:
         assert res.history["dist_sq"][-1] < 1e-12 * res.history["dist_sq"][0]
-    else:
-        assert res.history["dist_sq"][-1] < res.history["dist_sq"][0]
+        return
+    A, b = prob.A[0], prob.b[0]  # diagonal form: g_m(x) = A_m ⊙ x − b_m
+    g = A * res.x_bar - b
+    # the rule's fixed point: v_m = g_m ⊙ g_m (bias correction → 1), so D̂_m = max(e, |g_m(x̄)|);
+    # measured 1.7e-15 (rmsprop) and 3.1e-15 (adam) on entries ≤ 0.5: 1e-12 is > 300× that
+    np.testing.assert_allclose(res.D, np.maximum(0.1, np.abs(g)), rtol=0, atol=1e-12)
+    # stationarity of x̄; the terms g_m/D̂_m are O(1) (±1 where |g_m| > e), so 1e-12 is ~600× the
+    # measured floor (1.5e-15 rmsprop, 1.3e-15 adam), set by x̄ no longer moving once γ·residual
+    # is below half an ulp of x̄
+    assert np.max(np.abs(np.mean(g / res.D, axis=0))) <= 1e-12
+    assert res.history["dist_sq"][-1] > 1e-3  # and it is not x* (measured ‖x̄ − x*‖² = 0.014)
 
 
 def test_noise_floor_scales_with_sigma2():
@@ -171,8 +188,10 @@ def test_float32_close_to_float64():
     kw = dict(gamma=0.05, steps=50, sync_every=5, scaling="local")
     r64 = simulate(prob, rules.adam(beta=0.95), dtype="float64", **kw)
     r32 = simulate(prob, rules.adam(beta=0.95), dtype="float32", **kw)
-    # float32 round-off (6e-8) amplified by at most a few over 50 contracting steps
-    np.testing.assert_allclose(r32.x, r64.x, rtol=1e-4, atol=1e-5)
+    # float32 round-off (u = 6e-8) accumulated over 50 steps: measured 8.6e-7 elementwise (~14 u,
+    # at the smallest coordinate, |x| = 7e-3; 4.5e-7 relative to max|x|). 1e-4 keeps ~100× margin for
+    # other BLAS/FMA choices; no absolute floor is needed with every |x| ≥ 7e-3
+    np.testing.assert_allclose(r32.x, r64.x, rtol=1e-4, atol=0)
 
 
 def test_keep_iterates_and_default_history_is_small():

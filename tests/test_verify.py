@@ -241,7 +241,17 @@ def test_exact_expectation_validates_its_input():
     lam = np.array([[1.0, 0.5], [0.8, 0.6]])
     b = np.array([[1.0, -1.0], [0.5, 0.2]])
     good = exact_dist_sq(lam, b, 0.5, 3, 1, 0.1)
-    assert good.shape == (4,) and np.all(np.isfinite(good))
+    assert good.shape == (4,)
+    # by hand: H = 1 keeps every client at x̄, so per coordinate x̄ ← x̄ − γ(λ̄ x̄ − b̄) − γ ξ̄ with
+    # λ̄, b̄ the client means and Var ξ̄ = σ²/(dM): x* = b̄/λ̄, and E‖x̄_t − x*‖² = ‖(1−γλ̄)^t x*‖²
+    # (x⁰ = 0) + Σ_i v_t,i with v_{t+1} = (1−γλ̄)² v_t + γ²σ²/(dM), v_0 = 0
+    lam_bar, b_bar, (M, d), g, s2 = lam.mean(axis=0), b.mean(axis=0), lam.shape, 0.5, 0.1
+    x_star, q = b_bar / lam_bar, 1 - g * lam_bar
+    v = np.zeros(d)
+    for t in range(4):
+        # a dozen float64 operations either way: 1e-13 is ~500 ulps (measured ≤ 2 ulps)
+        assert good[t] == pytest.approx(np.sum((q**t * x_star) ** 2) + v.sum(), rel=1e-13), t
+        v = q**2 * v + g**2 * s2 / (d * M)
     for kw, pattern in [(dict(b=b[:, :1]), "b must have the shape of lam"), (dict(lam=lam[0], b=b[0]), "lam must be"),
                         (dict(lam=-lam), "lam must be finite and > 0"), (dict(sync_every=0), "sync_every must be"),
                         (dict(steps=-1), "steps must be >= 0"),
@@ -353,7 +363,25 @@ def test_cli_verify_adversarial_only(tmp_path, capsys):
     assert "adversarial identity/identical" in capsys.readouterr().out
 
 
+def test_cli_verify_search_follows_theorem_and_min_spread(tmp_path, capsys):
+    """--theorem picks the searches too; --min-spread reaches the adaptive rules' searches (the
+    identity rule, whose D̂ never moves, is searched over every instance)."""
+    out = tmp_path / "a"
+    assert main(["verify", "--adversarial-only", "--rules", "identity,rmsprop", "--theorem", "identical",
+                 "--min-spread", "1.5", "--generations", "1", "--popsize", "1", "--no-progress",
+                 "--out", str(out)]) == 0
+    found = {(a["rule"], a["theorem"]): a for a in json.loads((out / "report.json").read_text())["adversarial"]}
+    assert set(found) == {("identity", "identical"), ("rmsprop", "identical")}
+    assert found["identity", "identical"]["params"]["min_spread"] == 1.0
+    assert found["rmsprop", "identical"]["params"]["min_spread"] == 1.5
+    assert "min_spread = 1.5" in (out / "config.toml").read_text()
+
+
 @pytest.mark.parametrize("argv,expected", [
+    (["--min-spread", "0.5", "--adversarial"], "--min-spread (verify.min_spread) must be a number >= 1, got 0.5"),
+    (["--min-spread", "nan", "--adversarial"], "--min-spread (verify.min_spread) must be a number >= 1, got nan"),
+    (["--theorem", "beta_condition[identical]", "--adversarial"],
+     "--adversarial searches the identical and heterogeneous theorems; --theorem names neither"),
     (["--suite", "huge"], "unknown suite 'huge'"),
     (["--rules", "identity,lion", "--adversarial"], "unknown rule(s) in --rules: lion"),
     (["--level", "1.5"], "--level must be in [0.5, 1)"),
@@ -429,8 +457,18 @@ def test_pooled_test_catches_a_lemma_ten_percent_too_small(monkeypatch):
                                            z, z_fail)
 
     true, false = consensus(1.0), consensus(0.9)
-    assert true.passed is True and abs(true.pooled) < 0.02 and true.pooled_upper > 0  # attained, pooled too
-    assert false.verdict == "violated" and 0.05 < false.pooled < 0.2
+    # One step after a sync, E V = γ²σ²(1 − 1/M) is the lemma's right side exactly, so the pools
+    # of those steps (25 rounds in each half) have mean relative excess 0; each step's V/RHS is
+    # χ²_{d(M−1)}/(d(M−1)) (variance 2/(d(M−1))), so over 25 steps × 64 runs the pooled mean has
+    # standard error √(2/24)/√(25·64) = 0.0072. The largest pool mean is one of those two (later
+    # positions in the round have slack): within ±3 standard errors of 0 (measured −0.0005).
+    se = np.sqrt(2 / (8 * 3)) / np.sqrt(25 * 64)
+    assert true.passed is True and abs(true.pooled) < 3 * se and true.pooled_upper > 0  # attained, pooled too
+    # With A_ν = 0 the right side is ∝ σ², so σ² × 0.9 turns each relative excess e into
+    # (1 + e)/0.9 − 1: the largest is ≈ 1/0.9 − 1 = 0.111, exactly (1 + true.pooled)/0.9 − 1 up
+    # to round-off (measured 8e-17; 1e-13 is > 1000× that), and violated: 0.111 − z_fail·se/0.9 > 0
+    assert false.verdict == "violated"
+    assert false.pooled == pytest.approx((1 + true.pooled) / 0.9 - 1, rel=0, abs=1e-13)
     monkeypatch.setattr(checks_mod, "pools", lambda *a, **k: [])
     assert consensus(0.9).verdict == "attained"  # step by step alone, the 10 % go unseen
 
