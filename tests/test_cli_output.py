@@ -159,18 +159,23 @@ def test_torch_out_of_memory_is_one_line(monkeypatch, capsys):
 
 
 # ----------------------------------------------------------------------------- interruptions
-def test_interrupted_simulate_names_the_work_folder(tmp_path, monkeypatch, capsys):
+def _second_block_raises(monkeypatch, error):
+    """Make the second block of a ``savic simulate``/``run`` call raise ``error`` (the first runs)."""
     import savic_theory.experiment as experiment
 
     real, calls = experiment._run_block, []
 
-    def second_interrupts(*a, **kw):
+    def second_raises(*a, **kw):
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt
+            raise error
         return real(*a, **kw)
 
-    monkeypatch.setattr(experiment, "_run_block", second_interrupts)
+    monkeypatch.setattr(experiment, "_run_block", second_raises)
+
+
+def test_interrupted_simulate_names_the_work_folder(tmp_path, monkeypatch, capsys):
+    _second_block_raises(monkeypatch, KeyboardInterrupt)
     out = tmp_path / "res"
     assert main(["simulate", *SMALL, "--scaling", "both", "--out", str(out)]) == 130
     err = one_line(capsys)
@@ -224,18 +229,8 @@ def test_a_work_folder_with_nothing_finished_is_removed(tmp_path, monkeypatch, c
 
 
 def test_an_error_after_finished_blocks_says_they_are_kept(tmp_path, monkeypatch, capsys):
-    import savic_theory.experiment as experiment
-
-    real, calls = experiment._run_block, []
-
-    def second_fails(*a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise MemoryError("Unable to allocate 745. GiB for an array with shape (100000000000,) and data type "
-                              "float64")
-        return real(*a, **kw)
-
-    monkeypatch.setattr(experiment, "_run_block", second_fails)
+    _second_block_raises(monkeypatch, MemoryError("Unable to allocate 745. GiB for an array with shape "
+                                                  "(100000000000,) and data type float64"))
     out = tmp_path / "res"
     assert main(["simulate", *SMALL, "--scaling", "both", "--out", str(out)]) == 2
     # numpy's size keeps its unit: "745." is a number, not the end of a sentence
@@ -251,15 +246,7 @@ def test_a_resumed_run_that_fails_says_its_blocks_are_kept(tmp_path, monkeypatch
     this invocation refused to open (another config's) is not offered."""
     import savic_theory.experiment as experiment
 
-    real, calls = experiment._run_block, []
-
-    def first_interrupted(*a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
-    monkeypatch.setattr(experiment, "_run_block", first_interrupted)
+    _second_block_raises(monkeypatch, KeyboardInterrupt)
     out, work = tmp_path / "res", tmp_path / ".res.work"
     assert main(["simulate", *SMALL, "--scaling", "both", "--out", str(out)]) == 130
     capsys.readouterr()
