@@ -256,7 +256,7 @@ HELP = {
     ("run", "gamma"): "step size γ",
     ("run", "steps"): "number of local steps T",
     ("run", "sync_every"): "H: clients average every H steps",
-    ("run", "scaling"): "global, local, or both (one run each)",
+    ("run", "scaling"): "global, local, or both (each with `runs` runs)",
     ("run", "runs"): "independent runs (seeds) in one batched call",
     ("run", "seed"): "seed of the run's noise, minibatches and probes",
     ("run", "record_every"): "record the history every this many steps (0 = about 500 records)",

@@ -263,6 +263,37 @@ def test_a_resumed_run_that_fails_says_its_blocks_are_kept(tmp_path, monkeypatch
     assert work.is_dir()
 
 
+def test_an_interrupt_before_the_work_folder_is_opened_does_not_offer_it(tmp_path, monkeypatch, capsys):
+    """A leftover work folder of another config, and the run stopped before it replaced it: the
+    folder is left as it was and not offered for --resume (which would refuse it)."""
+    import savic_theory.experiment as experiment
+
+    _second_block_raises(monkeypatch, KeyboardInterrupt)
+    out, work = tmp_path / "res", tmp_path / ".res.work"
+    assert main(["simulate", *SMALL, "--scaling", "both", "--out", str(out)]) == 130
+    capsys.readouterr()
+    before = sorted(p.name for p in work.rglob("*"))
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "build_problem", interrupted)
+    assert main(["simulate", *SMALL, "--seed", "7", "--out", str(out)]) == 130
+    assert one_line(capsys) == (f"savic simulate: interrupted; no result folder was written to {out}; {work}/ from "
+                                "an earlier run is left as it was")
+    assert sorted(p.name for p in work.rglob("*")) == before
+
+
+def test_a_stamp_cut_short_marks_a_work_folder_of_savic(tmp_path, capsys):
+    """A run killed while writing its first stamp leaves only ``.config.sha.*.part``: the next
+    run recognises the folder as savic's and replaces it."""
+    work = tmp_path / ".res.work"
+    work.mkdir()
+    (work / ".config.sha.abc123.part").write_text("")
+    assert main(["simulate", *SMALL, "--out", str(tmp_path / "res")]) == 0
+    assert not work.exists() and (tmp_path / "res" / "summary.json").is_file()
+
+
 def test_sigterm_ends_a_command_like_an_interrupt(tmp_path):
     import signal
     import subprocess

@@ -41,7 +41,7 @@ def test_grad_squared_statistic_uses_the_steps_own_noise_sample(rule, scaling):
     prob = Quadratic(A=[[1.0]], b=[[1.0]], noise=1.0)
     g, d1 = _d1_first_step(prob, rule, scaling)
     assert np.ptp(g) > 0.5  # the runs did draw different noise
-    # g is recovered through x¹ (relative round-off ~1e-16 / |x⁰ − x¹| ≈ γ|g|/D̂ ≳ 1e-2)
+    # g is recovered from x¹ = −γ g / D̂⁰ (x⁰ = 0: no cancellation) with a few roundings: ~1e-16
     np.testing.assert_allclose(d1, np.maximum(1e-3, np.abs(g)), rtol=1e-12)
 
 

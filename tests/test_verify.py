@@ -377,11 +377,24 @@ def test_cli_verify_search_follows_theorem_and_min_spread(tmp_path, capsys):
     assert "min_spread = 1.5" in (out / "config.toml").read_text()
 
 
+def test_a_spread_no_instance_reached_is_reported_as_such(tmp_path, capsys):
+    """When no candidate reaches --min-spread every score is 0: the instance shown is no worst
+    case, and the report and the console say so."""
+    out = tmp_path / "a"
+    assert main(["verify", "--adversarial-only", "--rules", "rmsprop", "--theorem", "identical", "--min-spread", "1e6",
+                 "--generations", "1", "--popsize", "1", "--no-progress", "--out", str(out)]) == 0
+    (found,) = json.loads((out / "report.json").read_text())["adversarial"]
+    assert found["ratio_late_search"] == 0 and found["spread_reached"] is False and found["min_spread"] == 1e6
+    assert "no instance reached the asked spread, so this is not a worst case" in capsys.readouterr().out
+    md = (out / "report.md").read_text()
+    assert "no instance reached the asked spread: not a worst case" in md and "| ≥ 1e+06 |" in md
+
+
 @pytest.mark.parametrize("argv,expected", [
     (["--min-spread", "0.5", "--adversarial"], "--min-spread (verify.min_spread) must be a number >= 1, got 0.5"),
     (["--min-spread", "nan", "--adversarial"], "--min-spread (verify.min_spread) must be a number >= 1, got nan"),
     (["--theorem", "beta_condition[identical]", "--adversarial"],
-     "--adversarial searches the identical and heterogeneous theorems; --theorem names neither"),
+     "the search covers the identical and heterogeneous theorems; --theorem names neither"),
     (["--suite", "huge"], "unknown suite 'huge'"),
     (["--rules", "identity,lion", "--adversarial"], "unknown rule(s) in --rules: lion"),
     (["--level", "1.5"], "--level must be in [0.5, 1)"),

@@ -126,6 +126,7 @@ def test_interrupted_search_resumes_with_the_same_report(uninterrupted, tmp_path
     (["--generations", "2"], "--generations"),
     (["--popsize", "2"], "--popsize"),
     (["--seed", "1"], "--seed"),
+    (["--min-spread", "2"], "--min-spread"),
 ])
 def test_resume_with_other_options_is_a_one_line_error(tmp_path, monkeypatch, capsys, argv, option):
     out = tmp_path / "verify"
@@ -231,3 +232,21 @@ def test_a_run_of_another_version_of_the_checks_is_not_resumed(tmp_path, capsys)
     assert main([*QUICK, "--resume", "--out", str(out)]) == 2
     assert "was checked by another version of savic_theory's checks" in capsys.readouterr().err
     assert stamp.exists()
+
+
+def test_a_folder_saved_before_min_spread_existed_resumes_at_its_default(tmp_path, monkeypatch, capsys):
+    """options.json written before --min-spread existed holds no min_spread: that run searched
+    every instance, so it resumes with the default (1) and not with another value."""
+    out = tmp_path / "verify"
+    Calls(monkeypatch, interrupt_search_at=2)
+    assert main([*QUICK, *ADVERSARIAL, "--out", str(out)]) == 130
+    stamp = work_of(out) / "options.json"
+    saved = json.loads(stamp.read_text())
+    del saved["min_spread"]
+    stamp.write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert main([*QUICK, *ADVERSARIAL, "--min-spread", "2", "--resume", "--out", str(out)]) == 2
+    assert "--min-spread differs from the unfinished run in" in capsys.readouterr().err
+    calls = Calls(monkeypatch)
+    assert main([*QUICK, *ADVERSARIAL, "--resume", "--out", str(out)]) == 0
+    assert calls.cases == [] and calls.searches == ["identity/heterogeneous"]  # the rest was kept

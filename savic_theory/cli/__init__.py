@@ -91,9 +91,10 @@ def _result_folder(args: argparse.Namespace) -> str | None:
 def _finished_work(args: argparse.Namespace) -> Path | None:
     """The work folder of ``simulate``/``run``/``verify`` when it holds finished blocks or cases.
 
-    One holding no file but its stamp (and empty folders) has nothing to resume from: it is
-    removed when this invocation made it (``args._work_fresh``), and left alone otherwise
-    (another command's, or an earlier run's), but in neither case offered for ``--resume``.
+    One holding no file but its stamp (and empty folders, and the ``.part`` of a write that was
+    cut short) has nothing to resume from: it is removed when this invocation made or opened it,
+    and left alone otherwise (another command's, or an earlier run's), but in neither case
+    offered for ``--resume``.
     """
     out = _result_folder(args)
     if out is None or Path(out).name in ("", ".", ".."):
@@ -102,8 +103,8 @@ def _finished_work(args: argparse.Namespace) -> Path | None:
     try:
         if not kept.is_dir():
             return None
-        if not any(p.is_file() and p.name not in WORK_STAMPS for p in kept.rglob("*")):
-            if getattr(args, "_work_fresh", False):
+        if not any(p.is_file() and p.name not in WORK_STAMPS and p.suffix != ".part" for p in kept.rglob("*")):
+            if getattr(args, "_work_fresh", False) or _stamped_since(kept, args):
                 shutil.rmtree(kept, ignore_errors=True)
             return None
     except OSError:
@@ -157,6 +158,8 @@ def _interrupted(args: argparse.Namespace) -> str:
         kept = _finished_work(args)
         if kept is None:
             return f"no result folder was written to {out} and nothing was kept"
+        if not _stamped_since(kept, args):  # interrupted before this invocation opened it
+            return f"no result folder was written to {out}; {kept}/ from an earlier run is left as it was"
         return (f"no result folder was written to {out}; the finished {_pieces(args.command)} are kept in {kept}/ "
                 "(rerun with --resume to reuse them)")
     if args.command == "nn":  # the result folder is written as the runs go (savic_theory.nn.runner)

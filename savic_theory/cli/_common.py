@@ -161,7 +161,9 @@ def remove_stale_work(work: str | os.PathLike) -> None:
     work = Path(work)
     if not work.exists():
         return
-    ours = work.is_dir() and (not any(work.iterdir()) or any((work / s).is_file() for s in WORK_STAMPS))
+    # a stamp, or the part-written stamp of a run killed as it began (see atomic_write)
+    ours = work.is_dir() and (not any(work.iterdir()) or any((work / s).is_file() or any(work.glob(f".{s}.*.part"))
+                                                             for s in WORK_STAMPS))
     if not ours:
         raise UserError(f"{work} exists and is not a work folder of savic (no {' or '.join(WORK_STAMPS)}); "
                         "remove it or choose another --out")

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     select_cases(args.suite, args.theorem)  # unknown theorems: an error before the work folder is touched
     searched = [t for t in SEARCHED if args.theorem is None or t in args.theorem]
     if (args.adversarial or args.adversarial_only) and not searched:
-        raise UserError(f"--adversarial searches the {' and '.join(SEARCHED)} theorems; --theorem names neither")
+        raise UserError(f"the search covers the {' and '.join(SEARCHED)} theorems; --theorem names neither")
     show = not args.no_progress
     work = WorkArea(args.out, _deciding_options(args, rules))
     if work.open(resume=args.resume):
@@ -134,8 +134,10 @@ def _print_summary(report) -> None:
         print(f"lemma {name}: {_verdict_text(d)}, {d['unchecked']} not checked; "
               f"worst mean/bound {_g(d['worst_ratio'])}{pooled}")
     for a in report.adversarial:
+        asked = "" if a.min_spread <= 1 else f" (asked ≥ {a.min_spread:g})"
+        missed = "" if a.spread_reached else "; no instance reached the asked spread, so this is not a worst case"
         print(f"adversarial {a.rule}/{a.theorem}: {a.verdict}; late ratio {a.ratio_late_confirmed:.3g} "
-              f"(confirmed), max D̂/min D̂ {_g(a.dhat_spread)}, instance {a.params_text()}")
+              f"(confirmed), max D̂/min D̂ {_g(a.dhat_spread)}{asked}, instance {a.params_text()}{missed}")
     print(f"{'no bound violated' if report.passed else 'A BOUND IS VIOLATED'} "
           f"({len(report.cases)} cases, {report.elapsed:.1f} s)")
 

@@ -83,7 +83,7 @@ def adversarial(rules=("identity", "rmsprop", "adam", "oasis"), theorems=("ident
     out = []
     for rule in rules:
         kw = dict(search_kw)
-        if RULE_BOUNDS[rule].drift == 1:
+        if rule in RULE_BOUNDS and RULE_BOUNDS[rule].drift == 1:  # (search names an unknown rule)
             kw.pop("min_spread", None)
         for thm in theorems:
             found = work.load_search(rule, thm, kw) if work is not None else None

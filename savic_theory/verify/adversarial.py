@@ -95,6 +95,17 @@ class AdversarialResult:
             return "violated"
         return "holds" if self.strict or (self.exact is not None and self.exact["holds"]) else "attained"
 
+    @property
+    def min_spread(self) -> float:
+        """The ``max D̂/min D̂`` an instance had to reach to count (1: every instance)."""
+        return float(self.params.get("min_spread", 1.0))
+
+    @property
+    def spread_reached(self) -> bool:
+        """False when no candidate of the search reached ``min_spread``: every score was 0,
+        and the instance reported is an arbitrary one, not a worst case."""
+        return self.min_spread <= 1 or self.ratio_late > 0
+
     def params_text(self) -> str:
         """The instance's natural parameters (κ, q, scale, heterogeneity, γ, β, e, H) on one line."""
         keys = ("kappa", "q", "scale", "heterogeneity", "gamma", "beta", "e", "H")
@@ -109,6 +120,7 @@ class AdversarialResult:
                 "ratio_upper_confirmed": self.ratio_upper_confirmed, "ratio_all_confirmed": self.ratio_all_confirmed,
                 "verdict": self.verdict, "passed": self.passed, "strict": self.strict, "exact": self.exact,
                 "dhat_spread": _f(self.dhat_spread), "drift_max": _f(self.drift_max),
+                "min_spread": self.min_spread, "spread_reached": self.spread_reached,
                 "evaluations": self.evaluations, "elapsed_s": round(self.elapsed, 2),
                 "reproduce": "savic_theory.verify.adversarial.reproduce(params)"}
 

@@ -45,6 +45,10 @@ __all__ = ["WorkArea"]
 #: search's relative clip level), so that --resume does not mix results of two versions
 CHECKS_VERSION = 2
 
+#: options added since a work folder could first be saved, with the value a folder that lacks
+#: one was run with (an older folder resumes when the new option is left at it)
+ADDED_OPTIONS = {"min_spread": 1.0}
+
 
 class WorkArea:
     """The folder ``.<name>.work`` beside the result folder ``out``, for ``options`` (a JSON-ready dict).
@@ -80,9 +84,10 @@ class WorkArea:
                     raise UserError(f"cannot resume: the unfinished run in {self.path} was checked by another "
                                     "version of savic_theory's checks; rerun without --resume to start afresh")
                 for key, value in self.options.items():
-                    if saved.get(key) != value:
+                    there = saved.get(key, ADDED_OPTIONS.get(key))
+                    if there != value:
                         raise UserError(f"cannot resume: --{key.replace('_', '-')} differs from the unfinished run "
-                                        f"in {self.path} ({_show(saved.get(key))} there, {_show(value)} now); rerun "
+                                        f"in {self.path} ({_show(there)} there, {_show(value)} now); rerun "
                                         "with the same options, or without --resume to start afresh")
                 resumed = True
             else:
