@@ -49,7 +49,8 @@ from .checks import _f, bonferroni_z
 from .exact import exact_dist_sq
 from .stats import mean_and_se, z_of
 
-__all__ = ["AdversarialResult", "search", "reproduce", "probe_scaling_rounds", "PARAMETERS", "NOISE"]
+__all__ = ["AdversarialResult", "search", "reproduce", "instance_problem", "probe_scaling_rounds", "PARAMETERS",
+           "NOISE"]
 
 #: σ² of the additive noise of every candidate (the scale of x* sets the noise-to-signal ratio)
 NOISE = 0.01
@@ -192,6 +193,24 @@ def _instances(nat: dict, d: int, M: int, draw_seed: int):
     lam = np.clip(base[:, None, :] * np.exp(0.5 * h * zs[None]), 1.0 / kap[:, :, None], 1.0)
     xs = nat["scale"][:, None, None] * (u[None, None, :] + h * v[None])
     return lam, xs
+
+
+def instance_problem(kappa: float, q: float, scale: float, heterogeneity: float, *, d: int = 6, M: int = 4,
+                     draw_seed: int = 1, noise: float = NOISE) -> Quadratic:
+    """One instance of the search's class as a problem of its own: the diagonal quadratic that
+    the natural parameters (as reported in ``params``) and the search's ``d``, ``M`` and
+    ``draw_seed`` (its ``seed`` + 1) describe.
+
+    Example
+    -------
+    >>> p = instance_problem(100.0, 1.0, 1.0, 0.0)
+    >>> p.identical, round(p.L / p.mu)
+    (True, 100)
+    """
+    nat = {"kappa": np.array([kappa], dtype=np.float64), "q": np.array([q], dtype=np.float64),
+           "scale": np.array([scale], dtype=np.float64), "heterogeneity": np.array([heterogeneity], dtype=np.float64)}
+    lam, xs = _instances(nat, check_int("d", d, 2), check_int("M", M, 1), check_int("draw_seed", draw_seed, 0))
+    return Quadratic(A=lam[0], b=lam[0] * xs[0], noise=noise)
 
 
 def reproduce(params: dict):

@@ -361,6 +361,7 @@ def _check_group(case, thm, problem, rule, res, res_local, idx, gamma, nums, pla
     steps = np.asarray(res.steps)
     sync_steps = np.asarray(res.sync_steps)
     drift = np.asarray(res.drift).reshape(len(sync_steps), -1)[:, idx]
+    drift_low = np.asarray(res.drift_min).reshape(len(sync_steps), -1)[:, idx]
     alpha = float(rule_alpha(rule))
     G = float(np.nanmax(hist["G_hat"])) if np.any(np.isfinite(hist["G_hat"])) else 0.0
     Gamma = float(rule_Gamma(rule, problem, G))
@@ -377,7 +378,8 @@ def _check_group(case, thm, problem, rule, res, res_local, idx, gamma, nums, pla
     drift_hat = np.where(np.isfinite(drift_hat), drift_hat, 1.0)
     constants = {"alpha": alpha, "Gamma": Gamma, "G": G, "delta_max": delta_max_seen,
                  "alpha_hat": a_hat, "Gamma_hat": G_hat,
-                 "drift_hat_max": float(np.max(drift_hat)) if drift_hat.size else 1.0}
+                 "drift_hat_max": float(np.max(drift_hat)) if drift_hat.size else 1.0,
+                 "drift_hat_min": float(np.nanmin(drift_low)) if np.any(np.isfinite(drift_low)) else 1.0}
     # --- the theorem's hypotheses at the numbers of this group
     ok = {k_: bool(np.all(v)) for k_, v in thm.check(**numbers).items()}
     dist = hist["dist_sq"]

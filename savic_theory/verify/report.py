@@ -134,16 +134,16 @@ class Report:
                              f"{_fmt(a.ratio_late_confirmed)} | {_fmt(a.ratio_upper_confirmed)} | "
                              f"{_fmt(_num(a.dhat_spread))} | ≥ {a.min_spread:g} | {_fmt(_num(a.drift_max))} | "
                              f"`{a.params_text()}` |")
-        lines += ["", "## Cases", "", "| case | status | γ | theorem late ratio | α | Γ | max δ_k | α̂ | Γ̂ | max drift |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "## Cases", "", "| case | status | γ | theorem late ratio | α | Γ | max δ_k | α̂ | Γ̂ | max drift | "
+                  "min drift |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for cr in self.cases:
             if not cr.groups:
-                lines.append(f"| {cr.case.name} | {cr.status} ({cr.reason}) | | | | | | | | |")
+                lines.append(f"| {cr.case.name} | {cr.status} ({cr.reason}) | | | | | | | | | |")
             for g in cr.groups:
                 c = g.constants
                 lines.append(f"| {cr.case.name} | {cr.status} | {g.gamma:.3g} | {_fmt(g.theorem.ratio_late)} | "
                              f"{c['alpha']:.3g} | {c['Gamma']:.3g} | {c['delta_max']:.3g} | {c['alpha_hat']:.3g} | "
-                             f"{c['Gamma_hat']:.3g} | {c['drift_hat_max']:.4g} |")
+                             f"{c['Gamma_hat']:.3g} | {c['drift_hat_max']:.6g} | {_fmt(c.get('drift_hat_min'), 6)} |")
         if s["local_scaling"]:
             lines += ["", "## Local scaling (no theorem: observed against the global-scaling bound)", "",
                       "| case | γ | ratio | late ratio | final E‖x̄−x*‖² global | local |", "|---|---|---|---|---|---|"]
@@ -259,8 +259,8 @@ def _num(v):
     return v if np.isfinite(v) else None
 
 
-def _fmt(v) -> str:
-    return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3g}"
+def _fmt(v, digits: int = 3) -> str:
+    return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{digits}g}"
 
 
 def _pct(v) -> str:

@@ -105,6 +105,15 @@ def _breast_cancer_dirichlet() -> Problem:
                                  batch_size=16, seed=0)
 
 
+def _searched(kappa, q, scale, heterogeneity) -> Callable[[], Problem]:
+    """An instance of the counterexample search's class (``verify.adversarial``, d = 6, M = 4)."""
+    def make():
+        from .adversarial import instance_problem
+
+        return instance_problem(kappa, q, scale, heterogeneity)
+    return make
+
+
 #: name -> factory of the problem (built once per process, see :func:`get_problem`)
 PROBLEMS = MappingProxyType({
     "quad-identical": _quad(dim=8, n_clients=4, L=1.0, mu=0.1, noise=0.02, seed=1),
@@ -118,6 +127,14 @@ PROBLEMS = MappingProxyType({
                                                batch_size=4, seed=5),
     "breast-cancer-identical": _breast_cancer_identical,
     "breast-cancer-dirichlet": _breast_cancer_dirichlet,
+    # the worst instances that `savic verify --adversarial-only --min-spread 2` finds (seed 0;
+    # natural parameters κ, q, ‖x*‖ scale, heterogeneity to four digits): D̂ adapts about 2×
+    "searched-rmsprop-identical": _searched(249.8, 7.462, 9.396, 0.0),
+    "searched-rmsprop-heterogeneous": _searched(110.5, 1.942, 6.552, 0.1412),
+    "searched-adam-identical": _searched(211.2, 6.141, 9.922, 0.0),
+    "searched-adam-heterogeneous": _searched(18.37, 2.362, 3.806, 0.03148),
+    "searched-oasis-identical": _searched(208.4, 7.478, 2.221, 0.0),
+    "searched-oasis-heterogeneous": _searched(143.1, 5.895, 0.01, 0.008934),
 })
 
 
@@ -174,6 +191,20 @@ def _default() -> tuple[Case, ...]:
              H=4, eps_frac=0.1, gamma_fracs=(1.0,)),
         Case("complexity/quad-het/identity/H2", f"complexity[{Hh}]", "quad-heterogeneous-mild", "identity", H=2,
              eps_frac=0.1, gamma_fracs=(1.0,)),
+        # where the adaptive bounds are close: the search's worst instances on which D̂ adapts about 2×
+        # (with its β, e, H and γ/γ_max), so a bound that dropped its Γ/α or drift factor would show
+        Case("searched/rmsprop/identical", I, "searched-rmsprop-identical", "rmsprop", beta=0.9999, e=0.8621, H=5,
+             gamma_fracs=(0.07522,), steps=200),
+        Case("searched/rmsprop/heterogeneous", Hh, "searched-rmsprop-heterogeneous", "rmsprop", beta=0.99979,
+             e=0.6652, H=14, gamma_fracs=(0.09804,), steps=200),
+        Case("searched/adam/identical", I, "searched-adam-identical", "adam", beta=0.99982, e=0.9155, H=15,
+             gamma_fracs=(0.04058,), steps=200),
+        Case("searched/adam/heterogeneous", Hh, "searched-adam-heterogeneous", "adam", beta=0.99957, e=0.3651,
+             H=16, gamma_fracs=(0.06705,), steps=200),
+        Case("searched/oasis/identical", I, "searched-oasis-identical", "oasis", beta=0.99972, e=0.4999, H=5,
+             gamma_fracs=(0.03162,), steps=200),
+        Case("searched/oasis/heterogeneous", Hh, "searched-oasis-heterogeneous", "oasis", beta=0.99910, e=0.4986,
+             H=2, gamma_fracs=(0.1131,), steps=200),
     ]
     return tuple(cases)
 
