@@ -10,9 +10,9 @@ confirms the worst one with fresh seeds. Each case and each search is kept as it
 work folder beside ``--out`` (``.<name>.work``, as ``savic run`` does); ``--resume`` reuses
 them after an interruption, with the same numbers as an uninterrupted run, and refuses a
 ``--suite``, ``--theorem``, ``--level``, ``--rules``, ``--generations``, ``--popsize``,
-``--min-spread`` or ``--seed`` that differs from the interrupted run's. Without ``--resume`` a leftover work folder is removed
-and the run starts afresh; with ``--resume`` and none, the run simply starts. The work folder is
-removed once ``--out`` is written. Every option can also come from the ``[verify]`` table of a
+``--min-spread`` or ``--seed`` that differs from the interrupted run's. Without ``--resume`` a
+leftover work folder is removed and the run starts afresh; with ``--resume`` and none, the run
+simply starts. The work folder is removed once ``--out`` is written. Every option can also come from the ``[verify]`` table of a
 TOML file (``--config``). Exit status: 0 when no bound is violated, 1 when one is, 2 on bad input.
 """
 from __future__ import annotations
