@@ -21,7 +21,11 @@ DEFAULT_OUT = "results/benchmarks"
 def gpu_unavailable() -> str | None:
     """Why the GPU suite cannot run here (no CuPy, no CUDA device), or ``None`` when it can."""
     try:
+        import importlib
+
         import cupy as cp
+
+        importlib.import_module("array_api_compat.cupy")  # the simulator's CuPy namespace
 
         count = cp.cuda.runtime.getDeviceCount()
     except Exception as exc:  # ImportError, CUDARuntimeError, a broken CUDA installation
@@ -80,9 +84,11 @@ def run_rules(out: Path, quick: bool, command: str = "python -m benchmarks rules
 def run_gpu(out: Path, quick: bool, command: str = "python -m benchmarks gpu") -> dict:
     """The GPU suite; the caller has checked :func:`gpu_unavailable` (``main`` does).
 
-    ``gpu.json`` is rewritten after every section, so that a run stopped part-way (a time
-    limit, a device error) keeps what it measured; a section that fails is recorded as
-    ``{"error": ...}`` and the next one runs.
+    ``gpu.json`` is rewritten after every row of a section (the section marked
+    ``<section>_incomplete`` until it ends), so that a run stopped part-way (a time limit, a
+    device error) keeps what it measured; a row that fails records why in its ``note``, and a
+    section that fails as a whole is recorded as ``{"error": ..., "partial": rows so far}``
+    and the next one runs.
     """
     import cupy as cp
 
@@ -93,24 +99,30 @@ def run_gpu(out: Path, quick: bool, command: str = "python -m benchmarks gpu") -
     result = {"machine": info, "command": command}
 
     def section(key, title, fn):
+        """``result[key] = fn(keep)``; ``keep(rows so far)`` saves them as they come."""
         print(title)
+        partial = []
+
+        def keep(value):
+            partial[:] = [value]
+            write_json(out / "gpu.json", dict(result, **{key: value, f"{key}_incomplete": True}))
         try:
-            result[key] = fn()
+            result[key] = fn(keep)
         except Exception as exc:  # recorded, not fatal: the other sections still run
             print(f"{key} failed: {type(exc).__name__}: {exc}")
-            result[key] = {"error": f"{type(exc).__name__}: {exc}"}
+            result[key] = {"error": f"{type(exc).__name__}: {exc}", **({"partial": partial[0]} if partial else {})}
         write_json(out / "gpu.json", result)  # the measurements so far are kept whatever follows
 
-    section("agreement", "agreement with the CPU reference:", gpu.check_agreement)
+    section("agreement", "agreement with the CPU reference:", lambda keep: gpu.check_agreement())
     section("bandwidth", "bandwidth of one fused step (kernel only):",
-            lambda: gpu.bandwidth(gpu.QUICK_COORDINATES if quick else gpu.COORDINATES))
+            lambda keep: gpu.bandwidth(gpu.QUICK_COORDINATES if quick else gpu.COORDINATES, keep=keep))
     section("small", "small problem against the launch floor:",
-            lambda: gpu.small_problem(repeats=3 if quick else 5))
+            lambda keep: gpu.small_problem(repeats=3 if quick else 5, keep=keep))
     section("end_to_end", "whole loop through simulate:",
-            lambda: gpu.end_to_end(gpu.QUICK_END_TO_END if quick else gpu.END_TO_END))
+            lambda keep: gpu.end_to_end(gpu.QUICK_END_TO_END if quick else gpu.END_TO_END, keep=keep))
 
-    def dense_suite():
-        res = dense.suite(cp, quick)
+    def dense_suite(keep):
+        res = dense.suite(cp, quick, keep=keep)
         try:
             print(dense.tables(res))
         except Exception as exc:  # the numbers are kept; only their table is missing
@@ -119,12 +131,11 @@ def run_gpu(out: Path, quick: bool, command: str = "python -m benchmarks gpu") -
 
     section("dense", "dense A_m and eigenbasis gradients:", dense_suite)
     section("rules_axis", "rules on the run axis, 16 clients × d = 100 (one call against one call per rule):",
-            lambda: rules_axis.compare(rules_axis.GPU_CONFIG, repeats=1 if quick else 3, backend="cupy"))
-    # the longest section last, its points saved as they come (marked incomplete until it ends)
+            lambda keep: rules_axis.compare(rules_axis.GPU_CONFIG, repeats=1 if quick else 3, backend="cupy"))
+    # the longest section last, its points saved as they come
     section("scaling", "GPU scaling (ms per step, set-up excluded):",
-            lambda: gpu.scaling(gpu.QUICK_SWEEPS if quick else gpu.SWEEPS, repeats=2 if quick else 3,
-                                on_point=lambda curves: write_json(
-                                    out / "gpu.json", dict(result, scaling=curves, scaling_incomplete=True))))
+            lambda keep: gpu.scaling(gpu.QUICK_SWEEPS if quick else gpu.SWEEPS, repeats=2 if quick else 3,
+                                     on_point=keep))
     if "error" not in result["scaling"]:
         try:
             cpu.plot_scaling(result["scaling"], out / "gpu_scaling.png",

@@ -177,11 +177,14 @@ def check_gradients(xp=np, problems=None, runs=3) -> dict:
 
 # ------------------------------------------------------------------------------------ measurements
 def _measure(xp, row, fn, *args) -> dict:
-    """``row`` updated with ``fn(*args)``; out of memory is recorded, and device memory freed."""
+    """``row`` updated with ``fn(*args)``; out of memory, or another error of this one point
+    (a library's own allocation failure), is recorded in its ``note``, and device memory freed."""
     try:
         row.update(fn(*args))
     except _out_of_memory(xp):
         row["note"] = "out of memory"
+    except Exception as exc:  # one point lost, not the rows measured before it
+        row["note"] = f"{type(exc).__name__}: {exc}"
     _free(xp)
     return row
 
@@ -326,8 +329,10 @@ def _step_point(xp, time, prob, R, dtype, repeats) -> dict:
     return {"grad_ms": grad_ms, "step_ms": step_ms, "grad_fraction_of_step": grad_ms / step_ms}
 
 
-def suite(xp=np, quick=False, log=print) -> dict:
-    """All of the above at the sizes of ``xp``'s device (``QUICK`` ones with ``quick``)."""
+def suite(xp=np, quick=False, log=print, keep=None) -> dict:
+    """All of the above at the sizes of ``xp``'s device (``QUICK`` ones with ``quick``);
+    ``keep(result so far)`` is called after each part (to save it)."""
+    keep = keep or (lambda _: None)
     dev = "gpu" if _gpu(xp) else "cpu"
     if quick:
         sizes = dict(QUICK[dev], repeats=(3, 2, 1))
@@ -341,8 +346,10 @@ def suite(xp=np, quick=False, log=print) -> dict:
     log(f"  timed operations against einsum, relative gap: {out['checks_relative_gap']}")
     log("  streamed mat-vec (A per run and client):")
     out["streamed"] = streamed(xp, sizes["streamed"], sizes["dtypes"], r_stream, log)
+    keep(out)
     log("  shared A and eigenbasis products:")
     out["gemm"] = gemm(xp, sizes["gemm"], sizes["dtypes"], sizes["reference_n"], r_gemm, log)
+    keep(out)
     log("  whole fused steps through simulate:")
     out["steps"] = steps(xp, sizes["step"], "float64", r_step, log)
     return out

@@ -90,8 +90,16 @@ def _step_arrays(R, M, d, dtype, seed=0):
     return x, a, b, D, gamma
 
 
-def bandwidth(coordinates=COORDINATES, dtypes=("float64", "float32"), log=print) -> list[dict]:
-    """Achieved bandwidth of the fused step and of the client average against a copy."""
+def _note(exc: BaseException) -> str:
+    """What a point that failed records instead of its numbers."""
+    if isinstance(exc, _cp().cuda.memory.OutOfMemoryError):
+        return "out of device memory"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def bandwidth(coordinates=COORDINATES, dtypes=("float64", "float32"), log=print, keep=None) -> list[dict]:
+    """Achieved bandwidth of the fused step and of the client average against a copy;
+    ``keep(rows so far)`` after every row. A row that fails records why in its ``note``."""
     cp = _cp()
     rows = []
     step = fused._cuda_elementwise(*fused.step_kernel_source(True, False, False), "savic_step")
@@ -127,11 +135,13 @@ def bandwidth(coordinates=COORDINATES, dtypes=("float64", "float32"), log=print)
                 t_mean = device_time(lambda: x.mean(axis=1))
                 row["mean_axis1_GBps"] = N * item / t_mean / 1e9
                 del x, a, b, D, gamma, xbar
-            except cp.cuda.memory.OutOfMemoryError:
-                row["note"] = "out of device memory"
+            except Exception as exc:  # this row lost, not the ones before it
+                row["note"] = _note(exc)
             cp.get_default_memory_pool().free_all_blocks()
             rows.append(row)
             log("  " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+            if keep is not None:
+                keep(rows)
     return rows
 
 
@@ -150,11 +160,12 @@ def _problem(clients, dim, seed=0):
                             client_spectra="random", seed=seed)
 
 
-def small_problem(repeats=5, log=print) -> dict:
-    """Per-step time of a 16-client, d = 100 problem against the launch floor of one kernel."""
+def small_problem(repeats=5, log=print, keep=None) -> dict:
+    """Per-step time of a 16-client, d = 100 problem against the launch floor of one kernel;
+    ``keep(result so far)`` after every measurement, each of which is also logged at once."""
     cp = _cp()
     R, M, d = SMALL["runs"], SMALL["clients"], SMALL["dim"]
-    out = {"shape": (R, M, d)}
+    out = _Logged({"shape": (R, M, d)}, log, keep)
     tiny = cp.zeros((1,), dtype=cp.float64)
     copy_k = cp.ElementwiseKernel("T x", "T y", "y = x", "savic_launch_floor")
     out_tiny = cp.empty_like(tiny)
@@ -171,23 +182,42 @@ def small_problem(repeats=5, log=print) -> dict:
     cpu = lambda n: simulate(prob, rules.adam(beta=0.99, e=0.1), gamma=0.1, steps=n,  # noqa: E731
                              sync_every=10, runs=R, record_every=n, fused=True)
     out["CPU simulate fused, H = 10 (us/step)"] = 1e6 * steady_step_time(cpu, repeats)
-    for k, v in out.items():
-        log(f"  {k}: {v}")
-    return out
+    return dict(out)
 
 
-def end_to_end(coordinates=END_TO_END, repeats=3, log=print) -> list[dict]:
-    """Whole-loop time per step through ``simulate`` (fused, no sync; and H = 10)."""
+class _Logged(dict):
+    """A result dict that logs each entry as it is set and hands the whole to ``keep``."""
+
+    def __init__(self, first: dict, log, keep):
+        super().__init__(first)
+        self._log, self._keep = log, keep
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._log(f"  {key}: {value}")
+        if self._keep is not None:
+            self._keep(dict(self))
+
+
+def end_to_end(coordinates=END_TO_END, repeats=3, log=print, keep=None) -> list[dict]:
+    """Whole-loop time per step through ``simulate`` (fused, no sync; and H = 10);
+    ``keep(rows so far)`` after every row. A row that fails records why in its ``note``."""
     rows = []
     for n in coordinates:
         R, M, d = _shape_for(n)
-        prob = _problem(M, d)
         row = {"coordinates": R * M * d, "shape": (R, M, d)}
-        for label, H in (("no sync", None), ("H = 10", 10)):
-            row[f"fused {label} (ms/step)"] = 1e3 * steady_step_time(
-                lambda s, H=H: _gpu_simulate(prob, s, H or s, R, True), repeats)
+        try:
+            prob = _problem(M, d)
+            for label, H in (("no sync", None), ("H = 10", 10)):
+                row[f"fused {label} (ms/step)"] = 1e3 * steady_step_time(
+                    lambda s, H=H: _gpu_simulate(prob, s, H or s, R, True), repeats)
+        except Exception as exc:  # this row lost, not the ones before it
+            row["note"] = _note(exc)
+        _cp().get_default_memory_pool().free_all_blocks()
         rows.append(row)
         log("  " + ", ".join(f"{k} {v}" for k, v in row.items()))
+        if keep is not None:
+            keep(rows)
     return rows
 
 
@@ -215,8 +245,8 @@ def scaling(sweeps=SWEEPS, repeats=3, log=print, on_point=None) -> dict:
                 y = cp.empty_like(x)
                 row["one pass over x (copy)"] = 1e3 * device_time(lambda: cp.copyto(y, x))
                 del x, y
-            except cp.cuda.memory.OutOfMemoryError:
-                row["note"] = "out of device memory"
+            except Exception as exc:  # this point lost, not the ones before it
+                row["note"] = _note(exc)
             cp.get_default_memory_pool().free_all_blocks()
             pts.append(row)
             log(f"  {axis} = {v}: {row}")

@@ -8,10 +8,14 @@
 #                               whatever time is left (it resumes from its checkpoints).
 #
 # Usage, from the repository root:
-#   bash benchmarks/gpu_checks.sh OUTDIR [SECONDS]
-# OUTDIR receives log.txt and the result files (at most eight, flat); SECONDS (default 540)
+#   bash benchmarks/gpu_checks.sh OUTDIR [SECONDS] [PARTS]
+# OUTDIR receives log.txt and the result files (at most eight, flat); SECONDS (default 480)
 # bounds the whole script: each part gets its own share and is stopped at it, so that what
-# was measured is always written. Optional inputs, when present in the repository root:
+# was measured is always written. PARTS (default tests,suite,throughput,fmnist) picks the
+# parts, comma-separated: a second call with PARTS=fmnist continues the experiment from its
+# checkpoints (results/nn-fmnist/ stays on the machine while it is held). Shares: tests 120 s,
+# throughput 100 s, the suite what is left but 60 s kept for the experiment when it runs too,
+# the experiment the rest. Optional inputs, when present in the repository root:
 #   .carry/whl/*.whl          wheels to install first (array-api-compat, tomli-w: the packages
 #                             a GPU image with PyTorch and CuPy may lack), into /tmp/site;
 #   .carry/fashion-mnist/     the four Fashion-MNIST IDX .gz files (else the Debian path).
@@ -19,12 +23,15 @@
 # log.txt starts with the Python and package versions found. gpu.json and throughput.json are
 # rewritten after every section or mode, so a part stopped at its share keeps what it measured.
 set -u
-out=${1:?usage: bash benchmarks/gpu_checks.sh OUTDIR [SECONDS]}
-budget=${2:-540}
+out=${1:?usage: bash benchmarks/gpu_checks.sh OUTDIR [SECONDS] [PARTS]}
+budget=${2:-480}
+parts=",${3:-tests,suite,throughput,fmnist},"
+want() { [[ $parts == *",$1,"* ]]; }
 mkdir -p "$out"
 log="$out/log.txt"
 start=$(date +%s)
 export PYTHONUNBUFFERED=1
+export CUPY_CACHE_DIR=${CUPY_CACHE_DIR:-/tmp/cupy-kernel-cache}  # writable whatever $HOME is
 py=${PYTHON:-python3}
 
 left() { echo $(( budget - ($(date +%s) - start) )); }
@@ -78,12 +85,17 @@ EOF
 # tests/conftest.py needs Hypothesis (not used by test_gpu.py): without it, skip the conftest.
 # Warnings are shown, not errors (pyproject's filterwarnings = error): a deprecation warning
 # from CuPy's import must not fail every test of this one run.
-pytest_opts=(-q -p no:cacheprovider -W default -o console_output_style=count)
+# -v: each test's verdict is logged as it ends, so a part stopped at its share still says which
+# tests passed and which failed (-q would print them only in its final summary)
+pytest_opts=(-v --tb=short -p no:cacheprovider -W default)
 $py -c "import hypothesis" 2>/dev/null || pytest_opts+=(--noconftest)
-part "CuPy path against the CPU reference" 150 $py -m pytest "${pytest_opts[@]}" tests/test_gpu.py
-part "GPU benchmark suite" 180 $py -m benchmarks gpu --out "$out"
-part "ResNet18 throughput" 120 $py -m benchmarks.nn_throughput --json "$out/throughput.json"
-if [[ -e $data_root/train-images-idx3-ubyte.gz || -e $data_root/train-images-idx3-ubyte ]]; then
+want tests && part "CuPy path against the CPU reference" 120 $py -m pytest "${pytest_opts[@]}" tests/test_gpu.py
+reserve=$(( $(want throughput && echo 100 || echo 0) + $(want fmnist && echo 60 || echo 0) ))
+want suite && part "GPU benchmark suite" "$(( $(left) - reserve ))" $py -m benchmarks gpu --out "$out"
+want throughput && part "ResNet18 throughput" 100 $py -m benchmarks.nn_throughput --json "$out/throughput.json"
+if ! want fmnist; then
+    :
+elif [[ -e $data_root/train-images-idx3-ubyte.gz || -e $data_root/train-images-idx3-ubyte ]]; then
     part "Fashion-MNIST experiment" "$(( $(left) - 30 ))" $py -m savic_theory nn configs/nn-fmnist.toml \
         --out results/nn-fmnist --data-root "$data_root" --resume --no-progress
     part "report" 30 $py -m savic_theory nn configs/nn-fmnist.toml --out results/nn-fmnist --report

@@ -63,14 +63,71 @@ def test_gpu_same_draws_probes_and_divergence(scaling):
     assert_same_result(gpu, ref, RTOL, ignore=("backend",))
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("scaling", SCALINGS)
-def test_gpu_float32(scaling):
-    prob = problem("diagonal", seed=10)
+@pytest.mark.parametrize("rule", list(RULES))
+def test_gpu_float32(rule, scaling, form):
+    """float32 kernels of every rule and form (dense and eigenbasis through cuBLAS in float32).
+    Host and device round in different orders: 25 contracting steps of unit round-off 6e-8
+    give about 1e-7 (measured on the host with FMA contraction: ≤ 1.1e-7 for x, 5e-8 for D̂);
+    1e-5 leaves a factor 100."""
+    prob = problem(form, seed=10)
     kw = dict(gamma=np.array([0.1, 0.2, 0.3]), steps=25, sync_every=np.array([2, 3, 5]),
               scaling=scaling, noise=0.1, seed=4, dtype="float32")
-    gpu = simulate(prob, per_run_rule("adam"), x0=cp.zeros(prob.dim), fused=True, **kw)
-    ref = simulate(prob, per_run_rule("adam"), fused=False, **kw)
-    assert_close(gpu.x, ref.x, 1e-5, "x")  # float32 round-off, two different orders
+    gpu = simulate(prob, per_run_rule(rule), x0=cp.zeros(prob.dim), fused=True, **kw)
+    ref = simulate(prob, per_run_rule(rule), fused=False, **kw)
+    assert_close(gpu.x, ref.x, 1e-5, "x")
+    assert_close(gpu.D, ref.D, 1e-5, "D")
+    assert_close(gpu.history["dist_sq"], ref.history["dist_sq"], 1e-5, "dist_sq")
+
+
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_gpu_rules_mixed_on_the_run_axis(scaling):
+    """One call whose runs use different rules (rules.per_run): the generated kernels select
+    each run's statistic and transform on the device, as the reference loop does per run."""
+    from savic_theory import rules
+
+    parts = [rules.adam(beta=0.9, e=0.5), rules.rmsprop(beta=0.5, e=0.6), rules.identity(),
+             rules.oasis(beta=0.9, e=0.5), rules.rmsprop(beta=lambda k: 1.0 - 1.0 / (k + 1), e=0.5)]
+    prob = problem("dense", seed=6)
+    kw = dict(gamma=np.array([0.1, 0.2, 0.3, 0.15, 0.25]), steps=21, sync_every=np.array([2, 3, 5, 4, 3]),
+              scaling=scaling, noise=0.2, seed=9, probes="rademacher", record_every=3)
+    gpu = simulate(prob, parts, x0=cp.zeros(prob.dim), fused=True, **kw)
+    ref = simulate(prob, parts, fused=False, **kw)
+    assert_same_result(gpu, ref, RTOL, ignore=("backend",))
+
+
+def _free_bytes() -> int:
+    return int(cp.cuda.Device().mem_info[0])
+
+
+def test_kernels_index_past_two_to_the_31(d=2**28 + 3):
+    """Arrays of more than 2**31 elements (float32, 8.6 GB; 21.5 GB in all): the elementwise step
+    and the streaming client average reach their last elements, where 32-bit indices would have
+    wrapped. Values are constants, so every element's result is known exactly."""
+    R, M = 4, 2
+    need = 4 * (R * M * d + 2 * M * d + R * d) + 4 * R * d
+    if d > 2**20 and _free_bytes() < 1.25 * need:
+        pytest.skip(f"needs {need / 2**30:.0f} GiB of free device memory")
+    x = cp.ones((R, M, d), dtype=cp.float32)
+    a = cp.full((1, M, d), 2.0, dtype=cp.float32)
+    b = cp.ones((1, M, d), dtype=cp.float32)
+    D = cp.full((R, 1, d), 4.0, dtype=cp.float32)
+    gamma = cp.full((R, 1, 1), 0.5, dtype=cp.float32)
+    step = fused._cuda_elementwise(*fused.step_kernel_source(True, False, False), "savic_step")
+    step(a, b, gamma, D, x)  # x ← x − γ (a x − b) / D = 1 − 0.5 · 1 / 4 = 0.875, exact in float32
+    del a, b, D, gamma
+    x[:, 1, :] = 0.125  # clients 0 and 1 now average to 0.5, exact in float32
+    assert float(x[-1, 0, -1]) == 0.875 and float(x[0, 0, 0]) == 0.875
+    xbar = cp.empty((R, 1, d), dtype=cp.float32)
+    kern = fused._cuda_mean_kernel("float")
+    grid = ((R * d + fused._BLOCK - 1) // fused._BLOCK,)
+    kern(grid, (fused._BLOCK,), (x, xbar, cp.ones((R,), dtype=cp.bool_), np.int64(R), np.int64(M), np.int64(d),
+                                 np.int32(1)))
+    assert float(cp.min(xbar)) == float(cp.max(xbar)) == 0.5
+    assert float(cp.min(x)) == float(cp.max(x)) == 0.5  # every client set to the average, the last one too
+    del x, xbar
+    cp.get_default_memory_pool().free_all_blocks()
 
 
 @pytest.mark.parametrize("dtype,ctype", [(np.float64, "double"), (np.float32, "float")])

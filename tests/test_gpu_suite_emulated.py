@@ -392,13 +392,57 @@ def test_a_failing_section_keeps_the_others(tiny_suite, tmp_path, monkeypatch, c
     assert result["end_to_end"] == {"error": "RuntimeError: cudaErrorLaunchFailure (emulated)"}
     assert "scaling" in result and "rules_axis" in result
     assert snapshots[0] == (["agreement", "command", "machine"], 0)  # before the bandwidth ran
-    # one write per section (7), and one per scaling point (5) marked incomplete until the end
+    # every write keeps each section finished before it; a section's rows are written as they
+    # come, marked <section>_incomplete until it ends
+    done: set = set()
+    for keys, _ in snapshots:
+        assert done <= set(keys), (done, keys)
+        done = {k for k in keys if not k.endswith("_incomplete") and f"{k}_incomplete" not in keys}
     sections = ["agreement", "bandwidth", "command", "dense", "end_to_end", "machine", "rules_axis",
                 "small"]
-    assert snapshots[6:] == [(sorted(sections + ["scaling", "scaling_incomplete"]), n)
-                             for n in (0, 0, 0, 1, 2)] + [(sorted(sections + ["scaling"]), 2)]
+    scaling_points = [n for keys, n in snapshots if "scaling_incomplete" in keys]
+    assert scaling_points == [0, 0, 0, 1, 2]  # the quick sweeps: runs (3 points), dim (2)
+    assert snapshots[-1] == (sorted(sections + ["scaling"]), 2)
+    assert any("bandwidth_incomplete" in keys for keys, _ in snapshots)
     assert json.loads((tmp_path / "gpu.json").read_text())["end_to_end"] == result["end_to_end"]
     assert "end_to_end failed: RuntimeError" in capsys.readouterr().out
+
+
+def test_a_section_failing_part_way_keeps_its_rows(tiny_suite, tmp_path, monkeypatch):
+    """An error after some rows of a section (not one point's) keeps those rows as ``partial``."""
+    from benchmarks import gpu
+    from benchmarks.__main__ import run_gpu
+
+    def second_row_fails(coordinates, repeats=3, log=print, keep=None):
+        keep([{"coordinates": 1, "fused no sync (ms/step)": 0.5}])
+        raise RuntimeError("cudaErrorIllegalAddress (emulated)")
+
+    monkeypatch.setattr(gpu, "end_to_end", second_row_fails)
+    result = run_gpu(tmp_path, quick=True)
+    expected = {"error": "RuntimeError: cudaErrorIllegalAddress (emulated)",
+                "partial": [{"coordinates": 1, "fused no sync (ms/step)": 0.5}]}
+    assert result["end_to_end"] == expected
+    assert json.loads((tmp_path / "gpu.json").read_text())["end_to_end"] == expected
+
+
+def test_a_point_failing_otherwise_is_noted_too(tiny_suite, monkeypatch):
+    """Not only out of memory: any error of one point (a library's allocation failure) is its
+    row's note, and the rows before and after it are measured."""
+    from benchmarks import gpu
+
+    real = gpu._step_arrays
+
+    def fails_at_second(R, M, d, dtype, seed=0):
+        if d == 2:
+            raise RuntimeError("CURAND_STATUS_ALLOCATION_FAILED (emulated)")
+        return real(R, M, d, dtype, seed)
+
+    monkeypatch.setattr(gpu, "_step_arrays", fails_at_second)
+    kept = []
+    rows = gpu.bandwidth([4096, 2 * 4096, 3 * 4096], dtypes=("float32",), log=lambda *_: None,
+                         keep=lambda r: kept.append(len(r)))
+    assert [r.get("note") for r in rows] == [None, "RuntimeError: CURAND_STATUS_ALLOCATION_FAILED (emulated)", None]
+    assert kept == [1, 2, 3]
 
 
 def test_out_of_memory_points_are_noted_not_fatal(tiny_suite, monkeypatch):
@@ -445,14 +489,18 @@ def test_gpu_tests_run_on_the_emulation(test_gpu_module):
         t.test_gpu_agrees_with_cpu_reference(rule, scaling, form, noise)
     for scaling in SCALINGS:
         t.test_gpu_same_draws_probes_and_divergence(scaling)
-        t.test_gpu_float32(scaling)
+        t.test_gpu_rules_mixed_on_the_run_axis(scaling)
+    for rule, scaling, form in itertools.product(RULES, SCALINGS, t.FORMS):
+        t.test_gpu_float32(rule, scaling, form)
     for dtype, ctype in ((np.float64, "double"), (np.float32, "float")):
         t.test_client_mean_kernel_is_numpys_sequential_mean(dtype, ctype)
     t.test_problem_instances_on_the_run_axis_on_gpu()
+    t.test_kernels_index_past_two_to_the_31(d=1000)  # the logic at a host-sized d
     tested = {name for name in dir(t) if name.startswith("test_")}
     assert tested == {"test_gpu_agrees_with_cpu_reference", "test_gpu_same_draws_probes_and_divergence",
                       "test_gpu_float32", "test_client_mean_kernel_is_numpys_sequential_mean",
-                      "test_problem_instances_on_the_run_axis_on_gpu"}, "a new test in test_gpu.py: add it here"
+                      "test_problem_instances_on_the_run_axis_on_gpu", "test_gpu_rules_mixed_on_the_run_axis",
+                      "test_kernels_index_past_two_to_the_31"}, "a new test in test_gpu.py: add it here"
 
 
 # ------------------------------------------------------------------- benchmarks/nn_throughput.py
