@@ -38,6 +38,54 @@ def _cp():
     return cp
 
 
+#: The same global step as the simulator's ElementwiseKernel (``fused.step_kernel_source``, the
+#: same operations in the same order) as a RawKernel on a three-dimensional grid: x over the
+#: coordinates, y over the clients, z over the runs. CuPy's elementwise indexer finds each
+#: element's (run, client, coordinate) by integer division, two per element for a 3-D
+#: broadcast; here no thread divides. The bandwidth table times both: which one reaches the
+#: copy rate decides whether the simulator should take this form.
+STEP_ROWS_SRC = r"""
+extern "C" __global__ void savic_step_rows(const TYPE* a, const TYPE* b, const TYPE* gamma, const TYPE* D,
+                                           TYPE* x, long long R, long long M, long long d) {
+    long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= d) return;
+    for (long long r = blockIdx.z; r < R; r += gridDim.z) {
+        const TYPE g = gamma[r];
+        const TYPE Dj = D[r * d + j];
+        for (long long m = blockIdx.y; m < M; m += gridDim.y) {
+            const long long k = (r * M + m) * d + j;
+            const TYPE x_old = x[k];
+            const TYPE gr = a[m * d + j] * x_old - b[m * d + j];
+            x[k] = x_old - (g * gr) / Dj;
+        }
+    }
+}
+"""
+
+
+def step_rows(ctype: str):
+    """``launch(a, b, gamma, D, x)``: the step of :data:`STEP_ROWS_SRC` on ``x`` (R, M, d) in
+    place, with ``a, b`` (1, M, d), ``gamma`` (R, 1, 1) and ``D`` (R, 1, d), all contiguous."""
+    kern = _cp().RawKernel(STEP_ROWS_SRC.replace("TYPE", ctype), "savic_step_rows")
+
+    def launch(a, b, gamma, D, x):
+        R, M, d = x.shape
+        grid = ((d + fused._BLOCK - 1) // fused._BLOCK, min(M, 65535), min(R, 65535))
+        kern(grid, (fused._BLOCK,), (a, b, gamma, D, x, np.int64(R), np.int64(M), np.int64(d)))
+    return launch
+
+
+def check_step_rows(dtype, shape=(3, 5, 1031)) -> float:
+    """Relative gap between one step of :func:`step_rows` and of the simulator's kernel on the
+    same numbers (the device may contract the two into FMAs differently: a few ulps)."""
+    cp = _cp()
+    x, a, b, D, gamma = _step_arrays(*shape, dtype, seed=1)
+    y = x.copy()
+    fused._cuda_elementwise(*fused.step_kernel_source(True, False, False), "savic_step")(a, b, gamma, D, x)
+    step_rows("double" if np.dtype(dtype).itemsize == 8 else "float")(a, b, gamma, D, y)
+    return float(cp.max(cp.abs(x - y)) / cp.max(cp.abs(x)))
+
+
 def device_time(fn, inner=20, repeats=7) -> float:
     """Median seconds per call of ``fn`` from CUDA events around ``inner`` back-to-back calls."""
     cp = _cp()
@@ -105,6 +153,12 @@ def bandwidth(coordinates=COORDINATES, dtypes=("float64", "float32"), log=print,
     step = fused._cuda_elementwise(*fused.step_kernel_source(True, False, False), "savic_step")
     for dtype in dtypes:
         item = np.dtype(dtype).itemsize
+        rows_step = step_rows("double" if item == 8 else "float")
+        rows_gap = check_step_rows(dtype)
+        # both compute x − (γ (a x − b))/D̂ in the same order; only FMA contraction may differ
+        if not rows_gap <= (1e-12 if item == 8 else 1e-5):
+            raise AssertionError(f"savic_step_rows does not compute the simulator's step ({dtype}): "
+                                 f"relative gap {rows_gap:.2e}")
         for n in coordinates:
             R, M, d = _shape_for(n)
             N = R * M * d
@@ -125,6 +179,11 @@ def bandwidth(coordinates=COORDINATES, dtypes=("float64", "float32"), log=print,
                 row["step_GBps_ab_per_run"] = item * (4 * N + R * d + R) / t_step / 1e9
                 row["step_fraction_of_copy_ab_per_run"] = row["step_GBps_ab_per_run"] / row["copy_GBps"]
                 row["ab_MiB"] = 2 * M * d * item / 2**20
+                t_rows = device_time(lambda: rows_step(a, b, gamma, D, x))
+                row["step_rows_us"] = 1e6 * t_rows
+                row["step_rows_GBps"] = moved / t_rows / 1e9
+                row["step_rows_fraction_of_copy"] = row["step_rows_GBps"] / row["copy_GBps"]
+                row["step_rows_checked_gap"] = rows_gap
                 xbar = cp.empty((R, 1, d), dtype=dtype)
                 flags = cp.ones((R,), dtype=cp.bool_)
                 mean_k = fused._cuda_mean_kernel("double" if item == 8 else "float")

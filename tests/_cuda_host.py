@@ -103,18 +103,23 @@ def _signature(source: str, name: str) -> list[tuple[str, str]]:
 
 
 def host_launcher(source: str, name: str) -> str:
-    """A host function ``launch_<name>(grid, block, params…)`` that runs every thread in turn."""
+    """A host function ``launch_<name>(gx, gy, gz, block, params…)`` that runs every thread of
+    a (gx, gy, gz) grid of one-dimensional blocks in turn."""
     params = _signature(source, name)
     decl = ", ".join(f"{t} {n}" for t, n in params)
     call = ", ".join(n for _, n in params)
     return "\n".join([
-        f'extern "C" void launch_{name}(unsigned int _grid, unsigned int _block, {decl}) {{',
-        "  gridDim.x = _grid; blockDim.x = _block; gridDim.y = gridDim.z = blockDim.y = blockDim.z = 1;",
-        "  for (unsigned int b = 0; b < _grid; ++b)",
-        "    for (unsigned int t = 0; t < _block; ++t) {",
-        "      blockIdx.x = b; threadIdx.x = t;",
-        f"      {name}({call});",
-        "    }",
+        f'extern "C" void launch_{name}(unsigned int _gx, unsigned int _gy, unsigned int _gz, unsigned int _block, '
+        f'{decl}) {{',
+        "  gridDim.x = _gx; gridDim.y = _gy; gridDim.z = _gz; blockDim.x = _block; blockDim.y = blockDim.z = 1;",
+        "  threadIdx.y = threadIdx.z = 0;",
+        "  for (unsigned int _bz = 0; _bz < _gz; ++_bz)",  # underscored: no kernel parameter is hidden
+        "    for (unsigned int _by = 0; _by < _gy; ++_by)",
+        "      for (unsigned int _bx = 0; _bx < _gx; ++_bx)",
+        "        for (unsigned int _t = 0; _t < _block; ++_t) {",
+        "          blockIdx.x = _bx; blockIdx.y = _by; blockIdx.z = _bz; threadIdx.x = _t;",
+        f"          {name}({call});",
+        "        }",
         "}",
     ])
 
@@ -234,7 +239,8 @@ class HostElementwiseKernel:
         src = self.source(CTYPES[dtype])
         launch = getattr(host_library(src + "\n" + host_launcher(src, self.name)), f"launch_{self.name}")
         # one thread: the grid-stride loop visits every element
-        launch(ctypes.c_uint(1), ctypes.c_uint(1), *map(_pointer, ins), *map(_pointer, bufs),
+        launch(ctypes.c_uint(1), ctypes.c_uint(1), ctypes.c_uint(1), ctypes.c_uint(1), *map(_pointer, ins),
+               *map(_pointer, bufs),
                ctypes.c_longlong(int(np.prod(shape))))
         for o, buf in zip(outs, bufs):
             if buf is not o:
@@ -243,7 +249,8 @@ class HostElementwiseKernel:
 
 class HostRawKernel:
     """``cupy.RawKernel`` run on the host build: ``kernel(grid, block, args)`` runs every
-    (block, thread) of a one-dimensional launch in turn on the arguments' buffers."""
+    (block, thread) of a launch (a grid of up to three dimensions, one-dimensional blocks) in
+    turn on the arguments' buffers."""
 
     def __init__(self, code: str, name: str):
         self.code, self.name = code, name
@@ -271,4 +278,6 @@ class HostRawKernel:
                 c_args.append(ctypes.c_int(int(a)))
             else:
                 raise TypeError(f"{self.name}: parameter type {typ} not supported by the host launcher")
-        getattr(lib, f"launch_{self.name}")(ctypes.c_uint(int(grid[0])), ctypes.c_uint(int(block[0])), *c_args)
+        gx, gy, gz = (tuple(int(g) for g in grid) + (1, 1))[:3]
+        getattr(lib, f"launch_{self.name}")(ctypes.c_uint(gx), ctypes.c_uint(gy), ctypes.c_uint(gz),
+                                            ctypes.c_uint(int(block[0])), *c_args)

@@ -16,6 +16,8 @@ import pytest
 from savic_theory import RULES, rules
 from savic_theory.simulator import fused
 
+from benchmarks import gpu as bench_gpu
+
 from . import _cuda_host
 from .test_fused import _adagrad_like
 
@@ -76,8 +78,9 @@ def test_kernels_compile_for_hopper_without_spills(dtype):
     unit = [f"typedef {ctype} T;", fused._CUDA_PREAMBLE]
     unit += [_cuda_host.elementwise_function(ins, outs, body, name) for name, ins, outs, body in kernels]
     unit.append(fused._MEAN_SRC.replace("TYPE", ctype))
+    unit.append(bench_gpu.STEP_ROWS_SRC.replace("TYPE", ctype))
     report = _cuda_host.ptxas_report(_cuda_host.nvcc_check("\n".join(unit), ARCH))
-    assert set(report) == {k[0] for k in kernels} | {"savic_client_mean"}
+    assert set(report) == {k[0] for k in kernels} | {"savic_client_mean", "savic_step_rows"}
     for name, info in report.items():
         # an elementwise body keeps a handful of values per thread: no spills and no stack. Past
         # 128 registers per thread an SM (65536 registers) holds under 512 threads, too few to
@@ -113,3 +116,20 @@ def test_client_mean_kernel_on_the_host_build(dtype):
     np.testing.assert_array_equal(x[~sync], host[~sync])
     with pytest.raises(TypeError, match="long long"):  # a Python int would be passed as the wrong width
         kern((1,), (block,), (x, xbar, sync, R, np.int64(M), np.int64(d), np.int32(1)))
+
+
+@pytest.mark.skipif(not _cuda_host.have_cxx(), reason="no g++")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_step_rows_kernel_on_the_host_build(dtype):
+    """The benchmark's row-grid step, thread by thread, on a grid smaller than the clients and
+    runs (its stride loops) whose x-blocks do not divide d: it computes the simulator's step."""
+    rng = np.random.default_rng(2)
+    R, M, d = 3, 5, 37
+    x = rng.standard_normal((R, M, d)).astype(dtype)
+    a, b = rng.uniform(0.5, 2.0, (1, M, d)).astype(dtype), rng.standard_normal((1, M, d)).astype(dtype)
+    D, gamma = rng.uniform(1.0, 2.0, (R, 1, d)).astype(dtype), np.full((R, 1, 1), 0.3, dtype=dtype)
+    want = x - (gamma * (a * x - b)) / D  # the elementwise kernel's operations, in its order
+    kern = _cuda_host.HostRawKernel(bench_gpu.STEP_ROWS_SRC.replace("TYPE", _cuda_host.CTYPES[np.dtype(dtype)]),
+                                    "savic_step_rows")
+    kern((3, 2, 2), (16,), (a, b, gamma, D, x, np.int64(R), np.int64(M), np.int64(d)))
+    np.testing.assert_array_equal(x, want)  # no FMA contraction on the host build: the same roundings

@@ -30,7 +30,7 @@ import pytest
 from savic_theory import _backend
 from savic_theory.simulator import engine, fused
 
-from .test_fused import _dev, _fake_cupy, _FakeDeviceArray
+from .test_fused import _dev, _fake_cupy, _FakeDeviceArray, _FakeRawKernel
 
 
 # ----------------------------------------------------------------------------- the emulated CuPy
@@ -118,6 +118,7 @@ def _random_namespace():
 def rich_fake_cupy():
     """``_fake_cupy("python")`` plus what the benchmark suite calls (see the module docstring)."""
     mod = _fake_cupy("python")
+    mod.RawKernel = _raw_kernel
     mod.__version__ = "13.0.0-emulated"
     mod.bool_ = np.bool_
     pool = _MemoryPool()
@@ -143,6 +144,25 @@ def rich_fake_cupy():
         memory=types.SimpleNamespace(OutOfMemoryError=_OutOfMemoryError),
         OutOfMemoryError=_OutOfMemoryError)
     return mod
+
+
+class _FakeStepRows:
+    """The benchmark's row-grid step (``benchmarks.gpu.STEP_ROWS_SRC``), emulated: one step of
+    x ← x − (γ (a x − b))/D̂ in place, after checking that the grid covers the coordinates."""
+
+    def __init__(self, code, name):
+        assert name == "savic_step_rows" and "TYPE" not in code
+
+    def __call__(self, grid, block, args):
+        a, b, gamma, D, x, R, M, d = args
+        assert len(grid) == 3 and grid[0] * block[0] >= d and 1 <= grid[1] <= 65535 and 1 <= grid[2] <= 65535
+        assert x.shape == (int(R), int(M), int(d)) and all(v.flags.c_contiguous for v in (a, b, gamma, D, x))
+        xs = np.asarray(x)
+        np.copyto(xs, xs - (np.asarray(gamma) * (np.asarray(a) * xs - np.asarray(b))) / np.asarray(D))
+
+
+def _raw_kernel(code, name):
+    return _FakeStepRows(code, name) if name == "savic_step_rows" else _FakeRawKernel(code, name)
 
 
 def _no_device(device):
@@ -299,11 +319,12 @@ def test_run_gpu_quick_writes_every_section(tiny_suite, tmp_path, capsys):
     assert all(0 <= gap <= 1e-12 for gap in data["agreement"].values()), data["agreement"]
 
     rates = ("copy_GBps", "step_us", "step_GBps", "step_fraction_of_copy", "average_GBps",
-             "mean_axis1_GBps")
+             "mean_axis1_GBps", "step_rows_us", "step_rows_GBps", "step_rows_fraction_of_copy")
     assert [(r["dtype"], r["coordinates"]) for r in data["bandwidth"]] == [
         (dt, n) for dt in ("float64", "float32") for n in (4096, 2 * 4096)]
     for row in data["bandwidth"]:
         assert "note" not in row and all(row[k] > 0 for k in rates), row
+        assert 0 <= row["step_rows_checked_gap"] <= (1e-12 if row["dtype"] == "float64" else 1e-5), row
         assert row["shape"] == [64, 64, row["coordinates"] // 4096]
 
     small = data["small"]
@@ -519,3 +540,18 @@ def test_nn_throughput_keeps_rows_when_a_mode_fails(tmp_path, capsys):
     assert data["rows"][0]["images_per_second"] > 0 and "ValueError" in data["rows"][1]["error"]
     assert "round:no_such_method  failed: ValueError" in capsys.readouterr().out
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_row_grid_step_that_computes_something_else_stops_the_bandwidth_table(tiny_suite, monkeypatch):
+    """The row-grid step is timed only after it computed the simulator's step on the same numbers."""
+    from benchmarks import gpu
+
+    real = _FakeStepRows.__call__
+
+    def off_by_a_bit(self, grid, block, args):
+        real(self, grid, block, args)
+        args[4][...] *= 1.001
+
+    monkeypatch.setattr(_FakeStepRows, "__call__", off_by_a_bit)
+    with pytest.raises(AssertionError, match="savic_step_rows does not compute the simulator's step"):
+        gpu.bandwidth([4096], dtypes=("float64",), log=lambda *_: None)
