@@ -136,6 +136,11 @@ def run_gpu(out: Path, quick: bool, command: str = "python -m benchmarks gpu") -
     section("scaling", "GPU scaling (ms per step, set-up excluded):",
             lambda keep: gpu.scaling(gpu.QUICK_SWEEPS if quick else gpu.SWEEPS, repeats=2 if quick else 3,
                                      on_point=keep))
+    failed = failures(result)
+    for key, (bad, total) in failed.items():
+        print(f"{key}: {bad} of {total} rows failed (their note in gpu.json says why)")
+    result["failed_rows"] = {k: list(v) for k, v in failed.items()}
+    write_json(out / "gpu.json", result)
     if "error" not in result["scaling"]:
         try:
             cpu.plot_scaling(result["scaling"], out / "gpu_scaling.png",
@@ -143,6 +148,32 @@ def run_gpu(out: Path, quick: bool, command: str = "python -m benchmarks gpu") -
         except Exception as exc:  # the numbers are in gpu.json; a plot is not worth losing them
             print(f"gpu_scaling.png not written: {type(exc).__name__}: {exc}")
     return result
+
+
+def failures(result: dict) -> dict[str, tuple[int, int]]:
+    """Per section with rows that failed: ``(failed, total)`` rows, a row being a dict with
+    numbers or a ``note`` at any depth and a failed one a row with a ``note``; a section that
+    failed as a whole counts as one row, failed."""
+    out = {}
+    for key, value in result.items():
+        if isinstance(value, dict) and "error" in value:
+            out[key] = (1, 1)
+            continue
+        rows = _rows(value)
+        bad = sum("note" in r for r in rows)
+        if bad:
+            out[key] = (bad, len(rows))
+    return out
+
+
+def _rows(v) -> list[dict]:
+    if isinstance(v, dict):
+        own = [v] if "note" in v or any(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                        for x in v.values()) else []
+        return own + [r for x in v.values() for r in _rows(x)]
+    if isinstance(v, list):
+        return [r for x in v for r in _rows(x)]
+    return []
 
 
 def main(argv=None) -> int:
@@ -177,12 +208,15 @@ def main(argv=None) -> int:
     if args.suite in ("rules", "all"):
         run_rules(out, args.quick, command=command)
         written += ["rules.json"]
+    status = 0
     if args.suite in ("gpu", "all"):
-        run_gpu(out, args.quick, command=command)
+        failed = run_gpu(out, args.quick, command=command).get("failed_rows", {})
         written += ["gpu.json", "gpu_scaling.png"]
+        if any(bad == total for bad, total in failed.values()):  # a whole section lost: say so by the status
+            status = 1
     written = [name for name in written if (out / name).exists()]  # a failed plot is not claimed
     print(f"done in {time.perf_counter() - t0:.0f} s; results in {out}/: {', '.join(written)}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

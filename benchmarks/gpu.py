@@ -70,6 +70,11 @@ def step_rows(ctype: str):
 
     def launch(a, b, gamma, D, x):
         R, M, d = x.shape
+        # raw pointers: every array must be C-contiguous, of x's dtype and of the stated shape
+        for v, shape in ((a, (1, M, d)), (b, (1, M, d)), (gamma, (R, 1, 1)), (D, (R, 1, d)), (x, (R, M, d))):
+            if v.shape != shape or v.dtype != x.dtype or not v.flags.c_contiguous:
+                raise ValueError(f"savic_step_rows: an argument of shape {v.shape} ({v.dtype}) where a contiguous "
+                                 f"{shape} array of {x.dtype} is needed")
         grid = ((d + fused._BLOCK - 1) // fused._BLOCK, min(M, 65535), min(R, 65535))
         kern(grid, (fused._BLOCK,), (a, b, gamma, D, x, np.int64(R), np.int64(M), np.int64(d)))
     return launch
@@ -145,6 +150,43 @@ def _note(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _bandwidth_row(step, rows_step, R, M, d, dtype) -> dict:
+    """The timings of one row of :func:`bandwidth` (its arrays are freed when it returns or raises)."""
+    cp = _cp()
+    item = np.dtype(dtype).itemsize
+    N = R * M * d
+    row = {}
+    x, a, b, D, gamma = _step_arrays(R, M, d, dtype)
+    y = cp.empty_like(x)
+    t_copy = device_time(lambda: cp.copyto(y, x))
+    del y
+    row["copy_GBps"] = 2 * N * item / t_copy / 1e9
+    t_step = device_time(lambda: step(a, b, gamma, D, x))
+    moved = item * (2 * N + 2 * M * d + R * d + R)  # a, b (M, d) read once: from cache after
+    row["step_us"] = 1e6 * t_step
+    row["step_GBps"] = moved / t_step / 1e9
+    row["step_fraction_of_copy"] = row["step_GBps"] / row["copy_GBps"]
+    # a and b read again for every run (what DRAM serves once (M, d) outgrows the L2
+    # cache): the step's true traffic lies between the two counts
+    row["step_GBps_ab_per_run"] = item * (4 * N + R * d + R) / t_step / 1e9
+    row["step_fraction_of_copy_ab_per_run"] = row["step_GBps_ab_per_run"] / row["copy_GBps"]
+    row["ab_MiB"] = 2 * M * d * item / 2**20
+    t_rows = device_time(lambda: rows_step(a, b, gamma, D, x))
+    row["step_rows_us"] = 1e6 * t_rows
+    row["step_rows_GBps"] = moved / t_rows / 1e9
+    row["step_rows_fraction_of_copy"] = row["step_rows_GBps"] / row["copy_GBps"]
+    xbar = cp.empty((R, 1, d), dtype=dtype)
+    flags = cp.ones((R,), dtype=cp.bool_)
+    mean_k = fused._cuda_mean_kernel("double" if item == 8 else "float")
+    grid = ((R * d + fused._BLOCK - 1) // fused._BLOCK,)
+    t_avg = device_time(lambda: mean_k(grid, (fused._BLOCK,), (x, xbar, flags, np.int64(R),
+                                                               np.int64(M), np.int64(d), np.int32(1))))
+    row["average_GBps"] = 2 * N * item / t_avg / 1e9
+    t_mean = device_time(lambda: x.mean(axis=1))
+    row["mean_axis1_GBps"] = N * item / t_mean / 1e9
+    return row
+
+
 def bandwidth(coordinates=COORDINATES, dtypes=("float64", "float32"), log=print, keep=None) -> list[dict]:
     """Achieved bandwidth of the fused step and of the client average against a copy;
     ``keep(rows so far)`` after every row. A row that fails records why in its ``note``."""
@@ -163,37 +205,9 @@ def bandwidth(coordinates=COORDINATES, dtypes=("float64", "float32"), log=print,
             R, M, d = _shape_for(n)
             N = R * M * d
             row = {"dtype": dtype, "coordinates": N, "shape": (R, M, d)}
-            try:
-                x, a, b, D, gamma = _step_arrays(R, M, d, dtype)
-                y = cp.empty_like(x)
-                t_copy = device_time(lambda: cp.copyto(y, x))
-                del y
-                row["copy_GBps"] = 2 * N * item / t_copy / 1e9
-                t_step = device_time(lambda: step(a, b, gamma, D, x))
-                moved = item * (2 * N + 2 * M * d + R * d + R)  # a, b (M, d) read once: from cache after
-                row["step_us"] = 1e6 * t_step
-                row["step_GBps"] = moved / t_step / 1e9
-                row["step_fraction_of_copy"] = row["step_GBps"] / row["copy_GBps"]
-                # a and b read again for every run (what DRAM serves once (M, d) outgrows the L2
-                # cache): the step's true traffic lies between the two counts
-                row["step_GBps_ab_per_run"] = item * (4 * N + R * d + R) / t_step / 1e9
-                row["step_fraction_of_copy_ab_per_run"] = row["step_GBps_ab_per_run"] / row["copy_GBps"]
-                row["ab_MiB"] = 2 * M * d * item / 2**20
-                t_rows = device_time(lambda: rows_step(a, b, gamma, D, x))
-                row["step_rows_us"] = 1e6 * t_rows
-                row["step_rows_GBps"] = moved / t_rows / 1e9
-                row["step_rows_fraction_of_copy"] = row["step_rows_GBps"] / row["copy_GBps"]
+            try:  # the row's arrays live in _bandwidth_row's frame: freed whatever happens there
+                row.update(_bandwidth_row(step, rows_step, R, M, d, dtype))
                 row["step_rows_checked_gap"] = rows_gap
-                xbar = cp.empty((R, 1, d), dtype=dtype)
-                flags = cp.ones((R,), dtype=cp.bool_)
-                mean_k = fused._cuda_mean_kernel("double" if item == 8 else "float")
-                grid = ((R * d + fused._BLOCK - 1) // fused._BLOCK,)
-                t_avg = device_time(lambda: mean_k(grid, (fused._BLOCK,), (x, xbar, flags, np.int64(R),
-                                                                           np.int64(M), np.int64(d), np.int32(1))))
-                row["average_GBps"] = 2 * N * item / t_avg / 1e9
-                t_mean = device_time(lambda: x.mean(axis=1))
-                row["mean_axis1_GBps"] = N * item / t_mean / 1e9
-                del x, a, b, D, gamma, xbar
             except Exception as exc:  # this row lost, not the ones before it
                 row["note"] = _note(exc)
             cp.get_default_memory_pool().free_all_blocks()
@@ -248,8 +262,10 @@ class _Logged(dict):
     """A result dict that logs each entry as it is set and hands the whole to ``keep``."""
 
     def __init__(self, first: dict, log, keep):
-        super().__init__(first)
+        super().__init__()
         self._log, self._keep = log, keep
+        for key, value in first.items():
+            self[key] = value
 
     def __setitem__(self, key, value):
         super().__setitem__(key, value)

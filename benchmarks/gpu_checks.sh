@@ -14,7 +14,8 @@
 # was measured is always written. PARTS (default tests,suite,throughput,fmnist) picks the
 # parts, comma-separated: a second call with PARTS=fmnist continues the experiment from its
 # checkpoints (results/nn-fmnist/ stays on the machine while it is held). Shares: tests 120 s,
-# throughput 100 s, the suite what is left but 60 s kept for the experiment when it runs too,
+# throughput 100 s, the suite what is left but 60 s kept for the experiment when it runs too
+# (and its data is there),
 # the experiment the rest. Optional inputs, when present in the repository root:
 #   .carry/whl/*.whl          wheels to install first (array-api-compat, tomli-w: the packages
 #                             a GPU image with PyTorch and CuPy may lack), into /tmp/site;
@@ -27,11 +28,17 @@ out=${1:?usage: bash benchmarks/gpu_checks.sh OUTDIR [SECONDS] [PARTS]}
 budget=${2:-480}
 parts=",${3:-tests,suite,throughput,fmnist},"
 want() { [[ $parts == *",$1,"* ]]; }
+for p in ${parts//,/ }; do
+    case $p in tests|suite|throughput|fmnist) ;;
+        *) echo "gpu_checks: unknown part '$p' (known: tests, suite, throughput, fmnist)" >&2; exit 2 ;;
+    esac
+done
 mkdir -p "$out"
 log="$out/log.txt"
 start=$(date +%s)
 export PYTHONUNBUFFERED=1
 export CUPY_CACHE_DIR=${CUPY_CACHE_DIR:-/tmp/cupy-kernel-cache}  # writable whatever $HOME is
+export CUPY_TF32=0  # float32 matrix products in full float32, as the tests' tolerances assume
 py=${PYTHON:-python3}
 
 left() { echo $(( budget - ($(date +%s) - start) )); }
@@ -42,7 +49,7 @@ part() {  # part NAME SECONDS COMMAND...: run COMMAND for at most SECONDS, log i
     avail=$(left)
     (( secs > avail )) && secs=$avail
     if (( secs < 20 )); then
-        echo "== $name: skipped, ${avail}s left" | tee -a "$log"
+        echo "== $name: skipped, ${secs}s of its share left (${avail}s in all)" | tee -a "$log"
         return 0
     fi
     echo "== $name (at most ${secs}s): $*" | tee -a "$log"
@@ -54,10 +61,10 @@ part() {  # part NAME SECONDS COMMAND...: run COMMAND for at most SECONDS, log i
     echo "== $name: exit $rc after $(( $(date +%s) - t0 ))s" | tee -a "$log"
 }
 
-{
-    echo "gpu_checks: $(date -u +%FT%TZ), budget ${budget}s"
+{  # appended: a second call into the same OUTDIR keeps the first one's log
+    echo "gpu_checks: $(date -u +%FT%TZ), budget ${budget}s, parts ${parts:1:-1}"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || true
-} >"$log"
+} >>"$log"
 
 if compgen -G ".carry/whl/*.whl" >/dev/null; then
     # pure-Python wheels: where pip is missing, unpacking them is the same installation
@@ -90,12 +97,14 @@ EOF
 pytest_opts=(-v --tb=short -p no:cacheprovider -W default)
 $py -c "import hypothesis" 2>/dev/null || pytest_opts+=(--noconftest)
 want tests && part "CuPy path against the CPU reference" 120 $py -m pytest "${pytest_opts[@]}" tests/test_gpu.py
-reserve=$(( $(want throughput && echo 100 || echo 0) + $(want fmnist && echo 60 || echo 0) ))
+have_data=false
+[[ -e $data_root/train-images-idx3-ubyte.gz || -e $data_root/train-images-idx3-ubyte ]] && have_data=true
+reserve=$(( $(want throughput && echo 100 || echo 0) + $(want fmnist && $have_data && echo 60 || echo 0) ))
 want suite && part "GPU benchmark suite" "$(( $(left) - reserve ))" $py -m benchmarks gpu --out "$out"
 want throughput && part "ResNet18 throughput" 100 $py -m benchmarks.nn_throughput --json "$out/throughput.json"
 if ! want fmnist; then
     :
-elif [[ -e $data_root/train-images-idx3-ubyte.gz || -e $data_root/train-images-idx3-ubyte ]]; then
+elif $have_data; then
     part "Fashion-MNIST experiment" "$(( $(left) - 30 ))" $py -m savic_theory nn configs/nn-fmnist.toml \
         --out results/nn-fmnist --data-root "$data_root" --resume --no-progress
     part "report" 30 $py -m savic_theory nn configs/nn-fmnist.toml --out results/nn-fmnist --report

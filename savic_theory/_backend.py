@@ -38,8 +38,8 @@ def namespace(backend: Any = None, like: Any = None) -> ModuleType:
             return importlib.import_module("array_api_compat.cupy")
         except ImportError as exc:  # name what is missing: CuPy itself, or array-api-compat
             missing = getattr(exc, "name", None) or str(exc)
-            raise ValueError(f"backend 'cupy' needs CuPy, array-api-compat and a CUDA device ({missing} is not "
-                             "installed): pip install 'savic-theory[gpu]'") from exc
+            raise ValueError(f"backend 'cupy' needs CuPy, array-api-compat and a CUDA device ({missing} could "
+                             "not be imported): pip install 'savic-theory[gpu]'") from exc
     if backend == "array_api_strict":
         try:
             return importlib.import_module("array_api_strict")

@@ -117,8 +117,10 @@ def test_kernels_index_past_two_to_the_31(d=2**28 + 3):
     step = fused._cuda_elementwise(*fused.step_kernel_source(True, False, False), "savic_step")
     step(a, b, gamma, D, x)  # x ← x − γ (a x − b) / D = 1 − 0.5 · 1 / 4 = 0.875, exact in float32
     del a, b, D, gamma
+    # the last 24 elements lie past index 2**31 (all in run 3, client 1)
+    assert float(x[-1, -1, -1]) == 0.875 and float(x[0, 0, 0]) == 0.875
+    assert float(cp.min(x)) == float(cp.max(x)) == 0.875
     x[:, 1, :] = 0.125  # clients 0 and 1 now average to 0.5, exact in float32
-    assert float(x[-1, 0, -1]) == 0.875 and float(x[0, 0, 0]) == 0.875
     xbar = cp.empty((R, 1, d), dtype=cp.float32)
     kern = fused._cuda_mean_kernel("float")
     grid = ((R * d + fused._BLOCK - 1) // fused._BLOCK,)

@@ -304,7 +304,8 @@ def test_run_gpu_quick_writes_every_section(tiny_suite, tmp_path, capsys):
     assert (tmp_path / "gpu_scaling.png").stat().st_size > 0
     assert not list(tmp_path.glob("*.part"))
     assert list(data) == ["machine", "command", "agreement", "bandwidth", "small", "end_to_end",
-                          "dense", "rules_axis", "scaling"]
+                          "dense", "rules_axis", "scaling", "failed_rows"]
+    assert data["failed_rows"] == {}
     assert set(result) == set(data)
     for key, value in data.items():
         assert not (isinstance(value, dict) and "error" in value), f"{key}: {value}"
@@ -423,7 +424,8 @@ def test_a_failing_section_keeps_the_others(tiny_suite, tmp_path, monkeypatch, c
                 "small"]
     scaling_points = [n for keys, n in snapshots if "scaling_incomplete" in keys]
     assert scaling_points == [0, 0, 0, 1, 2]  # the quick sweeps: runs (3 points), dim (2)
-    assert snapshots[-1] == (sorted(sections + ["scaling"]), 2)
+    assert snapshots[-1] == (sorted(sections + ["failed_rows", "scaling"]), 2)
+    assert result["failed_rows"] == {"end_to_end": [1, 1]}
     assert any("bandwidth_incomplete" in keys for keys, _ in snapshots)
     assert json.loads((tmp_path / "gpu.json").read_text())["end_to_end"] == result["end_to_end"]
     assert "end_to_end failed: RuntimeError" in capsys.readouterr().out
@@ -555,3 +557,18 @@ def test_a_row_grid_step_that_computes_something_else_stops_the_bandwidth_table(
     monkeypatch.setattr(_FakeStepRows, "__call__", off_by_a_bit)
     with pytest.raises(AssertionError, match="savic_step_rows does not compute the simulator's step"):
         gpu.bandwidth([4096], dtypes=("float64",), log=lambda *_: None)
+
+
+def test_failed_rows_are_counted_per_section():
+    """What the end of the GPU suite prints and records (``failed_rows``), and what makes its exit
+    status 1: a section whose every row failed."""
+    from benchmarks.__main__ import failures
+
+    result = {"machine": {"gpu": "x", "gpu_memory_GiB": 80}, "command": "python -m benchmarks gpu",
+              "bandwidth": [{"coordinates": 1, "step_us": 2.0}, {"coordinates": 2, "note": "out of device memory"}],
+              "end_to_end": {"error": "RuntimeError: boom", "partial": [{"coordinates": 1, "ms": 1.0}]},
+              "dense": {"checks_relative_gap": {"dense": 0.0}, "streamed": [{"ms": 1.0}, {"ms": 2.0}],
+                        "steps": [{"shape": [1, 2, 3], "note": "ValueError: x"}]},
+              "scaling": {"runs": [{"runs": 1, "note": "a"}], "dim": [{"dim": 4, "note": "b"}]},
+              "small": {"launch_floor_us": 13.0}}
+    assert failures(result) == {"bandwidth": (1, 2), "end_to_end": (1, 1), "dense": (1, 4), "scaling": (2, 2)}

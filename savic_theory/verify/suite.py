@@ -192,7 +192,8 @@ def _default() -> tuple[Case, ...]:
         Case("complexity/quad-het/identity/H2", f"complexity[{Hh}]", "quad-heterogeneous-mild", "identity", H=2,
              eps_frac=0.1, gamma_fracs=(1.0,)),
         # where the adaptive bounds are close: the search's worst instances on which D̂ adapts about 2×
-        # (with its β, e, H and γ/γ_max), so a bound that dropped its Γ/α or drift factor would show
+        # (with its β, e, H and γ/γ_max); the bound stays within 2.5× of rmsprop's and oasis's runs there,
+        # which shows the size of its Γ/α factor (D̂ barely moves after the start: not its drift factor)
         Case("searched/rmsprop/identical", I, "searched-rmsprop-identical", "rmsprop", beta=0.9999, e=0.8621, H=5,
              gamma_fracs=(0.07522,), steps=200),
         Case("searched/rmsprop/heterogeneous", Hh, "searched-rmsprop-heterogeneous", "rmsprop", beta=0.99979,
