@@ -63,9 +63,11 @@ extern "C" __global__ void savic_step_rows(const TYPE* a, const TYPE* b, const T
 """
 
 
-def step_rows(ctype: str):
-    """``launch(a, b, gamma, D, x)``: the step of :data:`STEP_ROWS_SRC` on ``x`` (R, M, d) in
-    place, with ``a, b`` (1, M, d), ``gamma`` (R, 1, 1) and ``D`` (R, 1, d), all contiguous."""
+def step_rows(dtype):
+    """``launch(a, b, gamma, D, x)``: the step of :data:`STEP_ROWS_SRC` on ``x`` (R, M, d) of
+    ``dtype`` in place, with ``a, b`` (1, M, d), ``gamma`` (R, 1, 1) and ``D`` (R, 1, d), all
+    contiguous."""
+    ctype = "double" if np.dtype(dtype).itemsize == 8 else "float"
     kern = _cp().RawKernel(STEP_ROWS_SRC.replace("TYPE", ctype), "savic_step_rows")
 
     def launch(a, b, gamma, D, x):
@@ -87,7 +89,7 @@ def check_step_rows(dtype, shape=(3, 5, 1031)) -> float:
     x, a, b, D, gamma = _step_arrays(*shape, dtype, seed=1)
     y = x.copy()
     fused._cuda_elementwise(*fused.step_kernel_source(True, False, False), "savic_step")(a, b, gamma, D, x)
-    step_rows("double" if np.dtype(dtype).itemsize == 8 else "float")(a, b, gamma, D, y)
+    step_rows(dtype)(a, b, gamma, D, y)
     return float(cp.max(cp.abs(x - y)) / cp.max(cp.abs(x)))
 
 
@@ -150,6 +152,18 @@ def _note(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _measured(row: dict, measure) -> dict:
+    """``row`` updated with the numbers ``measure()`` returns; an error of this one point (out of
+    memory or any other) is its ``note`` instead, not the end of the section. The point's arrays
+    live in ``measure``'s frame, so device memory is freed afterwards whatever happened."""
+    try:
+        row.update(measure())
+    except Exception as exc:  # this point lost, not the ones before it
+        row["note"] = _note(exc)
+    _cp().get_default_memory_pool().free_all_blocks()
+    return row
+
+
 def _bandwidth_row(step, rows_step, R, M, d, dtype) -> dict:
     """The timings of one row of :func:`bandwidth` (its arrays are freed when it returns or raises)."""
     cp = _cp()
@@ -190,12 +204,11 @@ def _bandwidth_row(step, rows_step, R, M, d, dtype) -> dict:
 def bandwidth(coordinates=COORDINATES, dtypes=("float64", "float32"), log=print, keep=None) -> list[dict]:
     """Achieved bandwidth of the fused step and of the client average against a copy;
     ``keep(rows so far)`` after every row. A row that fails records why in its ``note``."""
-    cp = _cp()
     rows = []
     step = fused._cuda_elementwise(*fused.step_kernel_source(True, False, False), "savic_step")
     for dtype in dtypes:
         item = np.dtype(dtype).itemsize
-        rows_step = step_rows("double" if item == 8 else "float")
+        rows_step = step_rows(dtype)
         rows_gap = check_step_rows(dtype)
         # both compute x − (γ (a x − b))/D̂ in the same order; only FMA contraction may differ
         if not rows_gap <= (1e-12 if item == 8 else 1e-5):
@@ -205,13 +218,8 @@ def bandwidth(coordinates=COORDINATES, dtypes=("float64", "float32"), log=print,
             R, M, d = _shape_for(n)
             N = R * M * d
             row = {"dtype": dtype, "coordinates": N, "shape": (R, M, d)}
-            try:  # the row's arrays live in _bandwidth_row's frame: freed whatever happens there
-                row.update(_bandwidth_row(step, rows_step, R, M, d, dtype))
-                row["step_rows_checked_gap"] = rows_gap
-            except Exception as exc:  # this row lost, not the ones before it
-                row["note"] = _note(exc)
-            cp.get_default_memory_pool().free_all_blocks()
-            rows.append(row)
+            rows.append(_measured(row, lambda: dict(_bandwidth_row(step, rows_step, R, M, d, dtype),
+                                                    step_rows_checked_gap=rows_gap)))
             log("  " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
             if keep is not None:
                 keep(rows)
@@ -280,15 +288,13 @@ def end_to_end(coordinates=END_TO_END, repeats=3, log=print, keep=None) -> list[
     rows = []
     for n in coordinates:
         R, M, d = _shape_for(n)
-        row = {"coordinates": R * M * d, "shape": (R, M, d)}
-        try:
+
+        def measure():  # called at once, by _measured
             prob = _problem(M, d)
-            for label, H in (("no sync", None), ("H = 10", 10)):
-                row[f"fused {label} (ms/step)"] = 1e3 * steady_step_time(
-                    lambda s, H=H: _gpu_simulate(prob, s, H or s, R, True), repeats)
-        except Exception as exc:  # this row lost, not the ones before it
-            row["note"] = _note(exc)
-        _cp().get_default_memory_pool().free_all_blocks()
+            return {f"fused {label} (ms/step)": 1e3 * steady_step_time(
+                lambda s, H=H: _gpu_simulate(prob, s, H or s, R, True), repeats)
+                for label, H in (("no sync", None), ("H = 10", 10))}
+        row = _measured({"coordinates": R * M * d, "shape": (R, M, d)}, measure)
         rows.append(row)
         log("  " + ", ".join(f"{k} {v}" for k, v in row.items()))
         if keep is not None:
@@ -308,21 +314,19 @@ def scaling(sweeps=SWEEPS, repeats=3, log=print, on_point=None) -> dict:
         for v in values:
             cfg = dict(SCALING_BASE, **{axis: v})
             R, M, d = cfg["runs"], cfg["clients"], cfg["dim"]
-            prob = _problem(M, d)
-            row = {axis: v, "coordinates": R * M * d}
-            try:
+
+            def measure():  # called at once, by _measured
+                prob, out = _problem(M, d), {}
                 for label, mode in (("fused float64", True), ("reference float64", False)):
-                    row[label] = 1e3 * steady_step_time(
+                    out[label] = 1e3 * steady_step_time(
                         lambda s, mode=mode: _gpu_simulate(prob, s, 10, R, mode), repeats)
-                row["fused float32"] = 1e3 * steady_step_time(
+                out["fused float32"] = 1e3 * steady_step_time(
                     lambda s: _gpu_simulate(prob, s, 10, R, True, dtype="float32"), repeats)
                 x = cp.ones((R, M, d))
                 y = cp.empty_like(x)
-                row["one pass over x (copy)"] = 1e3 * device_time(lambda: cp.copyto(y, x))
-                del x, y
-            except Exception as exc:  # this point lost, not the ones before it
-                row["note"] = _note(exc)
-            cp.get_default_memory_pool().free_all_blocks()
+                out["one pass over x (copy)"] = 1e3 * device_time(lambda: cp.copyto(y, x))
+                return out
+            row = _measured({axis: v, "coordinates": R * M * d}, measure)
             pts.append(row)
             log(f"  {axis} = {v}: {row}")
             if on_point is not None:

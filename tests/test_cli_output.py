@@ -159,23 +159,24 @@ def test_torch_out_of_memory_is_one_line(monkeypatch, capsys):
 
 
 # ----------------------------------------------------------------------------- interruptions
-def _second_block_raises(monkeypatch, error):
-    """Make the second block of a ``savic simulate``/``run`` call raise ``error`` (the first runs)."""
+def _block_raises(monkeypatch, error, at=2):
+    """Make the ``at``-th block that a ``savic simulate``/``run`` call runs raise ``error`` (the
+    ones before it run)."""
     import savic_theory.experiment as experiment
 
     real, calls = experiment._run_block, []
 
-    def second_raises(*a, **kw):
+    def raises_at(*a, **kw):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == at:
             raise error
         return real(*a, **kw)
 
-    monkeypatch.setattr(experiment, "_run_block", second_raises)
+    monkeypatch.setattr(experiment, "_run_block", raises_at)
 
 
 def test_interrupted_simulate_names_the_work_folder(tmp_path, monkeypatch, capsys):
-    _second_block_raises(monkeypatch, KeyboardInterrupt)
+    _block_raises(monkeypatch, KeyboardInterrupt)
     out = tmp_path / "res"
     assert main(["simulate", *SMALL, "--scaling", "both", "--out", str(out)]) == 130
     err = one_line(capsys)
@@ -212,12 +213,7 @@ def test_interrupt_message_fits_the_command(tmp_path, monkeypatch, capsys, argv,
 def test_a_work_folder_with_nothing_finished_is_removed(tmp_path, monkeypatch, capsys, fail):
     """Interrupted or failed before the first block finished: the work folder holds only its stamp,
     and is removed rather than offered for --resume."""
-    import savic_theory.experiment as experiment
-
-    def first_fails(*a, **kw):
-        raise fail("no block finished")
-
-    monkeypatch.setattr(experiment, "_run_block", first_fails)
+    _block_raises(monkeypatch, fail("no block finished"), at=1)
     out = tmp_path / "res"
     code = main(["simulate", *SMALL, "--out", str(out)])
     err = one_line(capsys)
@@ -229,7 +225,7 @@ def test_a_work_folder_with_nothing_finished_is_removed(tmp_path, monkeypatch, c
 
 
 def test_an_error_after_finished_blocks_says_they_are_kept(tmp_path, monkeypatch, capsys):
-    _second_block_raises(monkeypatch, MemoryError("Unable to allocate 745. GiB for an array with shape "
+    _block_raises(monkeypatch, MemoryError("Unable to allocate 745. GiB for an array with shape "
                                                   "(100000000000,) and data type float64"))
     out = tmp_path / "res"
     assert main(["simulate", *SMALL, "--scaling", "both", "--out", str(out)]) == 2
@@ -244,17 +240,11 @@ def test_a_resumed_run_that_fails_says_its_blocks_are_kept(tmp_path, monkeypatch
     """--resume opens the folder left by the interrupted run: after an error the finished blocks
     (the earlier ones and this invocation's) are still there, and the message says so; a folder
     this invocation refused to open (another config's) is not offered."""
-    import savic_theory.experiment as experiment
-
-    _second_block_raises(monkeypatch, KeyboardInterrupt)
+    _block_raises(monkeypatch, KeyboardInterrupt)
     out, work = tmp_path / "res", tmp_path / ".res.work"
     assert main(["simulate", *SMALL, "--scaling", "both", "--out", str(out)]) == 130
     capsys.readouterr()
-
-    def fails(*a, **kw):
-        raise ValueError("the second block failed")
-
-    monkeypatch.setattr(experiment, "_run_block", fails)
+    _block_raises(monkeypatch, ValueError("the second block failed"), at=1)  # the first is kept, not run
     assert main(["simulate", *SMALL, "--scaling", "both", "--out", str(out), "--resume"]) == 2
     assert one_line(capsys) == (f"savic simulate: error: the second block failed (the finished blocks are kept in "
                                 f"{work}/; --resume reuses them)")
@@ -268,7 +258,7 @@ def test_an_interrupt_before_the_work_folder_is_opened_does_not_offer_it(tmp_pat
     folder is left as it was and not offered for --resume (which would refuse it)."""
     import savic_theory.experiment as experiment
 
-    _second_block_raises(monkeypatch, KeyboardInterrupt)
+    _block_raises(monkeypatch, KeyboardInterrupt)
     out, work = tmp_path / "res", tmp_path / ".res.work"
     assert main(["simulate", *SMALL, "--scaling", "both", "--out", str(out)]) == 130
     capsys.readouterr()

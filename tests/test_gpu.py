@@ -85,13 +85,12 @@ def test_gpu_float32(rule, scaling, form):
 def test_gpu_rules_mixed_on_the_run_axis(scaling):
     """One call whose runs use different rules (rules.per_run): the generated kernels select
     each run's statistic and transform on the device, as the reference loop does per run."""
-    from savic_theory import rules
+    from .test_rules_axis import GAMMA, H, mixed_parts
 
-    parts = [rules.adam(beta=0.9, e=0.5), rules.rmsprop(beta=0.5, e=0.6), rules.identity(),
-             rules.oasis(beta=0.9, e=0.5), rules.rmsprop(beta=lambda k: 1.0 - 1.0 / (k + 1), e=0.5)]
+    parts = mixed_parts(probes=True)  # every g ⊙ g kind, the identity, and oasis's probes
     prob = problem("dense", seed=6)
-    kw = dict(gamma=np.array([0.1, 0.2, 0.3, 0.15, 0.25]), steps=21, sync_every=np.array([2, 3, 5, 4, 3]),
-              scaling=scaling, noise=0.2, seed=9, probes="rademacher", record_every=3)
+    kw = dict(gamma=GAMMA, steps=21, sync_every=H, scaling=scaling, noise=0.2, seed=9, probes="rademacher",
+              record_every=3)
     gpu = simulate(prob, parts, x0=cp.zeros(prob.dim), fused=True, **kw)
     ref = simulate(prob, parts, fused=False, **kw)
     assert_same_result(gpu, ref, RTOL, ignore=("backend",))

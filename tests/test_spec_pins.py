@@ -15,6 +15,7 @@ import pytest
 from savic_theory import Logistic, Quadratic, rules, simulate
 
 from ._reference import reference_savic, savic_loop
+from .test_simulator import hetero_problem
 
 # Noise-free comparisons with the per-client reference: float64 round-off over a few dozen
 # O(1) steps (as in test_simulator.py, whose RTOL this is).
@@ -80,18 +81,12 @@ def _schedule(k):
     return 0.3 + 0.6 * k / (k + 2)
 
 
-def _hetero(seed=3, M=3, d=4):
-    rng = np.random.default_rng(seed)
-    G = rng.standard_normal((M, d, d))
-    return np.einsum("mij,mkj->mik", G, G) / d + 0.3 * np.eye(d), rng.standard_normal((M, d))
-
-
 @pytest.mark.parametrize("rule", ["rmsprop", "adam"])
 @pytest.mark.parametrize("scaling", ["global", "local"])
 def test_beta_schedule_matches_the_reference(rule, scaling):
     """The k-th update of the state uses β_k (k from 1; adam's initialisation consumes β₁, its
     first update β₂), as the per-client reference spells out."""
-    A, b = _hetero()
+    A, b = hetero_problem("dense", seed=3, M=3, d=4)
     x0 = np.linspace(-1.0, 1.0, 4)
     res = simulate(Quadratic(A=A, b=b), rules.make(rule, beta=_schedule, e=1e-2), gamma=0.05, steps=24,
                    sync_every=3, scaling=scaling, x0=x0, seed=0)
@@ -137,7 +132,7 @@ def test_records_off_the_sync_steps_and_drift_match_the_reference(rule, scaling)
     are computed from the reference's client iterates and D̂ (local: the clients' mean D̂); the
     drift at each sync is the extreme ratio of consecutive D̂ over the coordinates (local: and
     over the clients and the steps since the previous sync)."""
-    A, b = _hetero(seed=11)
+    A, b = hetero_problem("dense", seed=11, M=3, d=4)
     prob = Quadratic(A=A, b=b)
     x0 = np.linspace(1.0, -1.0, 4)
     rule_obj = rules.make(rule) if rule == "identity" else rules.make(rule, beta=0.7, e=1e-2)

@@ -13,7 +13,8 @@ them after an interruption, with the same numbers as an uninterrupted run, and r
 ``--min-spread`` or ``--seed`` that differs from the interrupted run's. Without ``--resume`` a
 leftover work folder is removed and the run starts afresh; with ``--resume`` and none, the run
 simply starts. The work folder is removed once ``--out`` is written. Every option can also
-come from the ``[verify]`` table of a TOML file (``--config``). Exit status: 0 when no bound is violated, 1 when one is, 2 on bad input.
+come from the ``[verify]`` table of a TOML file (``--config``). Exit status: 0 when no bound is
+violated, 1 when one is, 2 on bad input.
 """
 from __future__ import annotations
 

@@ -98,7 +98,7 @@ def load_cifar10(root: str | os.PathLike = CIFAR10_ROOT) -> ImageSet:
             x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             y = np.asarray(batch[b"labels"], dtype=np.int64)
         except Exception as exc:  # any damage (not a pickle, truncated, another object) names the file
-            if isinstance(exc, (OSError, MemoryError)) and not isinstance(exc, EOFError):
+            if isinstance(exc, (OSError, MemoryError)):  # the disk or the machine, not the file
                 raise
             raise ValueError(f"{folder / n} is not a CIFAR-10 python batch "
                              f"({type(exc).__name__}: {exc})") from None
