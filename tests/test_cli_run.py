@@ -11,6 +11,8 @@ from savic_theory import experiment, rules, simulate
 from savic_theory.cli import main
 from savic_theory.config import build_problem, resolve
 
+from .test_cli_output import _block_raises
+
 GRID = """
 [problem]
 dim = 4
@@ -97,15 +99,7 @@ def test_interrupted_run_resumes_identically(grid_file, tmp_path, monkeypatch):
 
 def test_resume_refuses_a_different_config(grid_file, tmp_path, monkeypatch, capsys):
     out = tmp_path / "o"
-    real, calls = experiment._run_block, []
-
-    def second_interrupts(*a, **kw):  # one block finishes: there is something to resume
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
-    monkeypatch.setattr(experiment, "_run_block", second_interrupts)
+    _block_raises(monkeypatch, KeyboardInterrupt)  # one block finishes: there is something to resume
     assert main(["run", str(grid_file), "--no-progress", "--out", str(out)]) == 130
     assert main(["run", str(grid_file), "--steps", "31", "--resume", "--no-progress", "--out", str(out)]) == 2
     assert "different config" in capsys.readouterr().err
