@@ -434,6 +434,11 @@ def test_a_spread_no_instance_reached_is_reported_as_such(tmp_path, capsys):
     (["--theorem", "fermat"], "unknown theorem(s) fermat"),
     (["--generations", "0", "--adversarial"], "--generations and --popsize must be >= 1"),
     (["--seed", "-1", "--adversarial"], "--seed must be in [0, "),
+    (["--min-spread", "2"], "--min-spread (verify.min_spread) applies only to the counterexample search; add "
+                            "--adversarial or --adversarial-only, or leave it out"),
+    (["--rules", "adam", "--generations", "3", "--seed", "1"],
+     "--rules (verify.rules), --generations (verify.generations), --seed (verify.seed) apply only to the "
+     "counterexample search"),
 ])
 def test_cli_verify_bad_input_is_one_line(tmp_path, capsys, argv, expected):
     out = tmp_path / "never"

@@ -6,7 +6,9 @@ theorem at every recorded step and each lemma along the same trajectories, and w
 ``config.toml`` (the options used, re-runnable with ``--config``). With
 ``--adversarial`` it also searches each rule's assumption class for the instance that maximises
 observed/bound (differential evolution over batched candidates, Nelder–Mead refinement) and
-confirms the worst one with fresh seeds. Each case and each search is kept as it finishes in a
+confirms the worst one with fresh seeds; the search's options (``--rules``, ``--generations``,
+``--popsize``, ``--min-spread``, ``--seed``) are refused without ``--adversarial`` or
+``--adversarial-only``. Each case and each search is kept as it finishes in a
 work folder beside ``--out`` (``.<name>.work``, as ``savic run`` does); ``--resume`` reuses
 them after an interruption, with the same numbers as an uninterrupted run, and refuses a
 ``--suite``, ``--theorem``, ``--level``, ``--rules``, ``--generations``, ``--popsize``,
@@ -26,6 +28,10 @@ from ._common import add_config_option
 #: the theorems the counterexample search covers
 SEARCHED = ("identical", "heterogeneous")
 
+#: the search's options and their defaults: without --adversarial(-only) only these are accepted
+SEARCH_DEFAULTS = {"rules": "identity,rmsprop,adam,oasis", "generations": 10, "popsize": 6, "min_spread": 1.0,
+                   "seed": 0}
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("verify", help="check the derived bounds against simulation (exit 1 if one fails)",
@@ -40,17 +46,17 @@ def add_parser(sub) -> None:
     p.add_argument("--adversarial", action="store_true",
                    help="also search each rule for the instance maximising observed/bound (default: off)")
     p.add_argument("--adversarial-only", action="store_true", help="run only the search (default: off)")
-    p.add_argument("--rules", default="identity,rmsprop,adam,oasis",
+    p.add_argument("--rules", default=SEARCH_DEFAULTS["rules"],
                    help="rules searched by --adversarial, comma-separated (default: all four)")
-    p.add_argument("--generations", type=int, default=10,
+    p.add_argument("--generations", type=int, default=SEARCH_DEFAULTS["generations"],
                    help="differential-evolution generations per search (default: 10)")
-    p.add_argument("--popsize", type=int, default=6,
+    p.add_argument("--popsize", type=int, default=SEARCH_DEFAULTS["popsize"],
                    help="population multiplier per search (candidates = popsize × parameters; default: 6)")
-    p.add_argument("--min-spread", type=float, default=1.0, metavar="FACTOR",
+    p.add_argument("--min-spread", type=float, default=SEARCH_DEFAULTS["min_spread"], metavar="FACTOR",
                    help="count only instances on which D̂ adapts at least this much (max D̂/min D̂ over the run): "
                         "how tight the bounds are where the scaling acts; the adaptive rules' searches only "
                         "(default: 1, any instance)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the search (default: 0)")
+    p.add_argument("--seed", type=int, default=SEARCH_DEFAULTS["seed"], help="seed of the search (default: 0)")
     p.add_argument("--out", metavar="DIR", default="results/verify",
                    help="result folder, replaced atomically (default: results/verify)")
     p.add_argument("--resume", action="store_true",
@@ -71,13 +77,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"unknown suite {args.suite!r}; known suites: {', '.join(SUITES)}")
     if not 0.5 <= args.level < 1.0:
         raise UserError(f"--level must be in [0.5, 1), got {args.level}")
+    searching = args.adversarial or args.adversarial_only
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     from ..theory import RULE_BOUNDS
 
     bad = [r for r in rules if r not in RULE_BOUNDS]
     if bad:
         raise UserError(f"unknown rule(s) in --rules: {', '.join(bad)}; known: {', '.join(RULE_BOUNDS)}")
-    if (args.adversarial or args.adversarial_only) and not rules:
+    if searching and not rules:
         raise UserError("--rules (verify.rules) names no rule to search")
     if args.theorem is not None and (not args.theorem or not all(t.strip() for t in args.theorem)):
         raise UserError("--theorem (verify.theorem) names no theorem; leave it out to check them all")
@@ -87,9 +94,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--min-spread (verify.min_spread) must be a number >= 1, got {args.min_spread}")
     if not 0 <= args.seed < 2**32 - 1000:  # the confirmation runs use seed + 1000
         raise UserError(f"--seed must be in [0, {2**32 - 1000}), got {args.seed}")
+    if not searching:
+        given = dict(vars(args), rules=",".join(rules))  # the rules as listed, whatever the spacing
+        unused = [name for name, default in SEARCH_DEFAULTS.items() if given[name] != default]
+        if unused:
+            given = ", ".join(f"--{n.replace('_', '-')} (verify.{n})" for n in unused)
+            raise UserError(f"{given} appl{'ies' if len(unused) == 1 else 'y'} only to the counterexample search; "
+                            "add --adversarial or --adversarial-only, or leave "
+                            f"{'it' if len(unused) == 1 else 'them'} out")
     select_cases(args.suite, args.theorem)  # unknown theorems: an error before the work folder is touched
     searched = [t for t in SEARCHED if args.theorem is None or t in args.theorem]
-    if (args.adversarial or args.adversarial_only) and not searched:
+    if searching and not searched:
         raise UserError(f"the search covers the {' and '.join(SEARCHED)} theorems; --theorem names neither")
     show = not args.no_progress
     work = WorkArea(args.out, _deciding_options(args, rules))
@@ -99,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         report = Report(args.suite, args.level, [])
     else:
         report = verify(args.suite, level=args.level, theorems=args.theorem, progress=show, work=work)
-    if args.adversarial or args.adversarial_only:
+    if searching:
         report.adversarial = adversarial(rules, searched, progress=show, work=work, maxiter=args.generations,
                                          popsize=args.popsize, seed=args.seed, level=args.level,
                                          min_spread=args.min_spread)
