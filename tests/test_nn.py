@@ -314,6 +314,39 @@ def test_resume_continues_identically(tiny, name):
         trainer(net, data, "adam-local").load_state_dict(first.state_dict())
 
 
+@pytest.mark.parametrize("name", ["adam-global", "oasis-local"])
+def test_a_state_dict_is_a_copy_that_later_rounds_leave_alone(tiny, name):
+    """``state_dict()`` copies the training state and ``load_state_dict`` copies the checkpoint:
+    before, ``x`` on the CPU was a view of the live parameters, so a state dict kept in memory
+    (or a checkpoint loaded into a trainer) changed with the next round."""
+    import copy
+
+    net, data = tiny
+
+    def same(a, b):
+        if torch.is_tensor(a):
+            return torch.equal(a, b)
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, list):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return a == b or a != a and b != b  # NaN metrics of round 0 count as equal
+
+    tr = trainer(net, data, name)
+    tr.run_round()
+    sd = tr.state_dict()
+    before = copy.deepcopy(sd)
+    tr.run_round()
+    tr.history[-1]["test_acc"] = math.nan  # as the runner marks a diverged round
+    tr.history[0]["test_acc"] = math.nan
+    assert same(sd, before)
+    other = trainer(net, data, name)
+    other.load_state_dict(sd)
+    other.run_round()
+    other.history[0]["round"] = -1
+    assert same(sd, before)
+
+
 TINY = """
 [data]
 dataset = "synthetic"
@@ -484,6 +517,8 @@ def test_savic_help_does_not_import_torch():
     ({"data": {"alpha": 0.0}}, ValueError, "data.alpha"),
     ({"data": {"dataset": "mnist"}}, ValueError, "data.dataset"),
     ({"train": {"device": "gpu"}}, ValueError, "train.device"),
+    ({"model": {"width": 4097}}, ValueError, r"^model\.width must be <= 4096, got 4097$"),
+    ({"model": {"width": 2**62}}, ValueError, r"^model\.width must be <= 4096, got 4611686018427387904$"),
     ({"method": {"adam": {"beta": 1.0}}}, ValueError, "method.adam.beta"),
     ({"method": {"adamw": {"gamma": 1.0}}}, ValueError, "method.adamw"),
     ({"method": {"local_sgd": {"beta": 0.9}}}, ValueError, "method.local_sgd.beta"),
@@ -593,6 +628,33 @@ def test_idx_reader_rejects_bad_files(tmp_path):
         read_idx(tmp_path / "short")
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
         load_fashion_mnist(tmp_path)
+
+
+def test_a_damaged_gzip_is_a_reader_error_naming_the_file(tmp_path, capsys):
+    """A .gz whose deflate stream is damaged (its header intact) raises zlib.error, which the
+    reader let through as a traceback from ``savic nn``."""
+    rng = np.random.default_rng(0)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (6, 28, 28)),
+              "train-labels-idx1-ubyte": rng.integers(0, 10, 6),
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (4, 28, 28)),
+              "t10k-labels-idx1-ubyte": rng.integers(0, 10, 4)}
+    for name, arr in arrays.items():
+        packed = gzip.compress(_idx_bytes(arr))
+        if name == "train-images-idx3-ubyte":  # the 10-byte gzip header kept, the deflate body flipped
+            packed = packed[:10] + bytes(b ^ 0x5A for b in packed[10:200]) + packed[200:]
+        (tmp_path / f"{name}.gz").write_bytes(packed)
+    bad = tmp_path / "train-images-idx3-ubyte.gz"
+    with pytest.raises(ValueError, match=rf"^cannot read IDX file {bad}: "):
+        read_idx(bad)
+    cfg = tmp_path / "fm.toml"
+    cfg.write_text('[data]\ndataset = "fashion_mnist"\nclients = 2\nsplits = ["iid"]\nbatch_size = 2\n'
+                   '[model]\nwidth = 2\n[train]\nrounds = 1\nlocal_steps = 1\nmethods = ["local_sgd"]\n'
+                   'device = "cpu"\n')
+    out = tmp_path / "out"
+    assert main(["nn", str(cfg), "--out", str(out), "--data-root", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"savic nn: error: cannot read IDX file {bad}: ") and err.count("\n") == 1, err
+    assert not out.exists()
 
 
 def test_cifar10_reader_and_the_missing_folder_error(tmp_path):

@@ -417,3 +417,119 @@ def test_a_result_folder_of_another_command_is_not_offered_for_resume(tmp_path, 
     assert err == f"savic nn: error: {out} is not a savic nn result folder ({out / 'config.toml'} has no [train] " \
                   "table): choose another --out\n"
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+# ------------------------------------------------------------------------------ checkpoints, devices, memory
+def _cut_after_one_round(tmp_path):
+    """A CLI config and a result folder whose only run stopped after round 1 (checkpoint kept)."""
+    cfg = tmp_path / "cut.toml"
+    cfg.write_text(SMALL.replace("seeds = [0, 1]", "seeds = [0]").replace('"local_sgd", "adam-global"',
+                                                                          '"adam-global"'))
+    out = tmp_path / "out"
+
+    def stop(*run):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(NNConfig.from_dict(tomllib.loads(cfg.read_text())), out, progress=False, on_round=stop)
+    return cfg, out, out / "runs/iid/adam-global/seed0/checkpoint.pt"
+
+
+@pytest.mark.parametrize("recorded", ["cuda", None])
+def test_resume_refuses_a_checkpoint_of_another_device_type(tmp_path, capsys, recorded):
+    """A checkpoint holds the clients' generator states, which belong to the device type they ran
+    on (a CUDA generator's state is 16 bytes, a CPU one's 5056): one written on CUDA is refused on
+    the CPU in one line, whether it records its device (``recorded``) or is older and does not.
+    Before, train.device could change on --resume and set_state failed with a traceback."""
+    cfg, out, ckpt = _cut_after_one_round(tmp_path)
+    sd = torch.load(ckpt, weights_only=True)
+    assert sd["device"] == "cpu"
+    cuda_state = torch.tensor(list(range(16)), dtype=torch.uint8)  # seed and Philox offset
+    sd["generators"] = [cuda_state.clone() for _ in sd["generators"]]
+    if recorded:
+        sd["device"] = recorded
+    else:
+        del sd["device"]
+    torch.save(sd, ckpt)
+    assert main(["nn", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"savic nn: error: --resume: {ckpt}: checkpoint was written on cuda and this run is on cpu; "
+                   "the clients' random generators differ between device types, so it resumes only on cuda\n")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not a zip", "empty", "a list"])
+def test_a_damaged_checkpoint_is_named_on_resume(tmp_path, capsys, damage):
+    """--resume on a checkpoint torch cannot read (cut short, another file, empty) or that holds
+    something else is a one-line error naming the file, not torch's traceback; deleting the file,
+    as it says, trains that run again from round 0."""
+    cfg, out, ckpt = _cut_after_one_round(tmp_path)
+    if damage == "a list":
+        torch.save([1, 2], ckpt)
+    else:
+        ckpt.write_bytes({"truncated": ckpt.read_bytes()[:100], "not a zip": b"not a zip\n", "empty": b""}[damage])
+    assert main(["nn", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 2
+    err = capsys.readouterr().err
+    reason = "is not a checkpoint of savic nn" if damage == "a list" else "cannot be read"
+    assert err.startswith("savic nn: error: --resume: ") and f"{ckpt} " in err and reason in err, err
+    assert err.count("\n") == 1 and err.endswith("delete it to train this run from round 0, or use another --out\n")
+    ckpt.unlink()
+    assert main(["nn", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 0
+    hist = json.loads((ckpt.parent / "history.json").read_text())
+    assert hist["status"] == "done" and [r["round"] for r in hist["history"]] == [0, 1, 2]
+
+
+def test_a_gpu_index_is_refused_under_torchrun(tmp_path, capsys, monkeypatch):
+    """``train.device = "cuda:N"`` put every torchrun process on GPU N; with several processes it
+    is an error that points to ``cuda`` (each process on GPU LOCAL_RANK). CUDA is emulated."""
+    from savic_theory.nn.runner import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [str(pick_device("cuda", r, 4)) for r in range(4)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert str(pick_device("cuda:1", 0, 1)) == "cuda:1"  # one process: the GPU it names
+    with pytest.raises(ValueError, match=r"^train\.device = 'cuda:1' would put all 4 processes on one GPU; "):
+        pick_device("cuda:1", 2, 4)
+    cfg = tmp_path / "gpu.toml"
+    cfg.write_text(SMALL.replace('device = "cpu"', 'device = "cuda:1"'))
+    for key, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    assert main(["nn", str(cfg), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        "savic nn: error: train.device = 'cuda:1' would put all 2 processes on one GPU; use train.device = "
+        "\"cuda\" with torchrun (each process takes GPU LOCAL_RANK)\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cpu_out_of_memory_inside_torch_is_reported_as_such(tmp_path, capsys, monkeypatch):
+    """PyTorch's CPU allocator fails with a plain RuntimeError ("DefaultCPUAllocator: can't
+    allocate memory ..."), which gave a traceback; it is the one-line out-of-memory error. Other
+    RuntimeErrors still go through."""
+    def allocate(self):
+        return torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: beyond any address space
+
+    monkeypatch.setattr(Trainer, "run_round", allocate)
+    cfg = tmp_path / "oom.toml"
+    cfg.write_text(SMALL)
+    assert main(["nn", str(cfg), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("savic nn: error: out of memory (can't allocate memory: you tried to allocate "
+                   f"{2**50} bytes): reduce data.batch_size, train.eval_batch or model.width\n"), err
+
+    def fail(self):
+        raise RuntimeError("something else went wrong")
+
+    monkeypatch.setattr(Trainer, "run_round", fail)
+    with pytest.raises(RuntimeError, match="something else"):
+        main(["nn", str(cfg), "--out", str(tmp_path / "out2"), "--no-progress"])
+
+
+def test_full_batches_of_unequal_clients_are_refused_before_any_run(tmp_path):
+    """``data.batch_size = 0`` with a split of unequal clients was found at that split's turn,
+    after the earlier splits had trained and saved (and --resume then refused the corrected
+    config); every split is checked before the first run."""
+    trained = []
+    cfg = NNConfig.from_dict(small(data={"splits": ["iid", "dirichlet"], "batch_size": 0},
+                                   train={"methods": ["local_sgd"], "seeds": [0], "rounds": 1}))
+    with pytest.raises(ValueError, match=r"^data\.batch_size = 0 .* split 'dirichlet' gives from \d+ to \d+$"):
+        run_experiment(cfg, tmp_path / "o", progress=False, on_round=lambda *run: trained.append(run))
+    assert trained == [] and not (tmp_path / "o").exists()

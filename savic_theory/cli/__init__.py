@@ -181,9 +181,23 @@ _SMALLER = {"simulate": "reduce runs, clients or dim", "run": "reduce runs, clie
 
 
 def _out_of_memory() -> tuple[type[BaseException], ...]:
-    """The errors that mean out of memory: ``MemoryError`` and, once imported, PyTorch's."""
+    """The errors that mean out of memory: ``MemoryError`` and, once imported, PyTorch's
+    (on the GPU; on the CPU see :func:`_cpu_allocation_failure`)."""
     torch = sys.modules.get("torch")
     return (MemoryError,) + ((torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ())
+
+
+#: PyTorch's CPU allocator failing, raised as a plain RuntimeError ("[enforce fail at
+#: alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to
+#: allocate 154618822656 bytes. Error code 12 (Cannot allocate memory)"); "not enough memory" on Windows
+_CPU_ALLOCATOR = re.compile(r"DefaultCPUAllocator: ((?:can't allocate|not enough) memory[^.]*)")
+
+
+def _cpu_allocation_failure(exc: BaseException) -> str | None:
+    """The gist of ``exc`` when it is PyTorch's CPU allocator failing (``"can't allocate memory:
+    you tried to allocate N bytes"``), else ``None``."""
+    found = _CPU_ALLOCATOR.search(str(exc)) if isinstance(exc, RuntimeError) else None
+    return found.group(1) if found else None
 
 
 def _speaker(command: str, errors_alike: bool) -> str | None:
@@ -211,6 +225,16 @@ def _report(command: str, message: str, errors_alike: bool = True) -> None:
     who = _speaker(command, errors_alike)
     if who is not None:
         print(f"{who}: {message}", file=sys.stderr)
+
+
+def _report_out_of_memory(args: argparse.Namespace, detail: str) -> int:
+    """Say that the command ran out of memory (``detail``: the allocator's words), what to make
+    smaller and what was kept; the exit status."""
+    msg = f"out of memory ({detail})" if detail else "out of memory"
+    advice = _SMALLER.get(args.command)
+    _report(args.command, f"error: {msg}" + (f": {advice}" if advice else "") + _kept_after_error(args),
+            errors_alike=False)
+    return 2
 
 
 class _Terminated(KeyboardInterrupt):
@@ -262,11 +286,12 @@ def _run(parser, args, argv) -> int:
         detail = re.split(r"(?<![0-9])\. ", detail)[0].rstrip(".")
         if detail[1:2].islower():  # "Unable to ..." but not "CUDA ..."
             detail = detail[:1].lower() + detail[1:]
-        msg = f"out of memory ({detail})" if detail else "out of memory"
-        advice = _SMALLER.get(args.command)
-        _report(args.command, f"error: {msg}" + (f": {advice}" if advice else "") + _kept_after_error(args),
-                errors_alike=False)
-        return 2
+        return _report_out_of_memory(args, detail)
+    except RuntimeError as exc:
+        detail = _cpu_allocation_failure(exc)
+        if detail is None:
+            raise
+        return _report_out_of_memory(args, detail)
     except (UserError, ValueError, TypeError, FileNotFoundError, KeyError, OSError, OverflowError,
             ImportError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -85,7 +85,9 @@ class DataConfig:
 class ModelConfig:
     """``[model]``: the ResNet18."""
 
-    width: int = _f(64, "channels of the first stage (64: the standard ResNet18)", low=1)
+    # at most 64 × the standard: far beyond any one GPU's memory already, while a huge width
+    # failed inside torch ("Storage size calculation overflowed") instead of naming the key
+    width: int = _f(64, "channels of the first stage (64: the standard ResNet18; at most 4096)", low=1, high=4096)
     norm: str = _f("group", "normalization: group (GroupNorm) or batch (batch statistics, no running stats)",
                    choices=NORMS)
     norm_groups: int = _f(32, "GroupNorm groups (gcd with the layer's channels)", low=1)
@@ -105,7 +107,8 @@ class TrainConfig:
                         choices=PRECISIONS)
     together: str = _f("vmap", "clients of a process: one vmap call or a Python loop", choices=TOGETHER)
     channels_last: bool = _f(True, "channels-last image batches (on CUDA)")
-    device: str = _f("auto", "auto (CUDA when available), cpu, cuda or cuda:N")
+    device: str = _f("auto", "auto (CUDA when available), cpu, cuda or cuda:N (one process only: under torchrun, "
+                             "cuda gives each process GPU LOCAL_RANK)")
     eval_batch: int = _f(1000, "batch size of evaluations", low=1)
     checkpoint_every: int = _f(1, "write a checkpoint every this many rounds", low=1)
     keep_checkpoints: bool = _f(False, "keep each run's final checkpoint (model and rule state)")
@@ -269,6 +272,8 @@ def _scalar(name: str, default, meta: dict, value: Any):
         raise ValueError(f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}")
     if "low" in meta and value < meta["low"]:
         raise ValueError(f"{name} must be >= {meta['low']}, got {value}")
+    if "high" in meta and value > meta["high"]:
+        raise ValueError(f"{name} must be <= {meta['high']}, got {value}")
     if meta.get("positive") and not value > 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     if name == "train.device" and not (value in ("auto", "cpu", "cuda") or

@@ -24,7 +24,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistComm", "distributed_env", "init_distributed", "main"]
+__all__ = ["DistComm", "distributed_env", "init_distributed", "local_rank", "main"]
 
 
 def distributed_env() -> bool:
@@ -33,6 +33,11 @@ def distributed_env() -> bool:
         return int(os.environ.get("WORLD_SIZE", "1")) > 1
     except ValueError:
         return False
+
+
+def local_rank() -> int:
+    """This process's index on its machine (torchrun's ``LOCAL_RANK``; 0 when not set)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 class DistComm:
@@ -84,7 +89,8 @@ class DistComm:
 def init_distributed(device: str = "auto") -> tuple[DistComm, torch.device]:
     """Join the process group described by torchrun's environment variables.
 
-    NCCL with one GPU per process (``LOCAL_RANK``) when CUDA is used, gloo on CPU.
+    NCCL with one GPU per process (``LOCAL_RANK``) when CUDA is used, gloo on CPU; a
+    ``device`` naming one GPU (``cuda:N``) is an error with more than one process.
 
     Returns
     -------
@@ -92,8 +98,7 @@ def init_distributed(device: str = "auto") -> tuple[DistComm, torch.device]:
     """
     from .runner import pick_device
 
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local_rank)
+    dev = pick_device(device, local_rank(), int(os.environ.get("WORLD_SIZE", "1")))
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if not dist.is_initialized():

@@ -296,41 +296,67 @@ class Trainer:
 
         Holds ``x̄`` (clients agree after a sync), the rule state (shared, or one row per
         client for local scaling, gathered from all processes), the ``M`` generator states,
-        the update counter and the history. Collective: every process must call it.
+        the device type they belong to, the update counter and the history, all copies (not
+        views of the training state, which the next round changes). Collective: every
+        process must call it.
         """
         state = None
         if self.state is not None:
             state = {}
             for name, value in zip(self.state._fields, self.state):
                 if torch.is_tensor(value):
-                    value = (self.comm.gather_clients(value) if self.local else value).detach().cpu()
+                    # copy=True: on the CPU ``.cpu()`` alone would return the live tensor
+                    value = (self.comm.gather_clients(value) if self.local else value).detach().to("cpu", copy=True)
                 state[name] = value
         gens = self.comm.gather_objects([g.get_state() for g in self.generators])
         return {"version": _CHECKPOINT_VERSION, "method": self.method.name, "clients": self.M,
-                "params": self.P, "round": self.round, "k": self.k, "x": self.x[0].detach().cpu(),
-                "state": state, "generators": gens, "history": list(self.history)}
+                "params": self.P, "device": self.device.type, "round": self.round, "k": self.k,
+                "x": self.x[0].detach().to("cpu", copy=True), "state": state, "generators": gens,
+                "history": [dict(r) for r in self.history]}
 
     def load_state_dict(self, sd: dict) -> None:
-        """Continue from :meth:`state_dict` (possibly written with another number of processes)."""
+        """Continue from :meth:`state_dict` (possibly written with another number of processes).
+
+        The checkpoint must come from the same device type (``cpu`` or ``cuda``; another GPU
+        index is fine): the generator states of one type cannot be loaded into the other's
+        generators, whose random streams differ anyway.
+        """
         if sd.get("version") != _CHECKPOINT_VERSION:
             raise ValueError(f"checkpoint version {sd.get('version')!r} is not {_CHECKPOINT_VERSION}")
         for key, mine in (("method", self.method.name), ("clients", self.M), ("params", self.P)):
             if sd[key] != mine:
                 raise ValueError(f"checkpoint is for {key} = {sd[key]!r}, this run has {mine!r}")
+        written = sd.get("device") or _generator_device(sd["generators"])
+        if written != self.device.type:
+            raise ValueError(f"checkpoint was written on {written} and this run is on {self.device.type}; the "
+                             f"clients' random generators differ between device types, so it resumes only on "
+                             f"{written}")
+        gens, size = sd["generators"], self.generators[0].get_state().numel()
+        if len(gens) != self.M or any(st.numel() != size for st in gens):  # damaged, or edited by hand
+            raise ValueError(f"checkpoint does not hold {self.M} generator states of {size} bytes, as the "
+                             f"{self.device.type} generators of this run need")
         self.x = sd["x"].to(self.device, self.dtype).expand(len(self.clients), -1).clone()
         if sd["state"] is not None:
             values = []
             for value in sd["state"].values():
                 if torch.is_tensor(value):
-                    value = value.to(self.device, self.dtype)
-                    if self.local:
-                        value = value[self.clients.start:self.clients.stop].clone()
+                    # a copy: the rounds to come must not change the checkpoint handed in
+                    value = value[self.clients.start:self.clients.stop] if self.local else value
+                    value = value.to(self.device, self.dtype, copy=True)
                 values.append(value)
             self.state = type(self.scaling.init(torch.zeros(1, dtype=self.dtype)))(*values)
             self.D = self.scaling.D(self.state)
         for g, st in zip(self.generators, sd["generators"][self.clients.start:self.clients.stop]):
             g.set_state(st)
-        self.round, self.k, self.history = int(sd["round"]), int(sd["k"]), list(sd["history"])
+        self.round, self.k, self.history = int(sd["round"]), int(sd["k"]), [dict(r) for r in sd["history"]]
+
+
+def _generator_device(states) -> str:
+    """The device type of generator states saved without it (checkpoints before the ``device``
+    key): a CPU generator's state has the size of a fresh one (the Mersenne Twister's 5056 bytes),
+    a CUDA generator's is 16 (seed and Philox offset)."""
+    cpu = torch.Generator("cpu").get_state().numel()
+    return "cpu" if all(st.numel() == cpu for st in states) else "cuda"
 
 
 def _sync(device: torch.device) -> None:

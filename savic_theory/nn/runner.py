@@ -57,8 +57,12 @@ REPORTED = ("test_acc", "test_loss", "train_loss", "batch_loss", "alpha_hat", "G
             "images_per_second")
 
 
-def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
+def pick_device(preference: str = "auto", local_rank: int = 0, world: int = 1) -> torch.device:
     """The device of ``train.device``: ``auto`` is CUDA (GPU ``local_rank``) when available, else CPU.
+
+    ``cuda`` is GPU ``local_rank`` (modulo the GPUs there are); ``cuda:N`` is GPU ``N``, for one
+    process only: with ``world > 1`` processes it would put all of them on the same GPU, so it is
+    an error there (``cuda`` gives each process its own GPU ``LOCAL_RANK``).
 
     Example
     -------
@@ -67,6 +71,9 @@ def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
     """
     if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
+    if preference.startswith("cuda:") and world > 1:  # before the CUDA check: wrong on any machine
+        raise ValueError(f"train.device = {preference!r} would put all {world} processes on one GPU; "
+                         f"use train.device = \"cuda\" with torchrun (each process takes GPU LOCAL_RANK)")
     if not torch.cuda.is_available():
         raise ValueError(f"train.device = {preference!r} but CUDA is not available here")
     if preference.startswith("cuda:"):
@@ -111,7 +118,8 @@ def run_experiment(cfg: NNConfig, out: str | os.PathLike, *, resume: bool = Fals
         Skip finished runs and continue unfinished ones from their checkpoints. ``cfg`` must
         be the config saved in ``out`` (apart from ``data.root``, ``train.device`` and
         ``train.threads``), except that it may add seeds, methods and splits, keeping the
-        saved methods' parameters; the saved config is then replaced by ``cfg``.
+        saved methods' parameters; the saved config is then replaced by ``cfg``. A
+        checkpoint continues only on the device type (CPU or CUDA) it was written on.
     progress : bool
         Show a progress bar (process 0, on a terminal).
     comm : LocalComm or DistComm
@@ -157,7 +165,11 @@ def run_experiment(cfg: NNConfig, out: str | os.PathLike, *, resume: bool = Fals
 def _run_all(cfg, out, resume, progress, comm, device, on_round, log):
     """Every run of ``cfg`` into the prepared folder ``out``, then the tables and figures."""
     lead = comm.rank == 0
-    device = torch.device(device) if device is not None else pick_device(cfg.train.device)
+    if device is None:
+        from .distributed import local_rank
+
+        device = pick_device(cfg.train.device, local_rank(), comm.world)
+    device = torch.device(device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     if device.type == "cuda":
@@ -172,10 +184,6 @@ def _run_all(cfg, out, resume, progress, comm, device, on_round, log):
         for split in cfg.data.splits:
             parts = client_parts(images.train_y, cfg.data.clients, split, alpha=cfg.data.alpha,
                                  shards_per_client=cfg.data.shards_per_client, seed=cfg.data.split_seed)
-            sizes = [len(p) for p in parts]
-            if cfg.data.batch_size == 0 and min(sizes) != max(sizes):
-                raise ValueError(f"data.batch_size = 0 (each client's full data) needs clients with equally many "
-                                 f"training images; split {split!r} gives from {min(sizes)} to {max(sizes)}")
             data = DeviceData(images.train_x, images.train_y, parts, images.test_x, images.test_y, device=device,
                               augment=cfg.data.augment, train_eval_size=min(cfg.data.train_eval_size,
                                                                             images.train_x.shape[0]),
@@ -210,6 +218,14 @@ def _check_split_sizes(cfg: NNConfig, images: ImageSet, world: int) -> None:
     if d.batch_size > n:
         raise ValueError(f"data.batch_size = {d.batch_size} exceeds the {n} training images of {images.name} "
                          f"(0 takes each client's full data)")
+    # every split here, before the first run: found at its turn, it came after earlier splits
+    # were trained and saved, and --resume then refused the corrected config
+    for split in d.splits if d.batch_size == 0 else ():
+        sizes = [len(p) for p in client_parts(images.train_y, d.clients, split, alpha=d.alpha,
+                                              shards_per_client=d.shards_per_client, seed=d.split_seed)]
+        if min(sizes) != max(sizes):
+            raise ValueError(f"data.batch_size = 0 (each client's full data) needs clients with equally many "
+                             f"training images; split {split!r} gives from {min(sizes)} to {max(sizes)}")
 
 
 # ------------------------------------------------------------------------------ one run
@@ -231,7 +247,10 @@ def _run_one(cfg, out, data, images, split, method_name, seed, comm, device, dty
                       eval_batch=cfg.train.eval_batch, dtype=dtype)
     status = "running"
     if kind == "checkpoint":
-        trainer.load_state_dict(payload)
+        try:
+            trainer.load_state_dict(payload)
+        except ValueError as exc:  # another device type, method, ...: name the file
+            raise ValueError(f"--resume: {run_dir / 'checkpoint.pt'}: {exc}") from None
         if trainer.round > 0 and _diverged(trainer.history[-1]):  # cut off before its history said so
             status = "diverged"
     else:
@@ -290,7 +309,17 @@ def _read_run(run_dir: Path, resume: bool):
         if payload.get("status") in ("done", "diverged"):
             return "finished", payload
     if resume and ckpt.is_file():
-        return "checkpoint", torch.load(ckpt, map_location="cpu", weights_only=True)
+        try:
+            payload = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except (OSError, MemoryError):  # the disk or the machine, not the file
+            raise
+        except Exception as exc:  # truncated (RuntimeError), not a checkpoint (UnpicklingError), empty (EOFError)
+            raise ValueError(f"--resume: the checkpoint {ckpt} cannot be read ({type(exc).__name__}); delete it to "
+                             f"train this run from round 0, or use another --out") from None
+        if not isinstance(payload, dict):
+            raise ValueError(f"--resume: {ckpt} is not a checkpoint of savic nn; delete it to train this run "
+                             f"from round 0, or use another --out")
+        return "checkpoint", payload
     return "new", None
 
 
@@ -351,7 +380,8 @@ def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | _Extended | N
     return made
 
 
-#: where the runs happen, not what they are: free to differ from the saved config
+#: where the runs happen, not what they are: free to differ from the saved config (but a
+#: checkpoint resumes only on the device type it was written on: Trainer.load_state_dict)
 _WHERE = ("train.threads", "train.device", "data.root")
 
 
