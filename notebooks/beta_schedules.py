@@ -72,7 +72,8 @@ schedules = {
 
 # %% [markdown]
 # One batched call of 64 seeds per schedule and scaling. From each global run we read the
-# empirical α̂, Γ̂ and drift, the theoretical `Γ = max(e, G)` (G: largest |g_i| folded into D̂),
+# empirical α̂, Γ̂ and drift, the theoretical `Γ = max(e, G)` (G²: the largest entry of the
+# clients' mean of g ⊙ g folded into D̂),
 # the per-sync `1 + δ_k` of the drift lemma, and the bound of the heterogeneous theorem unrolled
 # along those δ_k.
 

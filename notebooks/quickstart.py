@@ -56,8 +56,9 @@ ax2.legend()
 plt.show()
 
 # %% [markdown]
-# The empirical bounds obey the rule's guarantees: α̂ ≥ e = α, and Γ̂ ≤ max(e, G) with G the
-# largest gradient coordinate that entered D̂ (`G_hat`). The drift D̂ᵏ⁺¹/D̂ᵏ is far from 1 at
+# The empirical bounds obey the rule's guarantees: α̂ ≥ e = α, and Γ̂ ≤ max(e, G) with G² the
+# largest entry of the statistic that entered D̂ (`G_hat`; the clients' mean of g ⊙ g in global
+# scaling). The drift D̂ᵏ⁺¹/D̂ᵏ is far from 1 at
 # the first syncs (Adam's bias correction makes the effective β small at first, see
 # `beta_schedules.py`) and within 2 % of 1 from the 50th sync on, because β is close to 1.
 # (`±` in the lines above is the standard deviation over the 32 runs.)

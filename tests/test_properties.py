@@ -1,7 +1,8 @@
 """Hypothesis properties: the spec's bounds on D̂ and on its drift hold on every recorded step.
 
 For ``clip(D) = max(e, |D|)``: ``α = e ≤ D̂``; rmsprop/adam ``D̂ ≤ Γ = max(e, G)`` with
-``G = sup‖g‖_∞`` over the gradients folded in (``history["G_hat"]``); oasis ``D̂ ≤ max(e,
+``G²`` the largest entry of the statistics folded in (``history["G_hat"]``; the clients' mean of
+``g ⊙ g`` in global scaling, at most the spec's ``sup‖g‖_∞``); oasis ``D̂ ≤ max(e,
 max_i Σ_j |∇²f_ij|)``. Drift per update: ``D̂ᵏ⁺¹ ≤ (1+δ) D̂ᵏ`` with
 ``δ = (1−β_k)Γ²/(2α²)`` (rmsprop/adam, ``β_k`` Adam's effective ``(β−β^k)/(1−β^k)``, worst at
 ``k = 2``) and ``δ = (1−β)Γ/α`` (oasis); from below ``D̂ᵏ⁺¹ ≥ √β_k D̂ᵏ`` for rmsprop/adam.

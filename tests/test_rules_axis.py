@@ -134,15 +134,16 @@ def test_mixed_statistics_take_the_fused_path():
 
 def test_probe_runs_draw_rademacher_probes_and_g2_runs_do_not():
     """Mixed statistics: the probe run folds Rademacher probes, the g ⊙ g run squared gradients
-    (its G_hat is max |g|, the probe run's max |probe|), each from the same start."""
+    (global scaling: the g ⊙ g run's G_hat is √max of the clients' mean of g ⊙ g, the probe
+    run's the max |mean probe|: what D̂ is built from), each from the same start."""
     A = np.array([[1.0, 2.0], [3.0, 0.5]])  # two clients, diagonal Hessians
     prob = Quadratic(A=A, b=np.array([[1.0, -1.0], [0.5, 2.0]]), noise=0.0)
     rs = [rules.oasis(beta=0.5, e=1e-3), rules.rmsprop(beta=0.5, e=1e-3)]
     res = simulate(prob, rs, gamma=0.01, steps=1, sync_every=1, probes="rademacher", record_every=1)
     g0 = -prob.b  # gradient at x⁰ = 0 for both clients
-    assert res.history["G_hat"][0, 1] == pytest.approx(np.max(np.abs(g0)))
-    # a diagonal A: every Rademacher probe is the diagonal itself, so G_hat is max diag A
-    assert res.history["G_hat"][0, 0] == pytest.approx(3.0)
+    assert res.history["G_hat"][0, 1] == pytest.approx(np.sqrt(np.max(np.mean(g0 * g0, axis=-2))))  # √2.5
+    # a diagonal A: every Rademacher probe is the diagonal itself, so G_hat is max mean diag A
+    assert res.history["G_hat"][0, 0] == pytest.approx(2.0)
     assert res.history["Gamma_hat"][0, 0] == pytest.approx(np.max(np.mean(A, axis=0)))  # global D̂⁰
 
 

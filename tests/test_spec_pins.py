@@ -162,3 +162,20 @@ def test_records_off_the_sync_steps_and_drift_match_the_reference(rule, scaling)
         ratios = np.stack([new / old for old, new in zip(Ds, Ds[1:])])
         assert res.drift[p] == pytest.approx(ratios.max(), rel=RTOL), p
         assert res.drift_min[p] == pytest.approx(ratios.min(), rel=RTOL), p
+
+
+@pytest.mark.parametrize("fused", [True, "numpy", False])
+def test_G_hat_bounds_the_statistic_D_is_built_from(fused):
+    """``G_hat`` is √ of the largest entry of the statistic folded into D̂: in global scaling the
+    clients' mean of ``g ⊙ g`` (what the rmsprop/adam bound ``D̂ ≤ max(e, G)`` needs), in local
+    scaling each client's own; every path of the simulator records the same. Noise-free, from
+    x⁰ = 0 both the initial statistic and that of step 1 (a sync) are taken at x⁰: ``b ⊙ b``."""
+    b = np.array([[2.0, -1.0, 0.5], [0.0, 3.0, -1.0]])  # two clients: coordinate 1 has the largest mean
+    prob = Quadratic(A=np.array([[1.0, 0.5, 0.8], [0.6, 1.0, 0.9]]), b=b)
+    kw = dict(gamma=0.1, steps=1, sync_every=1, record_every=1, fused=fused)
+    glob = simulate(prob, rules.rmsprop(beta=0.5, e=1e-3), **kw)
+    loc = simulate(prob, rules.rmsprop(beta=0.5, e=1e-3), scaling="local", **kw)
+    np.testing.assert_allclose(glob.history["G_hat"], np.sqrt(np.max(np.mean(b * b, axis=0))), rtol=RTOL)
+    np.testing.assert_allclose(loc.history["G_hat"], np.max(np.abs(b)), rtol=RTOL)
+    # the bound holds with the smaller G: D̂⁰ = √(mean b ⊙ b) attains it
+    np.testing.assert_allclose(np.max(glob.history["Gamma_hat"]), np.sqrt(5.0), rtol=RTOL)

@@ -151,9 +151,10 @@ class Problem(abc.ABC):
         (batched problems: ``x`` (instances, d) -> (instances, M, d))."""
 
     def hessian_bound(self):
-        """``max_m max_i Σ_j |∇²f_m|_ij`` over the domain: the OASIS Γ before clipping when the
-        probes see the full Hessian ``∇²f_m``. A minibatch's Hessian can exceed it row by row;
-        ``savic_theory.verify.constants.hessian_row_bound`` bounds every probe the simulator draws."""
+        """An upper bound on ``max_m max_i Σ_j |∇²f_m|_ij`` over the domain (exact for quadratics):
+        the OASIS Γ before clipping when the probes see the full Hessian ``∇²f_m``. A minibatch's
+        Hessian can exceed it row by row; ``savic_theory.verify.constants.hessian_row_bound``
+        bounds every probe the simulator draws."""
         raise NotImplementedError
 
 

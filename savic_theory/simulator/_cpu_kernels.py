@@ -113,11 +113,11 @@ def noisy_step(x, a, b, c, xi, one):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, inline="always")
-def _sync_row(v, ar, br, cr, xir, noisy, first, one, xb, sb, gm):  # pragma: no cover - compiled
+def _sync_row(v, ar, br, cr, xir, noisy, first, one, xb, sb):  # pragma: no cover - compiled
     """The step before a sync on one client row, in one pass: with ``g = a ⊙ v − b (+ ξ)`` at
     the pre-step row ``v`` (read, not written), the stepped row ``v ⊙ (1 − c ⊙ a) + c ⊙ b
-    (− ξ ⊙ c)`` is added into ``xb``, ``s = g ⊙ g`` into ``sb``, and ``gm`` keeps the largest
-    ``s`` per coordinate; ``first`` (the run's first client) writes the three instead. The
+    (− ξ ⊙ c)`` is added into ``xb`` and ``s = g ⊙ g`` into ``sb``; ``first`` (the run's first
+    client) writes the two instead. The
     stepped row itself is not stored: the average overwrites every client's row. Each of the
     four variants is one loop without a branch on the data, so that it vectorises."""
     d = v.shape[0]
@@ -129,7 +129,6 @@ def _sync_row(v, ar, br, cr, xir, noisy, first, one, xb, sb, gm):  # pragma: no 
                 xb[j] = (vj * (one - cj * aj) + cj * bj) - xj * cj
                 s = g * g
                 sb[j] = s
-                gm[j] = s
         else:
             for j in range(d):
                 vj, aj, bj, cj, xj = v[j], ar[j], br[j], cr[j], xir[j]
@@ -137,7 +136,6 @@ def _sync_row(v, ar, br, cr, xir, noisy, first, one, xb, sb, gm):  # pragma: no 
                 xb[j] += (vj * (one - cj * aj) + cj * bj) - xj * cj
                 s = g * g
                 sb[j] += s
-                gm[j] = s if s > gm[j] else gm[j]
     elif first:
         for j in range(d):
             vj, aj, bj, cj = v[j], ar[j], br[j], cr[j]
@@ -145,7 +143,6 @@ def _sync_row(v, ar, br, cr, xir, noisy, first, one, xb, sb, gm):  # pragma: no 
             xb[j] = vj * (one - cj * aj) + cj * bj
             s = g * g
             sb[j] = s
-            gm[j] = s
     else:
         for j in range(d):
             vj, aj, bj, cj = v[j], ar[j], br[j], cr[j]
@@ -153,19 +150,17 @@ def _sync_row(v, ar, br, cr, xir, noisy, first, one, xb, sb, gm):  # pragma: no 
             xb[j] += vj * (one - cj * aj) + cj * bj
             s = g * g
             sb[j] += s
-            gm[j] = s if s > gm[j] else gm[j]
 
 
 @njit(nogil=True, inline="always")
-def _mean_and_max(sb, gm, count):  # pragma: no cover - compiled
+def _mean_and_max(sb, count):  # pragma: no cover - compiled
     """The clients' sum ``sb`` of ``s = g ⊙ g`` divided by ``count`` in place; returns the largest
-    ``s`` from the per-coordinate maxima ``gm``, NaN when some ``s`` is NaN (as ``np.max``):
-    ``s ≥ 0`` cannot cancel, so a NaN ``s`` makes its client mean NaN."""
+    entry of that mean (the statistic ``D̂`` is built from), NaN when one is NaN (as ``np.max``)."""
     top = count - count  # s ≥ 0: the maximum starts from 0
     for j in range(sb.shape[0]):
-        top = gm[j] if gm[j] > top else top
-    for j in range(sb.shape[0]):
         sb[j] = sb[j] / count
+        top = sb[j] if sb[j] > top else top
+    for j in range(sb.shape[0]):
         top = sb[j] if sb[j] != sb[j] else top
     return top
 
@@ -177,7 +172,7 @@ def sync_step(x, a, b, c, xi, noisy, before, from_mean, write_rows, count, xbar,
 
     With ``g = a ⊙ x − b (+ ξ)`` at the pre-step iterate: ``s = g ⊙ g``,
     ``x ← P ⊙ x + q (− c ⊙ ξ)``, then ``x̄ = mean_m x_m`` into ``xbar`` (runs, 1, d) and
-    ``x_m ← x̄``; ``sbar ← mean_m s_m`` (runs, 1, d) and ``smax ← max s`` (runs,). ``count`` is
+    ``x_m ← x̄``; ``sbar ← mean_m s_m`` (runs, 1, d) and ``smax ← max sbar`` (runs,). ``count`` is
     ``M`` in the dtype of ``x``; ``xi`` is read only when ``noisy``. One pass over each client
     row (:func:`_sync_row`), which stays in cache from the ``before`` steps to the sync step.
 
@@ -194,7 +189,6 @@ def sync_step(x, a, b, c, xi, noisy, before, from_mean, write_rows, count, xbar,
     R, M, d = x.shape
     many, per_client = a.shape[0] > 1, c.shape[1] > 1
     one = count / count
-    gm = np.empty(d, dtype=x.dtype)
     acc = np.empty(8, dtype=x.dtype)
     src = np.empty(d, dtype=x.dtype)
     t = np.empty(d, dtype=x.dtype)
@@ -211,10 +205,10 @@ def sync_step(x, a, b, c, xi, noisy, before, from_mean, write_rows, count, xbar,
                     t[j] = src[j]
             row = t if from_mean else x[r, m]
             _affine_row(row, ar, br, cr, before, one)
-            _sync_row(row, ar, br, cr, xi[r, m], noisy, m == 0, one, xb, sb, gm)
+            _sync_row(row, ar, br, cr, xi[r, m], noisy, m == 0, one, xb, sb)
         for j in range(d):
             xb[j] = xb[j] / count
-        smax[r] = _mean_and_max(sb, gm, count)
+        smax[r] = _mean_and_max(sb, count)
         if write_rows:
             for m in range(M):
                 xr = x[r, m]
@@ -228,7 +222,7 @@ def sync_step(x, a, b, c, xi, noisy, before, from_mean, write_rows, count, xbar,
 def mean_grad_squared(x, a, b, xi, noisy, from_mean, xbar, count, sbar, smax,
                       with_spread, spread_xbar, consensus):  # pragma: no cover - compiled
     """The statistic of global scaling's ``D̂⁰`` in one pass and without a full-size buffer:
-    ``sbar ← mean_m s_m`` (runs, 1, d) and ``smax ← max s`` (runs,) with ``s = g ⊙ g``,
+    ``sbar ← mean_m s_m`` (runs, 1, d) and ``smax ← max sbar`` (runs,) with ``s = g ⊙ g``,
     ``g = a ⊙ x − b (+ ξ)``, in the NumPy path's operations and order (the clients summed in
     order as ``mean(axis=1)`` does); a NaN statistic gives a NaN maximum, as ``np.max``.
 
@@ -239,7 +233,6 @@ def mean_grad_squared(x, a, b, xi, noisy, from_mean, xbar, count, sbar, smax,
     R, M, d = x.shape
     many = a.shape[0] > 1
     g = np.empty(d, dtype=x.dtype)
-    gm = np.empty(d, dtype=x.dtype)
     acc = np.empty(8, dtype=x.dtype)
     for r in range(R):
         ra = r if many else 0
@@ -250,12 +243,10 @@ def mean_grad_squared(x, a, b, xi, noisy, from_mean, xbar, count, sbar, smax,
                 g[j] = g[j] * g[j]
             if m == 0:
                 sb[:] = g
-                gm[:] = g
             else:
                 for j in range(d):
                     sb[j] += g[j]
-                    gm[j] = g[j] if g[j] > gm[j] else gm[j]
-        smax[r] = _mean_and_max(sb, gm, count)
+        smax[r] = _mean_and_max(sb, count)
         if with_spread and from_mean:
             consensus[r] = _spread_of_copies(xbar[r, 0], M, count, spread_xbar[r], acc)
         elif with_spread:

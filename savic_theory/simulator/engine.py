@@ -176,6 +176,8 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
                 s = statistic(x, sample, g)
             x = x - gamma_x * g / D
             if s is not None:
+                if not local:  # D̂ is built from the clients' mean: G bounds that, not each client's
+                    s = xp.mean(s, axis=1, keepdims=True)
                 s_max = xp.max(xp.abs(s), axis=(1, 2))
                 if local or bool(sync.all()):
                     stat_max = xp.maximum(stat_max, s_max)
@@ -201,8 +203,7 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
                     hi_h, lo_h, run_max, run_min = drift_since_sync(S, run_max, run_min, sync)
                 else:
                     k[sync] += 1
-                    state, D, hi_h, lo_h = update_scaling(S, state, D, xp.mean(s, axis=1, keepdims=True),
-                                                          beta_of(k), e_x, sync)
+                    state, D, hi_h, lo_h = update_scaling(S, state, D, s, beta_of(k), e_x, sync)
                 rec.sync(t1, sync, hi_h, lo_h)
             if t1 % record_every == 0 or t1 == steps:
                 record(t1)
@@ -223,8 +224,9 @@ def initial_scaling(S: "RunSetup", x, e_x, draw_squared_gradients=None, draw_mea
     ``init_probes`` Hutchinson probes for OASIS) and averaged over clients in global scaling.
     ``draw_squared_gradients()``, when given, returns that draw's ``g ⊙ g`` for a ``g ⊙ g``
     rule (the fused CPU path computes it in its own buffers); ``draw_mean_squared_gradients()``,
-    in global scaling, its client mean and maximum per run (one compiled pass). Returns ``(k, stat_max, state,
-    D)``: the updates folded into the state per run, ``max |S|`` per run, the state and ``D̂``.
+    in global scaling, its client mean and that mean's maximum per run (one compiled pass). Returns
+    ``(k, stat_max, state, D)``: the updates folded into the state per run, ``max |S|`` per run
+    of the statistic ``D̂`` is built from (the clients' mean in global scaling), the state and ``D̂``.
     An overflowing start gives inf/NaN here, reported as a diverged run at step 0, not a warning.
     """
     xp, rule, R = S.xp, S.rule, S.R
@@ -252,10 +254,10 @@ def initial_scaling(S: "RunSetup", x, e_x, draw_squared_gradients=None, draw_mea
                 if per_run:  # the g ⊙ g runs take theirs; the probe runs their average of probes
                     s0 = xp.where(S.probe_runs[:, None, None], s0, g0 * g0)
             if not pre_reduced:
+                if not S.local:  # D̂ is built from the clients' mean: G bounds that
+                    s0 = xp.mean(s0, axis=1, keepdims=True)
                 # g ⊙ g ≥ 0 (or NaN): its max needs no |·| (a pass and a temporary fewer)
                 stat_max = xp.max(s0 if rule.statistic is Statistic.GRAD_SQUARED else xp.abs(s0), axis=(1, 2))
-                if not S.local:
-                    s0 = xp.mean(s0, axis=1, keepdims=True)
         k = np.full(R, rule.init_updates, dtype=np.int64)
         state = rule.init(s0, S.beta_of(np.ones(R, dtype=np.int64)), xp)
         D = clip(rule.diagonal(state, xp), e_x, xp)

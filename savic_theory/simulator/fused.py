@@ -863,11 +863,14 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                     s_mean, s_max = one_pass
                     if per_run_stat:  # the probe runs' own: a quadratic's probes do not depend on x
                         p, sel = S.probe(ops.iterate(), None), S.probe_runs
-                        s_mean = xp.where(sel[:, None, None], xp.mean(p, axis=1, keepdims=True), s_mean)
-                        s_max = xp.where(sel, xp.max(xp.abs(p), axis=(1, 2)), s_max)
+                        p_mean = xp.mean(p, axis=1, keepdims=True)
+                        s_mean = xp.where(sel[:, None, None], p_mean, s_mean)
+                        s_max = xp.where(sel, xp.max(xp.abs(p_mean), axis=(1, 2)), s_max)
                     averaged = True
                 else:
-                    s, s_max = ops.sync_step(xi, D, None if grad_sq else (lambda g: statistic(x, None, g)))
+                    s = ops.sync_step(xi, D, None if grad_sq else (lambda g: statistic(x, None, g)))
+                    s_mean = ops.client_mean(s)  # D̂ is built from it: G bounds it, not each client's
+                    s_max = xp.max(s_mean if grad_sq else xp.abs(s_mean), axis=(1, 2))
                 if all_sync:
                     stat_max = xp.maximum(stat_max, s_max)
                 else:
@@ -881,8 +884,6 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                     hi_h, lo_h, run_max, run_min = drift_since_sync(S, run_max, run_min, sync)
                 else:
                     k[sync] += 1
-                    if not averaged:
-                        s_mean = ops.client_mean(s)
                     state, D, hi_h, lo_h = update_scaling(S, state, D, s_mean, beta_of(k), e_x, sync)
                     ops.scaling_changed(D)
                 rec.sync(t1, sync, hi_h, lo_h)
@@ -1133,7 +1134,7 @@ class _CPUOps(_Ops):
         return self._kernels is not None
 
     def sync_and_average(self, xi, D, with_stat, before=0, then_record=False, lazy=False):
-        """Returns ``(mean_m s, max s)`` with ``s = g ⊙ g`` (``(None, None)`` without
+        """Returns ``(mean_m s, max mean_m s)`` with ``s = g ⊙ g`` (``(None, None)`` without
         ``with_stat``), or ``None`` without compiled kernels (separate operations then).
         With ``then_record`` the kernel also leaves ``x̄`` and the consensus error of the
         averaged ``x`` for the next :meth:`record_values` (the same numbers as its own pass).
@@ -1162,7 +1163,7 @@ class _CPUOps(_Ops):
         return self._kernels is not None
 
     def initial_mean_grad_squared(self, rng):
-        """Global scaling's ``(mean_m g ⊙ g, max g ⊙ g)`` at ``x⁰`` with the oracle's first draw,
+        """Global scaling's ``(mean_m g ⊙ g, max mean_m g ⊙ g)`` at ``x⁰`` with the oracle's first draw,
         by one kernel pass (no full-size ``g ⊙ g``); the numbers of :meth:`initial_grad_squared`
         followed by the engine's max and client mean."""
         xi = self.draw_noise(rng)
@@ -1174,20 +1175,18 @@ class _CPUOps(_Ops):
         return sbar, self._smax.copy()
 
     def sync_step(self, xi, D, statistic):
-        """A step that also returns the statistic ``s`` at the pre-step iterate and ``max|s|``
-        (``g ⊙ g``, or ``statistic(g)`` of the step's gradient ``g`` when given)."""
+        """A step that also returns the statistic ``s`` at the pre-step iterate (``g ⊙ g``, or
+        ``statistic(g)`` of the step's gradient ``g`` when given)."""
         g = self.grad(xi, self._g)
         if statistic is not None:
             s = statistic(g)
-            s_max = np.max(np.abs(s), axis=(1, 2))
         if self._affine:  # x ← P ⊙ x + q − (γ/D̂) ξ; g stays intact for s = g ⊙ g
             self.plain_step(xi, D)
         if statistic is None:
             s = np.multiply(g, g, out=self._s_buffer() if not self._affine else g)
-            s_max = np.max(s, axis=(1, 2))  # s = g ⊙ g ≥ 0, so max|s| = max s
         if not self._affine:
             self._scaled_step(g, D)
-        return s, s_max
+        return s
 
     def _s_buffer(self):
         if not hasattr(self, "_s"):
@@ -1567,20 +1566,14 @@ class _GPUOps(_Ops):
             self._k_step_given(self.grad(xi), self.gamma, D, self.x)
 
     def sync_step(self, xi, D, statistic):
-        cp = self.cp
         if statistic is None and self.form == "diagonal":
-            s = cp.empty(self.full, dtype=self.dt)
+            s = self.cp.empty(self.full, dtype=self.dt)
             self._k_step_stat(*self._grad_inputs(xi), self.gamma, D, self.x, s)
-            return s, cp.max(s, axis=(1, 2))
+            return s
         g = self.grad(xi)
-        if statistic is None:
-            s = g * g
-            s_max = cp.max(s, axis=(1, 2))
-        else:
-            s = statistic(g)
-            s_max = cp.max(cp.abs(s), axis=(1, 2))
+        s = g * g if statistic is None else statistic(g)
         self._k_step_given(g, self.gamma, D, self.x)
-        return s, s_max
+        return s
 
     # local scaling ---------------------------------------------------------------------------------------
     def adopt_local(self, program: RuleProgram, state: list, D):

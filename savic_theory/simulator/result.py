@@ -40,8 +40,10 @@ class SimulationResult:
     steps : (n_records,) steps ``t`` at which ``history`` was recorded (0 and ``T`` included).
     history : name -> (n_records, runs): ``dist_sq`` ‖x̄−x*‖², ``f_gap`` f(x̄)−f*, ``consensus``
         (1/M)Σ‖x_m−x̄‖², ``alpha_hat`` min D̂, ``Gamma_hat`` max D̂, ``G_hat`` the largest
-        ``|S_i|`` folded into D̂ so far (``√`` of it for ``g ⊙ g`` rules, i.e. the spec's
-        ``G = sup‖g‖_∞`` over the gradients used; 0 for identity), ``dist_sq_D``
+        ``|S_i|`` folded into D̂ so far: in global scaling of the clients' mean statistic, in
+        local scaling of each client's own (``√`` of it for ``g ⊙ g`` rules: the ``G`` of the
+        bound ``D̂ ≤ max(e, G)``, at most the spec's ``sup‖g‖_∞`` over the gradients used; 0 for
+        identity), ``dist_sq_D``
         ‖x̄−x*‖²_D̂ = Σ_i D̂_i (x̄−x*)_i² with the D̂ in force at that step (the clients' mean D̂
         in local scaling) (and ``x_bar`` (n, runs, d) when ``keep_iterates``). Values after a
         run diverged are NaN.

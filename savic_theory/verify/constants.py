@@ -1,9 +1,9 @@
 r"""The numbers a theorem needs, read off a problem, a rule and a finished simulation.
 
 Theoretical constants come from the lemmas: ``α`` and ``Γ`` from the rule's ``dhat_bounds``
-lemma (``Γ = max(e, G)`` with ``G`` the largest ``|g_i|`` the runs folded into ``D̂``, which the
-simulator records as ``G_hat``; ``Γ = max(e, G_H)`` for OASIS with ``G_H`` from the problem's
-Hessian), ``δ_k`` from the rule's drift lemma with the β of every state update. Empirical
+lemma (``Γ = max(e, G)`` with ``G²`` the largest entry of the statistic the runs folded into
+``D̂``, the clients' mean of ``g ⊙ g`` in global scaling, which the simulator records as
+``G_hat``; ``Γ = max(e, G_H)`` for OASIS with ``G_H`` from the problem's Hessian), ``δ_k`` from the rule's drift lemma with the β of every state update. Empirical
 constants are what the runs show: ``α̂ = min D̂``, ``Γ̂ = max D̂`` and the largest drift at each
 sync.
 

@@ -215,8 +215,9 @@ NOTES = [
     "The bounds are this project's own derivations in the framework of the SAVIC paper (global scaling, "
     "αI ⪯ D̂ ⪯ ΓI, D̂ᵏ⁺¹ ⪯ (1+δ)D̂ᵏ); the paper's exact statements are not available. See docs/theory.md.",
     "Local scaling has no theorem: it is reported against the global-scaling bound for comparison only.",
-    "Theoretical constants: α = e, Γ from each rule's dhat_bounds lemma (rmsprop/adam: Γ = max(e, G) with G the "
-    "largest |g_i| recorded during the runs, since Gaussian noise has no almost-sure bound), δ_k from the drift lemma.",
+    "Theoretical constants: α = e, Γ from each rule's dhat_bounds lemma (rmsprop/adam: Γ = max(e, G) with G² the "
+    "largest entry of the statistic folded into D̂ during the runs, the clients' mean of g ⊙ g in global scaling, "
+    "since Gaussian noise has no almost-sure bound), δ_k from the drift lemma.",
     "Verdicts (theorems and lemmas alike): 'holds' = the upper confidence limit is ≤ the bound at every step; "
     "'violated' = some step's lower confidence limit (Bonferroni over the steps) exceeds it, or a run diverged; "
     "'attained' = neither: the bound is reached within sampling noise (e.g. at t = 1 the bound's factor 1 − γμ/Γ "
