@@ -35,7 +35,7 @@ RTOL = 1e-9  # float64 round-off of the exact recursion and of the bound over a 
 def _diag_problem(rng, M, d, kappa, het):
     lam = np.exp(rng.uniform(-np.log(kappa), 0.0, size=(1 if het == 0 else M, d)))
     lam = np.broadcast_to(lam, (M, d)).copy()
-    lam[0, 0] = 1.0
+    lam[0 if het else slice(None), 0] = 1.0  # L = 1; without heterogeneity every client's Hessian alike
     xs = rng.standard_normal(d) / np.sqrt(d) + het * rng.standard_normal((M, d)) / np.sqrt(d)
     return lam, lam * xs
 

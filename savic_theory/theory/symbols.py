@@ -21,7 +21,8 @@ keyword                   meaning (sign)
 ``sigma_dif2``            ``σ_dif² = (1/M) Σ_m E‖g_m(x*)‖² = σ² + ζ*²`` (``≥ 0``)
 ``zeta2``                 ``ζ*² = (1/M) Σ_m ‖∇f_m(x*)‖²`` (``≥ 0``)
 ``delta``                 drift per sync, ``D̂ᵏ⁺¹ ⪯ (1+δ) D̂ᵏ`` (``≥ 0``)
-``G``                     ``sup ‖g‖_∞`` over the stochastic gradients used (``≥ 0``)
+``G``                     ``√ sup max_i s_i`` over the statistics ``s`` folded into ``D̂`` (``≥ 0``; the
+                          clients' mean of ``g ⊙ g`` in global scaling, so ``G ≤ sup ‖g‖_∞``)
 ``G_H``                   ``sup max_i Σ_j |∇²f_m(x, ξ)|_ij`` (Hessian row sums, ``> 0``)
 ``r0``                    ``‖x⁰ − x*‖²`` (``≥ 0``)
 ``A_nu``, ``B_nu``        noise model ``E‖g_m(x) − ∇f_m(x)‖² ≤ 2A_ν h_m(x) + B_ν σ_m²``

@@ -63,7 +63,9 @@ def rule_alpha(rule) -> np.ndarray:
 
 
 def rule_Gamma(rule, problem: Problem, G) -> np.ndarray:
-    """``Γ`` of the rule's ``dhat_bounds`` lemma, with ``G`` the recorded ``sup ‖g‖_∞``."""
+    """``Γ`` of the rule's ``dhat_bounds`` lemma, with ``G`` the recorded ``G_hat``: ``√`` of the
+    largest entry of the statistic folded into ``D̂`` (the clients' mean of ``g ⊙ g`` in global
+    scaling)."""
     expr = RULE_BOUNDS[rule.name].Gamma
     names = {s.name for s in expr.free_symbols}
     nums = {"e": rule.e}
