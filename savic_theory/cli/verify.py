@@ -160,7 +160,7 @@ def _print_summary(report) -> None:
 
 def _verdict_text(d) -> str:
     """``holds (n checks)``, ``attained within noise (k of n checks)``, ``VIOLATED (…)``."""
-    verdict, n = d["verdict"], d["checked"]
+    verdict, n = d["verdict"], d["checked"] + d["searched"]  # the suite's step sizes and the searches
     checks = f"{n} check" + ("" if n == 1 else "s")
     if verdict == "attained":
         return f"attained within noise ({d['attained']} of {checks})"

@@ -64,11 +64,9 @@ class Report:
         for a in self.adversarial:
             t = theorems.setdefault(a.theorem, _blank())
             t["adversarial"].append(a.as_dict())
-            if a.passed is False:
-                t["passed"] = False
-            t["worst_ratio_late"] = max(t["worst_ratio_late"], _num(a.ratio_late_confirmed) or 0.0)
+            _fold_search(t, a)
         for d in (*theorems.values(), *lemmas.values()):
-            d["passed"] = d["passed"] if d["checked"] else None
+            d["passed"] = d["passed"] if d["checked"] or d["searched"] else None
             d["verdict"] = overall_verdict(d)
         return {"theorems": theorems, "lemmas": lemmas, "local_scaling": local}
 
@@ -107,7 +105,7 @@ class Report:
         for name, d in s["theorems"].items():
             if not d["checked"] and d["adversarial"] and not d["skipped"]:
                 continue  # only searched: in the adversarial table
-            lines.append(f"| `{name}` | {_verdict(d)} | {d['checked']} | {_fmt(d['worst_ratio'])} | "
+            lines.append(f"| `{name}` | {_verdict(d)} | {d['checked'] + d['searched']} | {_fmt(d['worst_ratio'])} | "
                          f"{_fmt(d['worst_ratio_late'])} | {_fmt(d['worst_ratio_upper'])} | {_pct(d['worst_pooled'])} | "
                          f"{d['worst_case']} |")
         skipped = [x for d in s["theorems"].values() for x in d["skipped"]]
@@ -116,7 +114,7 @@ class Report:
         lines += ["", "## Lemmas (checked step by step on the same trajectories)", "",
                   "| lemma | verdict | checks | worst | late | pooled | not checked |", "|---|---|---|---|---|---|---|"]
         for name, d in s["lemmas"].items():
-            lines.append(f"| `{name}` | {_verdict(d)} | {d['checked']} | {_fmt(d['worst_ratio'])} | "
+            lines.append(f"| `{name}` | {_verdict(d)} | {d['checked'] + d['searched']} | {_fmt(d['worst_ratio'])} | "
                          f"{_fmt(d['worst_ratio_late'])} | {_pct(d['worst_pooled'])} | {d['unchecked']} |")
         if self.adversarial:
             lines += ["", "## Adversarial search (worst instance found, confirmed with fresh seeds)", "",
@@ -202,7 +200,8 @@ class Report:
                 ax.set_xlabel("t", fontsize=7)
             for ax in list(axes.flat)[n:]:
                 ax.axis("off")
-            fig.suptitle(f"{name}: E‖x̄_t − x*‖² (band: {self.level} confidence) vs bound", fontsize=9)
+            fig.suptitle(f"{name}: E‖x̄_t − x*‖² (band: one-sided {self.level} limits, lower and upper) vs bound",
+                         fontsize=9)
             fig.tight_layout()
             path = folder / f"{_safe(name)}.png"
             fig.savefig(path, dpi=80)
@@ -228,7 +227,7 @@ NOTES = [
 
 
 def _blank() -> dict:
-    return {"passed": True, "checked": 0, "attained": 0, "unchecked": 0, "worst_ratio": 0.0,
+    return {"passed": True, "checked": 0, "searched": 0, "attained": 0, "unchecked": 0, "worst_ratio": 0.0,
             "worst_ratio_late": 0.0, "worst_ratio_upper": 0.0, "worst_pooled": None, "worst_case": "", "skipped": [],
             "adversarial": [], "details": []}
 
@@ -253,6 +252,24 @@ def _fold(d: dict, chk, case: str, gamma: float) -> None:
     pooled = _num(chk.pooled)
     if pooled is not None and (d["worst_pooled"] is None or pooled > d["worst_pooled"]):
         d["worst_pooled"] = pooled
+
+
+def _fold_search(d: dict, a) -> None:
+    """A confirmed worst instance of the search, counted in its theorem's verdict and ratios like
+    a case (``searched`` apart from ``checked``, which counts the suite's step sizes)."""
+    d["searched"] += 1
+    d["passed"] = d["passed"] and bool(a.passed)
+    where = f"search {a.rule}/{a.theorem}"
+    if a.verdict == "attained":
+        d["attained"] += 1
+    if a.verdict != "holds":
+        d["details"].append(f"{where}: {a.verdict}")
+    for key, val in (("worst_ratio_late", a.ratio_late_confirmed), ("worst_ratio_upper", a.ratio_upper_confirmed)):
+        v = _num(val)
+        if v is not None and v > d[key]:
+            d[key] = v
+            if key == "worst_ratio_late":
+                d["worst_case"] = where
 
 
 def _num(v):
@@ -286,7 +303,7 @@ def _verdict(d) -> str:
     if isinstance(d, dict):
         verdict = overall_verdict(d)
         if verdict == "attained":
-            n = d["checked"]
+            n = d["checked"] + d.get("searched", 0)  # lemmas have no search
             return f"attained within noise ({d['attained']} of {n} check{'' if n == 1 else 's'})"
         d = verdict
     return {"violated": "**VIOLATED**"}.get(d, d)
