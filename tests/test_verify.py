@@ -640,6 +640,43 @@ def test_a_violation_is_judged_at_the_suites_family_wise_level(monkeypatch):
         checks_mod.run_case(report.cases[0].case, family=2.5)
 
 
+def test_a_violation_is_not_hidden_by_a_step_size_outside_the_assumptions(monkeypatch):
+    """One step size outside the theorem's assumptions (skipped) and another whose consensus
+    lemma is violated (σ² understated by 10 %, as in docs/theory.md §6): the case fails."""
+    from savic_theory.verify.report import Report
+
+    true_check = checks_mod._check_consensus
+    monkeypatch.setattr(checks_mod, "_check_consensus", lambda thm, hist, steps, syncs, numbers, z, z_fail=None:
+                        true_check(thm, hist, steps, syncs, dict(numbers, sigma2=0.9 * numbers["sigma2"]), z, z_fail))
+    case = Case("c", "identical", "quad-identical", "identity", H=8, gamma_fracs=(1.0, 1.5), steps=400, seeds=64)
+    res = run_case(case)
+    assert [g.theorem.passed for g in res.groups] == [True, None]  # γ_max checked, 1.5 γ_max not
+    assert [lem.passed for lem in res.groups[0].lemmas if lem.name == "consensus_identical"] == [False]
+    assert res.status == "fail" and "consensus_identical" in res.reason
+    assert not Report("custom", 0.99, [res]).passed
+
+
+def test_a_confirmed_search_counts_in_its_theorems_summary():
+    """A search-only report: a failed confirmation makes its theorem 'violated' (not 'not
+    checked'); an attained one counts as attained; ratios and the tightest case follow it."""
+    from savic_theory.cli.verify import _verdict_text
+    from savic_theory.verify.adversarial import AdversarialResult
+    from savic_theory.verify.report import Report
+
+    def found(passed, strict, late):
+        return AdversarialResult(rule="identity", theorem="identical", params={"H": 4}, ratio_late=late,
+                                 ratio_late_confirmed=late, ratio_upper_confirmed=late + 0.1,
+                                 ratio_all_confirmed=late, passed=passed, strict=strict, evaluations=1, elapsed=0.0)
+
+    bad = Report("quick", 0.99, [], adversarial=[found(False, False, 1.3)]).summary()["theorems"]["identical"]
+    assert (bad["passed"], bad["verdict"], bad["searched"]) == (False, "violated", 1)
+    case = run_case(Case("demo", "identical", "quad-identical", "identity", H=2, steps=60, seeds=16))
+    near = Report("quick", 0.99, [case], adversarial=[found(True, False, 0.99)]).summary()["theorems"]["identical"]
+    assert near["verdict"] == "attained" and near["attained"] == 1 and near["worst_case"] == "search identity/identical"
+    assert near["worst_ratio_late"] == 0.99 and near["worst_ratio_upper"] == pytest.approx(1.09)
+    assert _verdict_text(near) == f"attained within noise (1 of {len(case.groups) + 1} checks)"
+
+
 def test_steps_since_the_last_sync_and_the_pools_of_steps():
     steps = np.arange(9)
     since = checks_mod.since_sync(steps, [3, 6])
