@@ -40,7 +40,8 @@ def verify(suite="default", *, level: float = 0.99, theorems=None, progress: boo
     suite : str or sequence of Case
         A key of ``SUITES`` or the cases themselves.
     level : float
-        One-sided confidence level of the upper limits (``z`` = its normal quantile); when every
+        One-sided confidence level of the upper limits (Student-t quantiles with seeds − 1
+        degrees of freedom, ``verify.stats.t_quantile``); when every
         bound holds, the suite's cases report some ``violated`` with probability at most
         ``1 − level`` (Bonferroni over its cases, tests and steps).
     theorems : sequence of str, optional

@@ -47,7 +47,7 @@ from ..simulator import simulate
 from ..theory import RULE_BOUNDS, THEOREMS, drift_factors
 from .checks import _f, bonferroni_z
 from .exact import exact_dist_sq
-from .stats import mean_and_se, z_of
+from .stats import mean_and_se, t_quantile, z_of
 
 __all__ = ["AdversarialResult", "search", "reproduce", "instance_problem", "probe_scaling_rounds", "PARAMETERS",
            "NOISE"]
@@ -327,9 +327,9 @@ def _evaluate(rule: str, theorem: str, nat: dict, *, d, M, steps, seeds, seed, d
     bound = thm.curve(res.steps, syncs, drift, **numbers)
     holds = thm.holds(**numbers)
     mean, se = mean_and_se(dist, axis=-1)
-    z = z_of(level)
-    upper = mean + z * se
-    lower_b = mean - bonferroni_z(z, len(res.steps)) * se
+    z, n = z_of(level), dist.shape[-1]  # Student-t limits with n − 1 degrees of freedom
+    upper = mean + t_quantile(z, n) * se
+    lower_b = mean - t_quantile(bonferroni_z(z, len(res.steps)), n) * se
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(np.isfinite(mean), mean / bound, np.inf)
         ru = np.where(np.isfinite(upper), upper / bound, np.inf)

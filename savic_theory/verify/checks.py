@@ -57,7 +57,7 @@ from .._validation import check_int
 from ..simulator import simulate
 from ..theory import LEMMAS, RULE_BOUNDS, THEOREMS, drift_factors, evaluate
 from .constants import problem_numbers, rule_alpha, rule_Gamma, update_betas
-from .stats import mean_and_se, z_of
+from .stats import mean_and_se, t_quantile, z_of
 from .suite import Case, get_problem
 
 __all__ = ["Check", "Series", "GroupResult", "CaseResult", "run_case", "bonferroni_z", "pools", "since_sync", "RTOL"]
@@ -384,7 +384,9 @@ def _check_group(case, thm, problem, rule, res, res_local, idx, gamma, nums, pla
     ok = {k_: bool(np.all(v)) for k_, v in thm.check(**numbers).items()}
     dist = hist["dist_sq"]
     mean, se = mean_and_se(dist)
-    upper, lower = mean + z * se, mean - z * se
+    n = dist.shape[-1]  # seeds: the limits use the Student-t quantiles with n − 1 degrees of freedom
+    tq = t_quantile(z, n)
+    upper, lower = mean + tq * se, mean - tq * se
     rate = thm.extras.get("rate_theorem")
     if rate is None:  # a rate theorem: the unrolled recursion along the actual syncs and δ_k
         bound = thm.curve(steps, sync_steps, deltas, **numbers)
@@ -399,15 +401,15 @@ def _check_group(case, thm, problem, rule, res, res_local, idx, gamma, nums, pla
         theorem = Check(thm.name, None, detail=f"assumption not met: condition(s) {bad}")
     else:
         theorem = _compare(thm.name, mean, se, bound, steps, res.status, idx, z, z_fail,
-                           runs=dist, since=since_sync(steps, sync_steps))
+                           runs=dist, since=since_sync(steps, sync_steps), n=n)
         if hasattr(thm, "plan"):
             reached = upper[-1] <= plan["eps"] * (1 + RTOL)
             theorem.detail += f"; target ε = {plan['eps']:.3g} after T = {plan['steps']}: E‖x̄_T−x*‖² ≤ " \
                               f"{upper[-1]:.3g} (upper limit) -> {'reached' if reached else 'NOT reached'}"
-            theorem.passed = bool(theorem.passed and mean[-1] - bonferroni_z(z_fail, len(steps)) * se[-1]
+            theorem.passed = bool(theorem.passed and mean[-1] - t_quantile(bonferroni_z(z_fail, len(steps)), n) * se[-1]
                                   <= plan["eps"] * (1 + RTOL))
             theorem.strict = bool(theorem.strict and reached)
-    empirical = _compare(f"{thm.name} (empirical constants)", mean, se, emp, steps, res.status, idx, z)
+    empirical = _compare(f"{thm.name} (empirical constants)", mean, se, emp, steps, res.status, idx, z, n=n)
     empirical.detail = "informational: α̂, Γ̂ and the largest drift of each sync in place of α, Γ, δ_k; " \
                        + empirical.detail
     lemmas = [_check_dhat(rule, hist, alpha, Gamma), _check_drift(rule, drift, deltas),
@@ -419,25 +421,26 @@ def _check_group(case, thm, problem, rule, res, res_local, idx, gamma, nums, pla
         lmean, lse = mean_and_se(lm)
         series.local_mean = lmean
         local = _compare("local scaling vs the global-scaling bound", lmean, lse, bound, steps,
-                         res_local.status, idx, z)
+                         res_local.status, idx, z, n=lm.shape[-1])
         local.passed = local.strict = None
         local.detail = "no theorem for local scaling (informational); " + local.detail
     return GroupResult(gamma, constants, theorem, empirical, lemmas, local, series)
 
 
-def _compare(name, mean, se, bound, steps, status, idx, z, z_fail=None, runs=None, since=None) -> Check:
+def _compare(name, mean, se, bound, steps, status, idx, z, z_fail=None, runs=None, since=None, n=None) -> Check:
     """Theorem check: strict (``mean + z·se ≤ bound`` at every step) and violation
     (``mean − z_B·se > bound`` at some step, ``z_B`` the Bonferroni quantile of ``z_fail``,
-    default ``z``, over the steps and the pools); tightness ratios.
+    default ``z``, over the steps and the pools); tightness ratios. Both quantiles become
+    Student-t ones with ``n − 1`` degrees of freedom for ``n`` runs (``None``: normal).
 
     With the per-run values ``runs`` (steps, runs) and the steps since the last sync ``since``,
     the relative excess ``(X_t − bound_t)/bound_t`` is also tested pooled (:func:`pools`).
     """
     diverged = int(np.sum(np.asarray(status)[idx] == "diverged"))
-    upper = mean + z * se
+    upper = mean + t_quantile(z, n) * se
     masks = pools(steps, since, np.isfinite(bound) & (bound > 0)) if runs is not None else []
     zb = bonferroni_z(z if z_fail is None else z_fail, len(steps) + len(masks))
-    lower_b = mean - zb * se
+    lower_b = mean - t_quantile(zb, n) * se
     with np.errstate(divide="ignore", invalid="ignore"):
         r_mean = np.where(bound > 0, mean / bound, np.where(mean > 0, np.inf, 0.0))
         r_up = np.where(bound > 0, upper / bound, np.where(upper > 0, np.inf, 0.0))
@@ -495,13 +498,14 @@ def _pooled_test(check: Check, excess, scale, masks, z, zb, tol=RTOL) -> None:
         rel = excess / scale[:, None]
     per_run = np.stack([rel[m].mean(axis=0) for m in masks])  # (pools, runs)
     mean, se = mean_and_se(per_run)
+    n = per_run.shape[-1]
     if not np.all(np.isfinite(mean)):  # a run not finite on a usable step: diverged
         check.passed, check.strict = False, False
         check.detail += "; pooled test: a run's relative excess is not finite"
         return
     worst = int(np.argmax(mean))
-    check.pooled, check.pooled_upper = float(mean[worst]), float(np.max(mean + z * se))
-    if np.any(mean - zb * se > tol):
+    check.pooled, check.pooled_upper = float(mean[worst]), float(np.max(mean + t_quantile(z, n) * se))
+    if np.any(mean - t_quantile(zb, n) * se > tol):
         check.passed = False
     check.strict = bool(check.passed and check.strict and check.pooled_upper <= tol)
     check.detail += (f"; pooled over {len(masks)} groups of steps: largest mean excess "
@@ -533,13 +537,13 @@ def _check_drift(rule, drift, deltas) -> Check:
                  "ratio = largest (drift − 1)/δ_k", ok)
 
 
-def _lemma_verdict(mz, sz, inside, tol, level_z, n_tests, fail_z=None):
+def _lemma_verdict(mz, sz, inside, tol, level_z, n_tests, fail_z=None, n=None):
     """(passed, strict, zb): no step where the lower limit (Bonferroni quantile ``zb`` over
     ``n_tests``, at the error level of ``fail_z``, default ``level_z``) exceeds the bound;
-    ``strict``: the upper limit is below it at every step."""
+    ``strict``: the upper limit is below it at every step (Student-t quantiles for ``n`` runs)."""
     zb = bonferroni_z(level_z if fail_z is None else fail_z, n_tests)
-    violated = np.any((mz - zb * sz)[inside] > tol) or not np.all(np.isfinite(mz[inside]))
-    strict = bool(np.all((mz + level_z * sz)[inside] <= tol))
+    violated = np.any((mz - t_quantile(zb, n) * sz)[inside] > tol) or not np.all(np.isfinite(mz[inside]))
+    strict = bool(np.all((mz + t_quantile(level_z, n) * sz)[inside] <= tol))
     return bool(not violated), strict, zb
 
 
@@ -574,11 +578,12 @@ def _check_consensus(thm, hist, steps, sync_steps, numbers, z, z_fail=None) -> C
     tol = 1e-12 * max(float(np.nanmax(np.abs(mr))), 1e-300)
     inside = n_t[:, 0] >= 1
     masks = pools(steps, since, inside & np.isfinite(mr) & (mr > 0))
-    ok, strict, zb = _lemma_verdict(mz, sz, inside, tol, z, int(inside.sum()) + len(masks), z_fail)
+    n = Zd.shape[-1]
+    ok, strict, zb = _lemma_verdict(mz, sz, inside, tol, z, int(inside.sum()) + len(masks), z_fail, n)
     ok = ok and bool(np.all(np.abs(mv[~inside]) <= tol + 1e-300))  # V = 0 right after a sync
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(inside & (mr > 0), mv / mr, np.nan)
-        ru = np.where(inside & (mr > 0), (mv + z * sz) / mr, np.nan)
+        ru = np.where(inside & (mr > 0), (mv + t_quantile(z, n) * sz) / mr, np.nan)
     late = steps >= T / 2
     if not np.any(np.isfinite(r)):
         return Check(lemma_name, ok, detail="no step inside a round (H = 1): V_t = 0 checked", strict=ok)
@@ -615,10 +620,11 @@ def _check_one_step(rule, hist, steps, sync_steps, deltas, numbers, z, z_fail=No
     tol = 1e-12 * max(float(np.nanmax(np.abs(mp))), 1e-300)
     masks = [m[1:] for m in pools(steps, since_sync(steps, sync_steps),
                                   np.concatenate([[False], np.isfinite(mp) & (mp > 0)]))]
-    ok, strict, zb = _lemma_verdict(mz, sz, np.ones(len(mz), dtype=bool), tol, z, len(mz) + len(masks), z_fail)
+    n = Zd.shape[-1]
+    ok, strict, zb = _lemma_verdict(mz, sz, np.ones(len(mz), dtype=bool), tol, z, len(mz) + len(masks), z_fail, n)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(mp > 0, mphi / mp, np.nan)
-        ru = np.where(mp > 0, (mphi + z * sz) / mp, np.nan)
+        ru = np.where(mp > 0, (mphi + t_quantile(z, n) * sz) / mp, np.nan)
     late = steps[1:] >= steps[-1] / 2
     check = Check("one_step", ok, float(np.nanmax(r)), float(np.nanmax(ru)), float(np.nanmax(r[late])),
                   f"E Φ_(t+1) ≤ (1+δ·[sync])((1−γμ/Γ) E Φ_t + γ(2L−μ) E V_t + γ²B_νσ²/(αM)) from {src}", strict)

@@ -86,8 +86,8 @@ class Report:
                  f"one-sided confidence level {self.level}, {self.elapsed:.1f} s."
                  + (f" A violation in a case needs a lower confidence limit above its bound with a Bonferroni "
                     f"correction over the steps, the tests and the cases of the suite: if every bound holds, "
-                    f"the cases report one with probability at most {1 - self.level:.2g} (normal "
-                    f"approximation); each confirmation of the adversarial search is a test of its own at "
+                    f"the cases report one with probability at most {1 - self.level:.2g} (Student-t "
+                    f"limits, exact for Gaussian per-run values); each confirmation of the adversarial search is a test of its own at "
                     f"the level." if self.cases else ""), "",
                  "Ratios are observed mean / bound (tightness; ≤ 1 when the bound holds, and above 1 only "
                  "insignificantly where the verdict is *attained*: the lower confidence limit stays below the "
