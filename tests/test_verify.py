@@ -640,6 +640,29 @@ def test_a_violation_is_judged_at_the_suites_family_wise_level(monkeypatch):
         checks_mod.run_case(report.cases[0].case, family=2.5)
 
 
+def test_limits_use_student_t_quantiles_of_the_runs():
+    """The limits are Student-t with runs − 1 degrees of freedom: a lower limit that the normal
+    quantile would put above the bound is not a violation with 32 runs; with many runs the two
+    agree."""
+    from scipy.stats import t as student_t
+
+    from savic_theory.verify.stats import lower_limit, t_quantile
+
+    z = z_of(0.99)
+    assert t_quantile(z, 32) == pytest.approx(student_t.ppf(0.99, 31), rel=1e-12)
+    assert t_quantile(z, None) == z and t_quantile(z, 10**7) == pytest.approx(z, rel=1e-5)
+    x = np.random.default_rng(0).standard_normal((3, 32))
+    mean, se = x.mean(axis=1), x.std(axis=1, ddof=1) / np.sqrt(32)
+    np.testing.assert_allclose(upper_limit(x, 0.99), mean + student_t.ppf(0.99, 31) * se, rtol=1e-12)
+    np.testing.assert_allclose(lower_limit(x, 0.99), mean - student_t.ppf(0.99, 31) * se, rtol=1e-12)
+    steps, bound, se = np.arange(5), np.ones(5), np.full(5, 0.01)
+    zb = checks_mod.bonferroni_z(z, 5)
+    mean = np.where(steps == 2, 1.0 + 0.5 * (zb + t_quantile(zb, 32)) * 0.01, 0.5)  # between the two reaches
+    status = np.array(["ok"] * 3)
+    assert checks_mod._compare("t", mean, se, bound, steps, status, slice(0, 3), z).passed is False
+    assert checks_mod._compare("t", mean, se, bound, steps, status, slice(0, 3), z, n=32).passed is True
+
+
 def test_a_violation_is_not_hidden_by_a_step_size_outside_the_assumptions(monkeypatch):
     """One step size outside the theorem's assumptions (skipped) and another whose consensus
     lemma is violated (σ² understated by 10 %, as in docs/theory.md §6): the case fails."""
