@@ -20,12 +20,16 @@ A config is a mapping with three tables, each key optional (defaults below), e.g
     scaling = ["global", "local"]
 
 ``run.gamma``, ``run.sync_every``, ``rule.beta``, ``rule.e`` and ``rule.name`` also take a list:
-a grid, expanded by :mod:`savic_theory.experiment` into one batched call per rule and scaling.
-Unknown tables or keys and values of the wrong type are errors that name the key.
+a grid, expanded by :mod:`savic_theory.experiment` into one batched call per rule and scaling
+(whose runs, over all grid points, draw from one random stream seeded by ``run.seed``).
+``run.scaling`` takes ``"global"``, ``"local"``, ``"both"`` (the two) or a list of the first two.
+Unknown tables or keys, values of the wrong type and non-finite numbers are errors that name
+the key.
 """
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 import tomllib
 from pathlib import Path
@@ -185,9 +189,11 @@ def _check_one(table: str, key: str, value: Any) -> Any:
     default = DEFAULTS[table][key]
     name = f"{table}.{key}"
     if key == "scaling":
-        vals = [value] if isinstance(value, str) else value
+        # "both" means what --scaling both means, so a config file can say what the flag says
+        vals = ["global", "local"] if value == "both" else [value] if isinstance(value, str) else value
         if not isinstance(vals, list) or not vals or any(v not in ("global", "local") for v in vals):
-            raise ValueError(f"{name} must be 'global', 'local' or a list of them, got {value!r}")
+            raise ValueError(f"{name} must be 'global', 'local', 'both' or a list of 'global' and 'local', "
+                             f"got {value!r}")
         return list(dict.fromkeys(vals))
     if isinstance(default, bool):
         ok = isinstance(value, bool)
@@ -207,8 +213,11 @@ def _check_one(table: str, key: str, value: Any) -> Any:
         raise ValueError(f"{name} must be >= 1, got {value}")
     if isinstance(value, int) and key in _SIZES and value > _SIZE_MAX:  # arrays index with int64
         raise ValueError(f"{name} must be at most 2**62, got {value}")
-    if key in ("gamma", "L", "mu", "lam", "e") and not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+    # inf or NaN would pass the range checks below (or fail only mid-experiment, after other blocks ran)
+    if key in ("gamma", "L", "mu", "lam", "e") and not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be > 0 and finite, got {value}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
     if key in ("noise", "heterogeneity", "batch_size", "record_every", "seed") and value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     if key == "beta" and not 0 <= value < 1:
@@ -257,8 +266,9 @@ HELP = {
     ("run", "steps"): "number of local steps T",
     ("run", "sync_every"): "H: clients average every H steps",
     ("run", "scaling"): "global, local, or both (each with `runs` runs)",
-    ("run", "runs"): "independent runs (seeds) in one batched call",
-    ("run", "seed"): "seed of the run's noise, minibatches and probes",
+    ("run", "runs"): "runs per grid point, all drawn in one batched call per rule and scaling",
+    ("run", "seed"): "seed of the random stream (noise, minibatches, probes) that each batched call "
+                     "draws all its runs from",
     ("run", "record_every"): "record the history every this many steps (0 = about 500 records)",
     ("run", "dtype"): "floating-point type",
     ("run", "backend"): "array backend",

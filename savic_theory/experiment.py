@@ -1,19 +1,30 @@
 """Run a resolved config: expand its grids into batched calls, resume, write the results.
 
 A config's grid axes (``run.gamma``, ``run.sync_every``, ``rule.beta``, ``rule.e``) expand into
-their product; each point gets ``run.runs`` independent runs, and all of them go through *one*
-``simulate`` call per rule name and scaling variant (a "block"). Finished blocks are kept in a
-hidden work folder beside the result folder, so an interrupted experiment resumes where it
-stopped (``resume=True``); the result folder appears only when every block is done. An error
-(not an interruption) before any block finished removes the work folder again: it leaves nothing.
+their product; each point gets ``run.runs`` runs, and all of them go through *one* ``simulate``
+call per rule name and scaling variant (a "block"), so that a sweep is one launch per step.
+
+Every block's call is seeded with ``run.seed`` and draws the noise, minibatches and probes of
+all its runs, of every grid point, from that one random stream (the runs of point ``i`` are the
+batch's runs ``i·runs … (i+1)·runs − 1``). The same config therefore reproduces every number
+exactly, a resumed experiment included; but a point's numbers are not a function of the point
+alone: the same point run alone, or in a grid with other values or another order, gets other
+draws, and runs with the same index at different points do not share their noise (they are not
+paired). Compare grid points by their statistics over runs, not run by run.
+
+Finished blocks are kept in a hidden work folder beside the result folder, so an interrupted
+experiment resumes where it stopped (``resume=True``); the result folder appears only when every
+block is done. An error (not an interruption) before any block finished removes the work folder
+again: it leaves nothing.
 
 The result folder holds ``config.toml`` (the resolved config), ``history.csv`` (one row per run
-and recorded step: the grid point, the run's seed index, the step and the :data:`HISTORY_KEYS`),
-``drift.csv`` (one row per run and sync at which it synchronised; only the header when no run
-did), ``summary.json`` and ``plot.png``. A run that diverged has rows only for the recorded steps
-before its divergence (no NaN rows); ``summary.json`` gives, per grid point, each run's
-``status`` (``"ok"`` or ``"diverged"``) and ``diverged_at`` (the first recorded step at which the
-divergence was detected, ``null`` if none) and the number of diverged runs.
+and recorded step: the grid point, the run's index within its point, ``0 … runs − 1``, not a
+seed of its own, the step and the :data:`HISTORY_KEYS`), ``drift.csv`` (one row per run and sync
+at which it synchronised; only the header when no run did), ``summary.json`` and ``plot.png``. A
+run that diverged has rows in both CSV files only for the steps before its ``diverged_at`` (no
+NaN rows); ``summary.json`` gives, per grid point, each run's ``status`` (``"ok"`` or
+``"diverged"``) and ``diverged_at`` (the first recorded step at which the divergence was
+detected, ``null`` if none) and the number of diverged runs.
 """
 from __future__ import annotations
 
@@ -188,10 +199,13 @@ def write_results(folder: Path, cfg: dict, blocks: list[Block], results: dict) -
             hi = block.per_run(res.drift, len(res.sync_steps))
             lo = block.per_run(res.drift_min, len(res.sync_steps))
             grid = [block.column(c) for c in GRID_COLUMNS]
+            diverged_at = block.per_run(res.diverged_at)[0]
             for r in range(block.n_runs):
                 head = [block.rule, block.scaling, *(_fmt(g[r]) for g in grid), r % block.runs]
                 for i, t in enumerate(res.sync_steps):
-                    if not np.isnan(hi[i, r]):
+                    if 0 <= diverged_at[r] <= t:  # as history.csv: the sync at the divergence step is already past it
+                        break
+                    if not np.isnan(hi[i, r]):  # NaN: the run did not sync at t (another point's H)
                         w.writerow([*head, int(t), repr(float(hi[i, r])), repr(float(lo[i, r]))])
     write_json(folder / "summary.json", {b.key: _summary(b, results[b.key]) for b in blocks})
     p = cfg["problem"]

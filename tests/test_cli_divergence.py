@@ -10,6 +10,7 @@ import csv
 import json
 import re
 
+import numpy as np
 import pytest
 
 from savic_theory import experiment
@@ -90,6 +91,60 @@ def test_a_diverged_runs_history_stops_at_its_divergence(tmp_path, capsys):
                 else:
                     assert status == "ok" and at is None and steps == list(range(61))
     assert "(all 2 runs diverged)" in capsys.readouterr().out
+
+
+def test_a_diverged_runs_drift_rows_stop_where_its_history_does(tmp_path, capsys):
+    """As history.csv, drift.csv has rows only for steps before ``diverged_at``: the sync at the
+    step where the divergence was detected was kept before (identity, γ = 3, H = 5: at t = 30)."""
+    cfg = tmp_path / "div.toml"
+    cfg.write_text('[problem]\ndim = 5\nclients = 3\n[rule]\nname = "identity"\n'
+                   "[run]\ngamma = [0.5, 3.0]\nsteps = 60\nsync_every = 5\nruns = 3\n")
+    out = tmp_path / "o"
+    assert main(["run", str(cfg), "--no-progress", "--out", str(out)]) == 0
+    history, drift = rows(out / "history.csv"), rows(out / "drift.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    diverged = 0
+    for key, block in summary.items():
+        rule, scaling = key.split("-")
+        for point in block["points"]:
+            for run, at in enumerate(point["diverged_at"]):
+                def steps(table, column):
+                    return [int(r[column]) for r in table if (r["rule"], r["scaling"], float(r["gamma"]),
+                                                              int(r["run"])) == (rule, scaling, point["gamma"], run)]
+                end = 61 if at is None else at
+                assert steps(history, "step") == list(range(end))
+                assert steps(drift, "sync_step") == list(range(5, end, 5))
+                diverged += at is not None and at % 5 == 0  # a sync at the divergence step: the case at stake
+    assert diverged == 6  # γ = 3: all runs of both scalings
+    capsys.readouterr()
+
+
+def test_the_plot_shows_runs_that_all_diverged_at_once(tmp_path):
+    """With every run diverged after the first record, each curve has one finite point: a plain
+    line draws nothing and the x-axis collapses onto it. Markers, 0..T and a marked divergence."""
+    import matplotlib.pyplot as plt
+
+    from savic_theory import plotting, rules, simulate
+    from savic_theory.problems import Quadratic
+
+    prob = Quadratic.random(3, 2, L=1.0, mu=0.05, heterogeneity=1.0, noise=0.01, seed=0)
+    res = simulate(prob, rules.make("adam", beta=0.99, e=0.01), gamma=1e300, steps=50, runs=2)
+    assert np.all(res.diverged_at > 0) and res.steps[-1] < 50  # the records stop early
+    fig = plotting._figure({"adam global": res})
+    try:
+        ax1, ax2 = fig.axes
+        for ax in (ax1, ax2):
+            lo, hi = ax.get_xlim()
+            assert lo <= 0 and hi >= 50
+            points = [ln for ln in ax.get_lines() if np.count_nonzero(np.isfinite(ln.get_ydata())) == 1]
+            assert points and all(ln.get_marker() not in (None, "", " ", "None") for ln in points)
+        t = int(res.diverged_at.max())
+        assert [x.get_text().strip() for x in ax1.texts] == [f"all runs diverged at t = {t}"]
+        assert any(list(ln.get_xdata()) == [t, t] for ln in ax1.get_lines())  # the vertical line
+    finally:
+        plt.close(fig)
+    plotting.plot_scalings({"adam global": res}, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
 
 
 SPREAD_GRID = """

@@ -284,6 +284,39 @@ def test_a_stamp_cut_short_marks_a_work_folder_of_savic(tmp_path, capsys):
     assert not work.exists() and (tmp_path / "res" / "summary.json").is_file()
 
 
+def test_a_later_run_clears_what_a_killed_one_left_beside_out(tmp_path, capsys):
+    """SIGKILL (no cleanup runs) while the result folder was built leaves ``.res.XXXXXXXX.part``;
+    the next run into the same --out removes it, and a stale ``.old`` beside an existing folder
+    too. Hidden folders of other result folders (``res.x``) are left alone."""
+    out = tmp_path / "res"
+    assert main(["simulate", *SMALL, "--out", str(out)]) == 0
+    part, old = tmp_path / ".res.k3x_9a0q.part", tmp_path / ".res.7bq2mz1w.old"
+    others = [tmp_path / ".res.x.k3x_9a0q.part", tmp_path / ".resx.k3x_9a0q.part"]
+    for folder in (part, old, *others):
+        folder.mkdir()
+        (folder / "history.csv").write_text("partial")
+    assert main(["simulate", *SMALL, "--out", str(out)]) == 0
+    assert not part.exists() and not old.exists() and all(o.exists() for o in others)
+    assert (out / "summary.json").is_file()
+    capsys.readouterr()
+
+
+def test_a_run_killed_between_the_two_moves_gets_its_old_folder_back(tmp_path, capsys):
+    """Killed after moving the earlier result aside and before moving the new one in: only
+    ``.res.XXXXXXXX.old`` is left, a complete result, which the next run restores before it
+    writes (so a run that then fails loses nothing)."""
+    out = tmp_path / "res"
+    assert main(["simulate", *SMALL, "--out", str(out)]) == 0
+    earlier = (out / "history.csv").read_text()
+    os.replace(out, tmp_path / ".res.7bq2mz1w.old")
+    with atomic_dir(out) as tmp:
+        assert (out / "history.csv").read_text() == earlier  # back while the new folder is built
+        (tmp / "config.toml").write_text("")
+        (tmp / "summary.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]
+    capsys.readouterr()
+
+
 def test_sigterm_ends_a_command_like_an_interrupt(tmp_path):
     import signal
     import subprocess

@@ -71,6 +71,24 @@ def test_grid_point_equals_a_separate_simulate_call(tmp_path, grid_file):
         np.testing.assert_allclose(res.x[seed_run], single.x, rtol=1e-12)
 
 
+def test_a_grid_points_runs_share_their_blocks_random_stream(tmp_path):
+    """What the docs state (and no more): a block is one call seeded with run.seed whose grid
+    points draw from one stream, so the same config gives the same numbers, but a point run alone
+    gets other draws (its runs are not a function of the point)."""
+    cfg = resolve({"problem": {"dim": 3, "clients": 2}, "rule": {"name": "adam", "beta": [0.9, 0.99]},
+                   "run": {"steps": 20, "runs": 2, "scaling": "global", "seed": 3}})
+    res = experiment.run_experiment(cfg, tmp_path / "a", progress=False)["adam-global"]
+    again = experiment.run_experiment(cfg, tmp_path / "b", progress=False)["adam-global"]
+    np.testing.assert_array_equal(res.x, again.x)
+    prob = build_problem(cfg)
+    batch = simulate(prob, rules.make("adam", beta=np.repeat([0.9, 0.99], 2), e=0.01), gamma=0.05, steps=20,
+                     sync_every=10, runs=4, seed=3)
+    np.testing.assert_array_equal(res.x, batch.x)  # the block's one call, points major
+    alone = simulate(prob, rules.make("adam", beta=0.99, e=0.01), gamma=0.05, steps=20, sync_every=10, runs=2, seed=3)
+    assert not np.allclose(res.x[2:], alone.x)
+    assert "not paired" in " ".join(experiment.__doc__.split())
+
+
 def test_interrupted_run_resumes_identically(grid_file, tmp_path, monkeypatch):
     full = tmp_path / "full"
     assert main(["run", str(grid_file), "--no-progress", "--out", str(full)]) == 0
@@ -121,6 +139,22 @@ def test_bad_grids(tmp_path, capsys, text, expected):
     cfg.write_text(text)
     assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key,table", [("e", "rule"), ("gamma", "run")])
+def test_an_infinite_value_is_refused_before_any_block_runs(tmp_path, capsys, monkeypatch, key, table):
+    """inf passed ``> 0``: the rule refused it only in its own block, after the others had run,
+    and the message then offered a --resume that could never succeed."""
+    cfg = tmp_path / "inf.toml"
+    tables = {"rule": 'name = ["identity", "adam"]\n', "run": "steps = 5\nruns = 1\n"}
+    tables[table] += f"{key} = inf\n"
+    cfg.write_text("[problem]\ndim = 3\nclients = 2\n" + "".join(f"[{t}]\n{v}" for t, v in tables.items()))
+    ran = []
+    monkeypatch.setattr(experiment, "_run_block", lambda *a, **k: ran.append(a))
+    assert main(["run", str(cfg), "--no-progress", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"savic run: error: {table}.{key} must be > 0 and finite, got inf"
+    assert ran == [] and sorted(p.name for p in tmp_path.iterdir()) == ["inf.toml"]
 
 
 def test_a_large_grid_plots_each_blocks_best_point(grid_file, tmp_path, monkeypatch):

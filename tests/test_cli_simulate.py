@@ -61,7 +61,16 @@ BAD_CONFIGS = {
     "bool for int": ("[run]\nsteps = true\n", "run.steps must be of type int"),
     "out of range beta": ("[rule]\nbeta = 1.0\n", "rule.beta must lie in [0, 1)"),
     "negative gamma": ("[run]\ngamma = -0.1\n", "run.gamma must be > 0"),
-    "bad scaling": ('[run]\nscaling = "both"\n', "run.scaling must be"),
+    "bad scaling": ('[run]\nscaling = "all"\n', "run.scaling must be 'global', 'local', 'both' or a list"),
+    "both in a list": ('[run]\nscaling = ["both"]\n', "run.scaling must be"),
+    "infinite e": ("[rule]\ne = inf\n", "rule.e must be > 0 and finite, got inf"),
+    "infinite gamma in a grid": ("[run]\ngamma = [0.1, inf]\n", "run.gamma must be > 0 and finite, got inf"),
+    "NaN gamma": ("[run]\ngamma = nan\n", "run.gamma must be > 0 and finite, got nan"),
+    "infinite L": ("[problem]\nL = inf\n", "problem.L must be > 0 and finite, got inf"),
+    "infinite mu": ("[problem]\nmu = inf\n", "problem.mu must be > 0 and finite, got inf"),
+    "infinite lam": ('[problem]\nkind = "logistic"\nlam = inf\n', "problem.lam must be > 0 and finite, got inf"),
+    "infinite noise": ("[problem]\nnoise = inf\n", "problem.noise must be a finite number, got inf"),
+    "NaN heterogeneity": ("[problem]\nheterogeneity = nan\n", "problem.heterogeneity must be a finite number"),
     "bad rule": ('[rule]\nname = "lion"\n', "rule.name must be one of"),
     "not toml": ("[run\nsteps = 3", "not valid TOML"),
     "table not a table": ("run = 3\n", "[run] must be a table"),
@@ -86,6 +95,9 @@ def test_bad_configs_give_one_line_errors(tmp_path, capsys, case):
     (["--gamma", "0"], "run.gamma must be > 0"),
     (["--beta", "-0.5"], "rule.beta must lie in [0, 1)"),
     (["--e", "0"], "rule.e must be > 0"),
+    (["--e", "inf"], "rule.e must be > 0 and finite, got inf"),
+    (["--gamma", "inf"], "run.gamma must be > 0 and finite, got inf"),
+    (["--noise", "nan"], "problem.noise must be a finite number, got nan"),
     (["--problem", "logistic", "--dataset", "/nonexistent.svm"], "/nonexistent.svm"),
 ])
 def test_bad_arguments_give_one_line_errors(tmp_path, capsys, argv, expected):
@@ -99,6 +111,21 @@ def test_argparse_errors_exit_nonzero_without_traceback():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "invalid int value: 'ten'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_scaling_both_in_a_config_means_what_the_flag_means(tmp_path, capsys):
+    """``--scaling`` is settable in the config file, so its value ``both`` is too."""
+    from savic_theory.config import resolve
+
+    assert resolve({"run": {"scaling": "both"}})["run"]["scaling"] == ["global", "local"]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[run]\nscaling = "both"\n')
+    by_file, by_flag = tmp_path / "file", tmp_path / "flag"
+    assert main(["simulate", "--config", str(cfg), *SMALL, "--out", str(by_file)]) == 0
+    assert main(["simulate", "--scaling", "both", *SMALL, "--out", str(by_flag)]) == 0
+    assert set(json.loads((by_file / "summary.json").read_text())) == {"adam-global", "adam-local"}
+    assert (by_file / "history.csv").read_text() == (by_flag / "history.csv").read_text()
+    capsys.readouterr()
 
 
 def test_help_documents_every_option_with_default():

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["UserError", "atomic_write", "atomic_dir", "check_output_path", "check_result_folder",
-           "work_folder", "remove_stale_work", "write_json", "progress", "add_config_option",
+           "work_folder", "remove_stale_work", "remove_stale_parts", "write_json", "progress", "add_config_option",
            "config_values", "options_as_table", "RESULT_FILES", "RESULT_FOLDERS"]
 
 
@@ -59,10 +60,13 @@ def atomic_dir(path: str | os.PathLike, option: str = "--out") -> Iterator[Path]
     ``path`` is checked by :func:`check_result_folder` before anything is built and again
     before the move: only an empty folder or an earlier result folder is replaced (as a whole),
     anything else there is a :class:`UserError` naming ``option``. An interrupted run leaves
-    the old folder (or none) and no partial one.
+    the old folder (or none) and no partial one; what a killed one left (see
+    :func:`remove_stale_parts`) is cleared before the new folder is built.
     """
     path = check_result_folder(path, option)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(path)
+    check_result_folder(path, option)  # a restored folder is checked as any other
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # as any folder the user makes, not mkdtemp's 0700
@@ -83,6 +87,31 @@ def atomic_dir(path: str | os.PathLike, option: str = "--out") -> Iterator[Path]
     except BaseException:
         _rmtree(tmp)
         raise
+
+
+def remove_stale_parts(path: str | os.PathLike) -> None:
+    """Clear the hidden siblings that :func:`atomic_dir` leaves when killed (SIGKILL, power loss).
+
+    ``.<name>.XXXXXXXX.part`` (a partial folder) is deleted. ``.<name>.XXXXXXXX.old`` (the
+    previous folder, moved aside just before the new one took its place) is deleted when
+    ``path`` exists, and moved back to ``path`` when the kill came between the two moves, so
+    the earlier result is not lost. Only folders of exactly that form (``XXXXXXXX`` as
+    :func:`tempfile.mkdtemp` draws it) are touched: not those of another result folder, such as
+    ``.<name>.x.XXXXXXXX.part`` of ``<name>.x``.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}\.(part|old)")
+    stale = sorted((e for e in os.scandir(path.parent)
+                    if pattern.fullmatch(e.name) and e.is_dir(follow_symlinks=False)),
+                   key=lambda e: e.stat(follow_symlinks=False).st_mtime)
+    olds = [Path(e.path) for e in stale if e.name.endswith(".old")]
+    if olds and not os.path.lexists(path):
+        os.replace(olds.pop(), path)  # the newest earlier result
+    for e in stale:
+        if e.name.endswith(".part") or Path(e.path) in olds:
+            _rmtree(Path(e.path))
 
 
 def check_output_path(path: str | os.PathLike, option: str, kind: str = "folder") -> Path:

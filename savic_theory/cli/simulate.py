@@ -2,14 +2,17 @@
 
 Options come from a TOML config file (``--config``) and flags, flags winning. Lists in the
 config (``run.gamma``, ``run.sync_every``, ``rule.beta``, ``rule.e``, ``rule.name``) are grids,
-run as one batched call per rule and scaling. Writes, atomically, into ``--out``:
-``config.toml`` (the resolved config, re-runnable), ``history.csv`` (one row per run and
-recorded step), ``drift.csv`` (one row per run and sync; only the header if none synced),
-``summary.json`` and ``plot.png``. A run that diverges has history rows only up to its
-divergence; ``summary.json`` gives each run's ``status`` and ``diverged_at``. Prints one line per
-rule, scaling and grid point, for the first 20 of them (``summary.json`` has every point).
-``--resume`` continues an interrupted run of the same config; with no interrupted run it is an
-error when ``--out`` does not exist (a mistyped folder) and runs afresh into a finished one.
+run as one batched call per rule and scaling, seeded with ``--seed``: a grid point's runs draw
+from that call's one random stream with the other points' runs, so the same config reproduces
+every number exactly, while the same point alone or in another grid gets other draws. Writes,
+atomically, into ``--out``: ``config.toml`` (the resolved config, re-runnable), ``history.csv``
+(one row per run and recorded step), ``drift.csv`` (one row per run and sync; only the header if
+none synced), ``summary.json`` and ``plot.png``. A run that diverges has history and drift rows
+only before its divergence; ``summary.json`` gives each run's ``status`` and ``diverged_at``.
+Prints one line per rule, scaling and grid point, for the first 20 of them (``summary.json``
+has every point). ``--resume`` continues an interrupted run of the same config; with no
+interrupted run it is an error when ``--out`` does not exist (a mistyped folder) and runs afresh
+into a finished one.
 """
 from __future__ import annotations
 
