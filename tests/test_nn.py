@@ -587,25 +587,35 @@ def test_fashion_mnist_reader_on_synthetic_idx_files(tmp_path, compressed):
     np.testing.assert_array_equal(s.test_y, arrays["t10k-labels-idx1-ubyte"])
 
 
+def _fashion_mnist_arrays(rng) -> dict:
+    """The four Fashion-MNIST IDX arrays at a tiny size: six training and four test images."""
+    return {"train-images-idx3-ubyte": rng.integers(0, 256, (6, 28, 28)),
+            "train-labels-idx1-ubyte": rng.integers(0, 10, 6),
+            "t10k-images-idx3-ubyte": rng.integers(0, 256, (4, 28, 28)),
+            "t10k-labels-idx1-ubyte": rng.integers(0, 10, 4)}
+
+
+def _tiny_fashion_mnist_run(root, out) -> int:
+    """``savic nn`` on the Fashion-MNIST files in ``root`` (two clients, width 2, one round): the exit status."""
+    cfg = root / "fm.toml"
+    cfg.write_text('[data]\ndataset = "fashion_mnist"\nclients = 2\nsplits = ["iid"]\nbatch_size = 2\n'
+                   '[model]\nwidth = 2\n[train]\nrounds = 1\nlocal_steps = 1\nmethods = ["local_sgd"]\n'
+                   'device = "cpu"\n')
+    return main(["nn", str(cfg), "--out", str(out), "--data-root", str(root), "--no-progress"])
+
+
 def test_labels_outside_the_classes_are_a_reader_error_not_a_traceback(tmp_path, capsys):
     """A damaged labels file (here label 200 of 10 classes) is named by the reader; before, the
     run started and failed inside the cross-entropy with an IndexError traceback."""
     rng = np.random.default_rng(0)
-    labels = rng.integers(0, 10, 6)
-    labels[3] = 200
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (6, 28, 28)), "train-labels-idx1-ubyte": labels,
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (4, 28, 28)),
-              "t10k-labels-idx1-ubyte": rng.integers(0, 10, 4)}
+    arrays = _fashion_mnist_arrays(rng)
+    arrays["train-labels-idx1-ubyte"][3] = 200
     for name, arr in arrays.items():
         (tmp_path / name).write_bytes(_idx_bytes(arr))
     with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte: labels must lie in 0\.\.9, found 200"):
         load_fashion_mnist(tmp_path)
-    cfg = tmp_path / "fm.toml"
-    cfg.write_text('[data]\ndataset = "fashion_mnist"\nclients = 2\nsplits = ["iid"]\nbatch_size = 2\n'
-                   '[model]\nwidth = 2\n[train]\nrounds = 1\nlocal_steps = 1\nmethods = ["local_sgd"]\n'
-                   'device = "cpu"\n')
     out = tmp_path / "out"
-    assert main(["nn", str(cfg), "--out", str(out), "--data-root", str(tmp_path), "--no-progress"]) == 2
+    assert _tiny_fashion_mnist_run(tmp_path, out) == 2
     err = capsys.readouterr().err
     assert err.startswith("savic nn: error: ") and "found 200" in err and err.count("\n") == 1, err
     assert not out.exists()
@@ -633,12 +643,7 @@ def test_idx_reader_rejects_bad_files(tmp_path):
 def test_a_damaged_gzip_is_a_reader_error_naming_the_file(tmp_path, capsys):
     """A .gz whose deflate stream is damaged (its header intact) raises zlib.error, which the
     reader let through as a traceback from ``savic nn``."""
-    rng = np.random.default_rng(0)
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (6, 28, 28)),
-              "train-labels-idx1-ubyte": rng.integers(0, 10, 6),
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (4, 28, 28)),
-              "t10k-labels-idx1-ubyte": rng.integers(0, 10, 4)}
-    for name, arr in arrays.items():
+    for name, arr in _fashion_mnist_arrays(np.random.default_rng(0)).items():
         packed = gzip.compress(_idx_bytes(arr))
         if name == "train-images-idx3-ubyte":  # the 10-byte gzip header kept, the deflate body flipped
             packed = packed[:10] + bytes(b ^ 0x5A for b in packed[10:200]) + packed[200:]
@@ -646,12 +651,8 @@ def test_a_damaged_gzip_is_a_reader_error_naming_the_file(tmp_path, capsys):
     bad = tmp_path / "train-images-idx3-ubyte.gz"
     with pytest.raises(ValueError, match=rf"^cannot read IDX file {bad}: "):
         read_idx(bad)
-    cfg = tmp_path / "fm.toml"
-    cfg.write_text('[data]\ndataset = "fashion_mnist"\nclients = 2\nsplits = ["iid"]\nbatch_size = 2\n'
-                   '[model]\nwidth = 2\n[train]\nrounds = 1\nlocal_steps = 1\nmethods = ["local_sgd"]\n'
-                   'device = "cpu"\n')
     out = tmp_path / "out"
-    assert main(["nn", str(cfg), "--out", str(out), "--data-root", str(tmp_path), "--no-progress"]) == 2
+    assert _tiny_fashion_mnist_run(tmp_path, out) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"savic nn: error: cannot read IDX file {bad}: ") and err.count("\n") == 1, err
     assert not out.exists()
