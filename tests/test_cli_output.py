@@ -386,3 +386,25 @@ def test_a_foreign_folder_named_like_a_work_folder_is_not_deleted(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "is not a work folder of savic" in err
     assert (foreign / "notes.txt").read_text() == "mine" and not out.exists()
+
+
+def test_an_interrupt_while_the_command_starts_is_one_line(monkeypatch, capsys):
+    """Ctrl-C during the subcommands' imports (NumPy, SciPy: the first fraction of a second) is
+    one line and status 130; the package itself imports them only on first use, so that
+    ``savic`` reaches ``main`` almost at once (before, a traceback from inside ``import scipy``)."""
+    import subprocess
+    import sys
+
+    import savic_theory.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["simulate"]) == 130
+    err = capsys.readouterr().err
+    assert err == "savic: interrupted before the command started; nothing was written\n"
+    probe = "import sys, savic_theory.cli; print(sorted(m for m in ('numpy', 'scipy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert savic_theory.Quadratic.__name__ == "Quadratic" and "simulate" in dir(savic_theory)

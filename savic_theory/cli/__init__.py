@@ -259,8 +259,12 @@ def _terminate_as_interrupt():
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # the subcommands' imports (NumPy, ...) take a moment: an interrupt there is one line too
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("savic: interrupted before the command started; nothing was written", file=sys.stderr)
+        return 130
     with _terminate_as_interrupt():
         return _run(parser, args, argv)
 
