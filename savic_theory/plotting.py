@@ -57,14 +57,11 @@ def plot_scalings(curves: dict, path: str | Path, title: str = "") -> Path:
     The x-axes span the recorded steps ``0 … T`` even where runs diverged early; a label whose
     runs all diverged gets a dotted line at the step by which they had.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from .cli._common import atomic_write
 
     fig = _figure(curves, title)
+    import matplotlib.pyplot as plt  # after _figure chose the Agg backend
+
     path = Path(path)
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)

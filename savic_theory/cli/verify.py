@@ -95,11 +95,11 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.seed < 2**32 - 1000:  # the confirmation runs use seed + 1000
         raise UserError(f"--seed must be in [0, {2**32 - 1000}), got {args.seed}")
     if not searching:
-        given = dict(vars(args), rules=",".join(rules))  # the rules as listed, whatever the spacing
-        unused = [name for name, default in SEARCH_DEFAULTS.items() if given[name] != default]
+        values = dict(vars(args), rules=",".join(rules))  # the rules as listed, whatever the spacing
+        unused = [name for name, default in SEARCH_DEFAULTS.items() if values[name] != default]
         if unused:
-            given = ", ".join(f"--{n.replace('_', '-')} (verify.{n})" for n in unused)
-            raise UserError(f"{given} appl{'ies' if len(unused) == 1 else 'y'} only to the counterexample search; "
+            named = ", ".join(f"--{n.replace('_', '-')} (verify.{n})" for n in unused)
+            raise UserError(f"{named} appl{'ies' if len(unused) == 1 else 'y'} only to the counterexample search; "
                             "add --adversarial or --adversarial-only, or leave "
                             f"{'it' if len(unused) == 1 else 'them'} out")
     select_cases(args.suite, args.theorem)  # unknown theorems: an error before the work folder is touched

@@ -114,7 +114,7 @@ class Report:
         lines += ["", "## Lemmas (checked step by step on the same trajectories)", "",
                   "| lemma | verdict | checks | worst | late | pooled | not checked |", "|---|---|---|---|---|---|---|"]
         for name, d in s["lemmas"].items():
-            lines.append(f"| `{name}` | {_verdict(d)} | {d['checked'] + d['searched']} | {_fmt(d['worst_ratio'])} | "
+            lines.append(f"| `{name}` | {_verdict(d)} | {d['checked']} | {_fmt(d['worst_ratio'])} | "
                          f"{_fmt(d['worst_ratio_late'])} | {_pct(d['worst_pooled'])} | {d['unchecked']} |")
         if self.adversarial:
             lines += ["", "## Adversarial search (worst instance found, confirmed with fresh seeds)", "",
@@ -237,18 +237,8 @@ def _fold(d: dict, chk, case: str, gamma: float) -> None:
         d["unchecked"] += 1
         return
     d["checked"] += 1
-    d["passed"] = d["passed"] and bool(chk.passed)
-    if chk.verdict == "attained":
-        d["attained"] += 1
-    if chk.verdict != "holds":
-        d["details"].append(f"{case} (γ={gamma:.3g}): {chk.verdict}: {chk.detail}")
-    for key, val in (("worst_ratio", chk.ratio), ("worst_ratio_late", chk.ratio_late),
-                     ("worst_ratio_upper", chk.ratio_upper)):
-        v = _num(val)
-        if v is not None and v > d[key]:
-            d[key] = v
-            if key == "worst_ratio_late":
-                d["worst_case"] = f"{case} (γ={gamma:.3g})"
+    _count(d, f"{case} (γ={gamma:.3g})", chk.passed, chk.verdict, f": {chk.detail}",
+           worst_ratio=chk.ratio, worst_ratio_late=chk.ratio_late, worst_ratio_upper=chk.ratio_upper)
     pooled = _num(chk.pooled)
     if pooled is not None and (d["worst_pooled"] is None or pooled > d["worst_pooled"]):
         d["worst_pooled"] = pooled
@@ -258,13 +248,19 @@ def _fold_search(d: dict, a) -> None:
     """A confirmed worst instance of the search, counted in its theorem's verdict and ratios like
     a case (``searched`` apart from ``checked``, which counts the suite's step sizes)."""
     d["searched"] += 1
-    d["passed"] = d["passed"] and bool(a.passed)
-    where = f"search {a.rule}/{a.theorem}"
-    if a.verdict == "attained":
+    _count(d, f"search {a.rule}/{a.theorem}", a.passed, a.verdict, "",
+           worst_ratio_late=a.ratio_late_confirmed, worst_ratio_upper=a.ratio_upper_confirmed)
+
+
+def _count(d: dict, where: str, passed, verdict: str, detail: str, **ratios) -> None:
+    """One check's verdict and tightness ratios (``worst_ratio…`` keys of ``d``) folded into ``d``;
+    the late ratio names ``where`` as the tightest case when it is the largest yet."""
+    d["passed"] = d["passed"] and bool(passed)
+    if verdict == "attained":
         d["attained"] += 1
-    if a.verdict != "holds":
-        d["details"].append(f"{where}: {a.verdict}")
-    for key, val in (("worst_ratio_late", a.ratio_late_confirmed), ("worst_ratio_upper", a.ratio_upper_confirmed)):
+    if verdict != "holds":
+        d["details"].append(f"{where}: {verdict}{detail}")
+    for key, val in ratios.items():
         v = _num(val)
         if v is not None and v > d[key]:
             d[key] = v
@@ -303,7 +299,7 @@ def _verdict(d) -> str:
     if isinstance(d, dict):
         verdict = overall_verdict(d)
         if verdict == "attained":
-            n = d["checked"] + d.get("searched", 0)  # lemmas have no search
+            n = d["checked"] + d["searched"]  # the suite's step sizes and the searches (none for lemmas)
             return f"attained within noise ({d['attained']} of {n} check{'' if n == 1 else 's'})"
         d = verdict
     return {"violated": "**VIOLATED**"}.get(d, d)
