@@ -177,6 +177,31 @@ def test_diverging_run_stops_with_status(scaling):
     assert res.diverged
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_scaling_value_that_overflows_is_not_a_divergence(fused):
+    """Local scaling with e = 1e308: the clients' mean of D̂ overflows, so ‖x̄ − x*‖²_D̂ is inf,
+    while the iterate is finite (the step γ/D̂ is ~0): recorded as inf, the run goes on."""
+    prob = Quadratic.random(dim=4, n_clients=2, L=1.0, mu=0.1, seed=0)
+    res = simulate(prob, rules.adam(beta=0.9, e=1e308), gamma=0.5, steps=20, sync_every=2,
+                   scaling="local", record_every=1, fused=fused)
+    assert res.status == "ok"
+    assert np.all(np.isinf(res.history["dist_sq_D"])) and np.all(np.isfinite(res.history["dist_sq"]))
+    assert np.all(res.history["alpha_hat"] == 1e308)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_nan_scaling_is_a_divergence_even_before_the_iterate_shows_it(fused):
+    """A rule whose D̂ is NaN: caught at the record of step 0, where x̄ is still x⁰."""
+    from savic_theory.rules._base import BetaSchedule, ScalingRule, Statistic, check_e
+
+    nan_rule = ScalingRule("nan", Statistic.GRAD_SQUARED, lambda s, beta, xp: (s,),
+                           lambda st, s, beta, xp: (s,), lambda st, xp: st[0] * xp.nan,
+                           BetaSchedule(0.9), check_e(0.1), 0)
+    prob = Quadratic.random(dim=4, n_clients=2, L=1.0, mu=0.1, seed=0)
+    res = simulate(prob, nan_rule, gamma=0.1, steps=10, sync_every=2, record_every=1, fused=fused)
+    assert res.status == "diverged" and res.diverged_at == 0
+
+
 def test_all_runs_diverging_ends_early():
     prob = Quadratic.random(dim=3, n_clients=2, L=10.0, mu=1.0, seed=0)
     res = simulate(prob, rules.identity(), gamma=100.0, steps=10_000, record_every=1)

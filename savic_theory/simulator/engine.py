@@ -20,6 +20,9 @@ from ..rules import ScalingRule, Statistic, as_rule, clip
 from .result import HISTORY_KEYS, SimulationResult
 from .schedule import SyncSchedule
 
+#: the leading HISTORY_KEYS, those of the iterate (dist_sq, f_gap, consensus): not finite = diverged
+_ITERATE_KEYS = HISTORY_KEYS.index("consensus") + 1
+
 __all__ = ["simulate", "SCALINGS"]
 
 SCALINGS = ("global", "local")
@@ -81,8 +84,9 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
         gradient oracle is deterministic (noise-free, full batch) so that a noise-free run is
         deterministic, and Rademacher probes otherwise. Both coincide for diagonal Hessians.
     divergence_factor : float
-        A run whose ``‖x̄−x*‖²`` exceeds ``divergence_factor · max(1, ‖x⁰−x*‖²)`` or is not
-        finite is stopped with status ``"diverged"``.
+        A run whose ``‖x̄−x*‖²`` exceeds ``divergence_factor · max(1, ‖x⁰−x*‖²)``, or whose
+        ``‖x̄−x*‖²``, ``f(x̄)−f*`` or consensus error is not finite, or any recorded value NaN,
+        is stopped with status ``"diverged"``.
     fused : {"auto", True, "numpy", False}
         ``"auto"`` runs supported configurations (quadratics on NumPy or CuPy) on the fused
         fast path of :mod:`savic_theory.simulator.fused`, which returns the same result, with
@@ -294,7 +298,8 @@ class Recorder:
     """What both simulator paths record, and the :class:`SimulationResult` built from it.
 
     ``record`` takes the history values of one recorded step and stops runs that diverged
-    (not finite, or ``‖x̄−x*‖²`` above ``divergence_factor · max(1, ‖x⁰−x*‖²)``): their iterate
+    (``‖x̄−x*‖²``, ``f(x̄)−f*`` or the consensus error not finite, any value NaN, or ``‖x̄−x*‖²``
+    above ``divergence_factor · max(1, ‖x⁰−x*‖²)``): their iterate
     is frozen, their later rows are NaN. ``sync`` takes the drift of one sync moment.
     """
 
@@ -320,7 +325,10 @@ class Recorder:
             host[HISTORY_KEYS.index("G_hat"), self.S.static_runs] = 0.0
         if self.ref is None:
             self.ref = np.maximum(dist, 1.0)
-        bad = alive & (~np.isfinite(host).all(axis=0) | (dist > self.S.divergence_factor * self.ref))
+        # the iterate's values must be finite and nothing NaN; a D̂ value may overflow to inf (a
+        # client mean of D̂ near the float maximum) while the iterate is fine: not a divergence
+        bad = alive & (~np.isfinite(host[:_ITERATE_KEYS]).all(axis=0) | np.isnan(host).any(axis=0)
+                       | (dist > self.S.divergence_factor * self.ref))
         if bad.any():
             self.diverged_at[bad] = t
             xh = np.array(to_numpy(x() if callable(x) else x))
