@@ -57,7 +57,19 @@ def generated_kernels():
             ins, outs, body, _ = fused.local_kernel_source(program, inline, noisy, given_s)
             mode = "p" if given_s == "per_run" else int(given_s)
             kernels.append((f"local_{rule}_{int(inline)}{int(noisy)}{mode}", ins, outs, body))
+    for rule, program in _global_programs():
+        ins, outs, body, _ = fused.global_kernel_source(program)
+        kernels.append((f"global_{rule}", ins, outs, body))
     return kernels
+
+
+def _global_programs():
+    """The traced global-scaling update of the same rules, over ``(runs, 1, d)``."""
+    for name, program in _programs():
+        rule = program.rule
+        runs = program.full[0]
+        state = rule.init(np.ones((runs, 1, 5)), np.full((runs, 1, 1), 0.9), np)
+        yield name, fused.RuleProgram(rule, [np.shape(c) for c in state], (runs, 1, 5))
 
 
 def test_every_generated_kernel_is_listed():
@@ -69,6 +81,8 @@ def test_every_generated_kernel_is_listed():
         # both statistics) given or g ⊙ g per run
         assert sum(n.startswith(f"local_{rule}_") for n in names) == (9 if rule == "per_run" else 6)
     assert sum(n.startswith("step_") for n in names) == 6
+    assert sorted(n for n in names if n.startswith("global_")) == sorted(
+        f"global_{rule}" for rule in [n for n in RULES if n != "identity"] + ["adagrad_like", "per_run"])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -229,6 +229,150 @@ def test_small_local_runs_keep_the_ufunc_replay(monkeypatch):
              scaling="local", fused=True)
 
 
+@pytest.fixture
+def global_kernel(monkeypatch):
+    """The generated global-scaling update for every call (normally only for calls with many
+    syncs), loaded afresh; returns a list that receives the rule name of each update it takes."""
+    pytest.importorskip("savic_theory.simulator._cpu_kernels")
+    monkeypatch.setattr(fused, "_GLOBAL_KERNEL_MIN_SYNCS", 0)
+    monkeypatch.setattr(fused, "_GLOBAL_KERNELS", {})
+    monkeypatch.setattr(fused, "_GLOBAL_SYNCS", {})
+    taken = []
+    update = fused._CPUOps.update_global
+
+    def counted(self, *args):
+        taken.append(self._global[0].rule.name)
+        return update(self, *args)
+
+    monkeypatch.setattr(fused._CPUOps, "update_global", counted)
+    return taken
+
+
+@pytest.mark.parametrize("rule,form,noise,sync_every,dtype", [
+    *((rule, "diagonal", noise, H, "float64") for rule in ("rmsprop", "adam", "oasis", "mixed")
+      for noise in (0.0, 0.3) for H in (4, (2, 3, 5))),
+    ("adam", "dense", 0.3, (2, 3, 5), "float64"), ("oasis", "eigenbasis", 0.0, 4, "float64"),
+    ("adam", "diagonal", 0.0, 4, "float32"), ("mixed", "diagonal", 0.3, (2, 3, 5), "float32")])
+def test_generated_global_update_computes_the_numpy_paths_numbers(global_kernel, rule, form, noise,
+                                                                  sync_every, dtype):
+    """Global scaling's update at a sync of every run through the generated kernel, against
+    the rule's own code (``fused="numpy"``): equal bit for bit, with per-run γ, β, e and H
+    (syncs of only some runs take the rule's code), a rule over runs, probes, noise, the
+    dense and eigenbasis forms and float32; and within 1e-12 of the reference loop."""
+    prob = problem(form, seed=5, M=5, d=21)
+    r = (rules.per_run([rules.identity(), rules.rmsprop(beta=0.5, e=0.5), rules.adam(beta=0.9, e=0.6)]
+                       + ([rules.oasis(beta=0.99, e=1.0)] if noise else []))
+         if rule == "mixed" else per_run_rule(rule))
+    runs = len(r.parts) if rule == "mixed" else R
+    H = np.resize(np.array(sync_every), runs)
+    kw = dict(gamma=np.resize([0.1, 0.2, 0.3], runs), steps=37, sync_every=H, scaling="global",
+              noise=noise, seed=2, record_every=5, dtype=dtype, x0=np.full(prob.dim, 2.0), fused=True)
+    compiled = simulate(prob, r, **kw)
+    assert len(global_kernel) == 37 // int(np.lcm.reduce(H))  # the syncs of every run
+    plain = simulate(prob, r, **dict(kw, fused="numpy"))
+    _bitwise_same(compiled, plain, dtype)
+    assert_same_result(compiled, simulate(prob, r, **dict(kw, fused=False)),
+                       rtol=RTOL if dtype == "float64" else 1e-4)
+
+
+def test_generated_global_update_with_a_beta_schedule_threads_and_divergence(global_kernel, monkeypatch):
+    """A β schedule, runs split over threads and a run that diverges: the same numbers as the
+    rule's own code."""
+    kernels = pytest.importorskip("savic_theory.simulator._cpu_kernels")
+    prob = problem("diagonal", seed=2)
+    rule = rules.adam(beta=lambda k: 1.0 - 0.5 / k, e=0.5)
+    kw = dict(gamma=np.array([0.2, 40.0, 0.3]), steps=60, sync_every=4, seed=0, record_every=2, fused=True)
+    plain = simulate(prob, rule, **dict(kw, fused="numpy"))
+    assert list(plain.status) == ["ok", "diverged", "ok"]
+    _bitwise_same(simulate(prob, rule, **kw), plain)
+    monkeypatch.setattr(fused, "_MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(kernels, "threads", lambda: 3)
+    _bitwise_same(simulate(prob, rule, **kw), plain)
+    assert len(global_kernel) == 2 * 15
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_generated_global_update_kernel_takes_nan_and_inf_as_the_rules_code_does(dtype):
+    """The kernel alone on statistics with NaN, inf and 0 entries in some runs: new state, D̂,
+    ``γ/D̂`` and the ratios' per-run maximum and minimum equal the engine's update (NaN where
+    ``np.max`` gives NaN, inf/inf included) bit for bit."""
+    kernels = pytest.importorskip("savic_theory.simulator._cpu_kernels")
+    from savic_theory.simulator.engine import update_scaling
+
+    rng, runs, d, dt = np.random.default_rng(0), 5, 7, np.dtype(dtype)
+    rule = rules.adam(beta=0.9, e=np.array([0.5, 0.5, 0.01, 0.5, 0.5]))
+    state = rule.init(rng.random((runs, 1, d)).astype(dt), np.full((runs, 1, 1), 0.9, dtype=dt), np)
+    D = clip(rule.diagonal(state, np), rule.e.reshape(-1, 1, 1).astype(dt), np).astype(dt)
+    s = rng.random((runs, 1, d)).astype(dt) * 4
+    s[1, 0, 3], s[2, 0, :] = np.nan, 0.0
+    s[3, 0, 2] = np.inf
+    D[4, 0, 5] = np.inf  # inf/inf: NaN
+    s[4, 0, 5] = np.inf
+    beta, e, gamma = np.full((runs, 1, 1), 0.9, dtype=dt), rule.e.reshape(-1, 1, 1).astype(dt), dt.type(0.3)
+
+    class Setup:  # what update_scaling reads of a RunSetup
+        xp = np
+
+    Setup.rule = rule
+    with np.errstate(all="ignore"):
+        want_state, want_D, want_hi, want_lo = update_scaling(Setup, state, D, s, beta, e, np.ones(runs, bool))
+        program = fused.RuleProgram(rule, [c.shape for c in state], (runs, 1, d))
+        source, small, _, consts = fused.global_numba_source(program)
+        kernel = kernels.compile_generated(source, "savic_global_update")
+        K, small_state, big = fused._global_inputs(program, state, D, beta, e, np, dt)
+        outs = [np.empty((runs, 1, d), dtype=dt) for _ in range(2 + len(big))]
+        hi, lo = np.empty(runs, dtype=dt), np.empty(runs, dtype=dt)
+        kernel(D, *big, s, np.full(runs, gamma), K, np.array([consts], dtype=dt).reshape(1, -1), *outs, hi, lo)
+    D_new, *big_new, c = outs
+    got_state = fused._global_state(program, state, big_new, small_state)
+    assert np.isnan(want_hi[[1, 4]]).all() and np.isfinite(want_hi[[0, 2]]).all()
+    np.testing.assert_array_equal(hi, want_hi)
+    np.testing.assert_array_equal(lo, want_lo)
+    np.testing.assert_array_equal(D_new, want_D)
+    np.testing.assert_array_equal(c, np.divide(gamma, want_D))
+    for got, want in zip(got_state, want_state):
+        np.testing.assert_array_equal(np.broadcast_to(got, np.shape(want)), want)
+
+
+def test_generated_global_update_does_not_alias_the_state(global_kernel):
+    """A rule whose state keeps the statistic itself (two components, one array at the start)."""
+    class Kept(NamedTuple):
+        v: object
+        w: object
+
+    rule = ScalingRule("keeps-s", Statistic.GRAD_SQUARED, lambda s, beta, xp: Kept(s, s),
+                       lambda st, s, beta, xp: Kept(st.w + s, s), lambda st, xp: xp.sqrt(st.v),
+                       BetaSchedule(0.9), check_e(0.5), 0)
+    prob = problem("diagonal", seed=1)
+    kw = dict(gamma=0.2, steps=12, sync_every=1, runs=2, x0=np.full(prob.dim, 2.0))
+    fast, ref = both(prob, rule, **kw)
+    assert global_kernel == ["keeps-s"] * 12
+    assert_same_result(fast, ref)
+
+
+def test_the_update_kernel_is_loaded_once_the_syncs_add_up(monkeypatch):
+    """Calls take the rule's code until this process's calls of that kernel have had
+    ``_GLOBAL_KERNEL_MIN_SYNCS`` syncs of every run between them; then it is loaded once and
+    serves every later call, short ones included."""
+    kernels = pytest.importorskip("savic_theory.simulator._cpu_kernels")
+    monkeypatch.setattr(fused, "_GLOBAL_KERNELS", {})
+    monkeypatch.setattr(fused, "_GLOBAL_SYNCS", {})
+    monkeypatch.setattr(fused, "_GLOBAL_KERNEL_MIN_SYNCS", 24)
+    loaded = []
+    compile_generated = kernels.compile_generated
+    monkeypatch.setattr(kernels, "compile_generated", lambda src, name: loaded.append(name) or compile_generated(src, name))
+    prob = problem("diagonal", seed=1)
+    kw = dict(gamma=0.2, runs=R, fused=True)
+    for e in (0.5, 0.6):  # the same kernel for any β and e: 10 + 10 syncs
+        simulate(prob, rules.adam(beta=0.9, e=e), steps=20, sync_every=2, **kw)
+    simulate(prob, rules.rmsprop(beta=0.9, e=0.5), steps=20, sync_every=1, **kw)  # another kernel
+    assert loaded == [] and fused._GLOBAL_KERNELS == {}
+    simulate(prob, rules.adam(beta=0.5, e=0.5), steps=4, sync_every=1, **kw)  # 24 of adam's
+    assert loaded == ["savic_global_update"] and len(fused._GLOBAL_KERNELS) == 1
+    simulate(prob, rules.adam(beta=0.9, e=0.5), steps=3, sync_every=1, **kw)
+    assert loaded == ["savic_global_update"]
+
+
 def test_generated_kernel_cache(tmp_path, monkeypatch):
     """The generated module is written once, whole, under ``SAVIC_KERNEL_CACHE``; where that
     folder cannot be made the kernel is compiled in memory instead."""
@@ -726,6 +870,39 @@ def test_gpu_code_path_float32(fake_cupy, rule, scaling):
     ref = simulate(prob, per_run_rule(rule), fused=False, **kw)
     assert_close(gpu.x, ref.x, 1e-5, "x")
     assert_close(gpu.D, ref.D, 1e-5, "D")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("rule", ["rmsprop", "adam", "oasis", "mixed"])
+def test_gpu_global_update_kernel_on_emulated_cupy(fake_cupy, rule, dtype):
+    """Global scaling's update through the generated GPU kernel (every run syncs at once with
+    ``H = 4``; with H of 2, 3 and 6 some syncs are of only some runs, which take the rule's
+    code): the reference's results, the kernel launched at each sync of every run."""
+    r = (rules.per_run([rules.identity(), rules.rmsprop(beta=0.5, e=0.5), rules.adam(beta=0.9, e=0.6),
+                        rules.oasis(beta=0.99, e=1.0)]) if rule == "mixed" else per_run_rule(rule))
+    runs = len(r.parts) if rule == "mixed" else R
+    launched = []
+    elementwise = fake_cupy.ElementwiseKernel
+
+    def counting(ins, outs, body, name, **kw):
+        kernel = elementwise(ins, outs, body, name, **kw)
+        return (lambda *a: launched.append(name) or kernel(*a)) if name == "savic_global_update" else kernel
+
+    fake_cupy.ElementwiseKernel = counting
+    prob = problem("diagonal", seed=3)
+    for H, syncs in ((4, 7), (np.resize([2, 3, 6], runs), 4)):
+        launched.clear()
+        kw = dict(gamma=np.resize([0.1, 0.2, 0.3], runs), steps=29, sync_every=H, noise=0.3, seed=11,
+                  x0=np.full(prob.dim, 2.0), record_every=3, dtype=dtype)
+        gpu = simulate(prob, r, backend=fake_cupy, fused=True, **kw)
+        assert launched == ["savic_global_update"] * syncs
+        if dtype == "float64":
+            assert_same_result(gpu, simulate(prob, r, fused=False, **kw), ignore=("backend",))
+        else:  # float32 round-off, as in test_gpu_code_path_float32
+            ref = simulate(prob, r, fused=False, **dict(kw, dtype="float64"))
+            assert_close(gpu.x, ref.x, 1e-5, "x")
+            assert_close(gpu.D, ref.D, 1e-5, "D")
+            assert_close(gpu.drift, ref.drift, 1e-5, "drift")
 
 
 @pytest.mark.parametrize("scaling", SCALINGS)

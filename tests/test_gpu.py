@@ -35,6 +35,19 @@ pytestmark = [pytest.mark.gpu,
 RTOL = 1e-12
 
 
+@pytest.mark.parametrize("dtype,rtol", [("float64", RTOL), ("float32", 1e-5)])
+@pytest.mark.parametrize("rule", ["rmsprop", "adam", "oasis"])
+def test_gpu_global_update_kernel_agrees_with_cpu_reference(rule, dtype, rtol):
+    """Syncs of every run (H = 4): global scaling's update through the generated kernel."""
+    prob = problem("diagonal", seed=3)
+    x0 = np.full(prob.dim, 2.0)
+    kw = dict(gamma=np.array([0.1, 0.2, 0.3]), steps=29, sync_every=4, noise=0.3, seed=11, record_every=3)
+    gpu = simulate(prob, per_run_rule(rule), x0=cp.asarray(x0), fused=True, dtype=dtype, **kw)
+    ref = simulate(prob, per_run_rule(rule), x0=x0, fused=False, **kw)
+    for name in ("x", "D", "drift", "drift_min"):
+        assert_close(getattr(gpu, name), getattr(ref, name), rtol, name)
+
+
 @pytest.mark.parametrize("noise", [0.0, 0.3])
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("scaling", SCALINGS)

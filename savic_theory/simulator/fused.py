@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import namespace, namespace_name
+from .._backend import namespace, namespace_name, to_numpy
 from ..problems.quadratic import Quadratic
 from ..rules import ScalingRule, Statistic, as_rule, clip, state_type
 from .engine import Recorder, RunSetup, drift_since_sync, initial_scaling, update_scaling
@@ -645,6 +645,15 @@ def _unsupported(problem, rule: ScalingRule, scaling: str, xp, full) -> str | No
 #: the kernel (tens of milliseconds from the cache; about a second on its first compilation)
 _LOCAL_KERNEL_MIN_WORK = 1 << 22
 
+#: the generated global-scaling update is loaded once the calls of a process that could use it
+#: have had this many syncs of every run between them: loading it costs about 10 ms from the
+#: cache, and it saves about 0.1 ms of NumPy calls per sync (32 runs × d = 256), so the syncs
+#: before it never cost more than it saves
+_GLOBAL_KERNEL_MIN_SYNCS = 128
+#: the loaded update kernels, and the syncs seen so far of those not loaded, by source
+_GLOBAL_KERNELS: dict = {}
+_GLOBAL_SYNCS: dict = {}
+
 #: below this many coordinates per thread a kernel call runs on one thread (splitting costs
 #: tens of microseconds, which a call this small does not win back)
 _MIN_WORK_PER_THREAD = 1 << 15
@@ -771,11 +780,13 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
         (lambda: ops.initial_mean_grad_squared(rng)) if not (gpu or local) and ops.has_mean_grad_squared else None)
 
     program = None
+    global_kernel = False
     if local and not rule.is_static:
         program = RuleProgram(rule, [tuple(c.shape) for c in state], (R, M, d))
         state, D = ops.adopt_local(program, list(state), D)
     else:
         ops.scaling_changed(D)
+        global_kernel = not local and ops.adopt_global(S, state)
 
     # --- bookkeeping (the engine's Recorder) -------------------------------------------------
     rec = Recorder(S)
@@ -884,8 +895,11 @@ def _run(S: RunSetup, t_start: float, compiled: bool = True) -> SimulationResult
                     hi_h, lo_h, run_max, run_min = drift_since_sync(S, run_max, run_min, sync)
                 else:
                     k[sync] += 1
-                    state, D, hi_h, lo_h = update_scaling(S, state, D, s_mean, beta_of(k), e_x, sync)
-                    ops.scaling_changed(D)
+                    if global_kernel and all_sync:  # one generated kernel, the same numbers
+                        state, D, hi_h, lo_h = ops.update_global(state, D, s_mean, beta_of(k), e_x)
+                    else:
+                        state, D, hi_h, lo_h = update_scaling(S, state, D, s_mean, beta_of(k), e_x, sync)
+                        ops.scaling_changed(D)
                 rec.sync(t1, sync, hi_h, lo_h)
             if recording:
                 record(t1)
@@ -934,6 +948,63 @@ class _Ops:
         """The iterate ``x`` (runs, clients, d) as it stands, every row written."""
         return self.x
 
+    def adopt_global(self, S: RunSetup, state) -> bool:
+        """Whether :meth:`update_global` takes global scaling's update at a sync of every run
+        (a generated kernel); otherwise the engine's :func:`update_scaling` does."""
+        return False
+
+    def update_global(self, state, D, s_mean, beta, e):
+        """Global scaling's update at a sync of every run, as :func:`update_scaling` computes
+        it (the same numbers) followed by :meth:`scaling_changed`: returns ``(state, D̂, max
+        ratio, min ratio)``, the ratios ``D̂ᵏ⁺¹/D̂ᵏ`` per run as host arrays."""
+        raise NotImplementedError
+
+
+def _global_program(S: RunSetup, state) -> RuleProgram | None:
+    """Global scaling's update traced into an elementwise program over ``(runs, 1, d)``, or
+    ``None`` when the rule or its state is outside what a generated kernel takes (every state
+    component ``(runs, 1, d)`` or ``(runs, 1, 1)``)."""
+    R, d = S.R, S.d
+    shapes = [tuple(np.shape(c)) for c in state]
+    if S.rule.is_static or any(sh not in ((R, 1, d), (R, 1, 1)) for sh in shapes):
+        return None
+    try:
+        return RuleProgram(S.rule, shapes, (R, 1, d))
+    except Untraceable:
+        return None
+
+
+def _global_inputs(program: RuleProgram, state, D, beta, e, mod, dt):
+    """The per-run parameters (``(runs, len(small))`` of ``dt``), the new small state
+    components and the big state components of one global update (host or device arrays)."""
+    R = D.shape[0]
+    env = {"beta": beta, "e": e}
+    env.update({node.name: c for c, node in zip(state, program.state_in)})
+    params, small_state = program.small_values(env, mod)
+    small = list(params)
+    K = mod.empty((R, len(small)), dtype=dt)
+    for i, name in enumerate(small):  # (runs, 1, 1) values, or one for all runs
+        v = params[name]
+        K[:, i] = v.reshape(R) if getattr(v, "size", 1) == R else v
+    big = [c for c, node in zip(state, program.state_in) if node.big]
+    return K, small_state, big
+
+
+def _rows(a, shape, dt):
+    """``a`` as a C-contiguous, writable array of ``shape`` and ``dt`` (a copy only if needed:
+    a broadcast view or another dtype)."""
+    if a.shape == shape and a.dtype == dt and a.flags.c_contiguous and a.flags.writeable:
+        return a
+    return np.array(np.broadcast_to(a, shape), dtype=dt, order="C")
+
+
+def _global_state(program: RuleProgram, state, big_new, small_new):
+    """The new state, of ``state``'s type, from its big and small components."""
+    big, small = iter(big_new), iter(small_new)
+    comps = [next(big) if node.big else next(small) for node in program.state_in]
+    cls = type(state)
+    return cls(*comps) if hasattr(cls, "_fields") else cls(comps)
+
 
 class _CPUOps(_Ops):
     """The array work of one fused run on the host; every full-size array is allocated once.
@@ -981,6 +1052,7 @@ class _CPUOps(_Ops):
         # runs with enough work (steps × coordinates) to win it back
         self._local_work = S.steps * S.R * S.M * S.d
         self._local = None  # (kernel, small parameter names, constants) once adopted
+        self._global = None  # (program, kernel, constants) once adopted
         # a rule over runs with both statistics: which runs take the given probe (else g ⊙ g)
         self._per_run = S.rule.statistic is Statistic.PER_RUN
         self._sel = np.asarray(S.probe_runs, dtype=self.dt) if self._per_run else None
@@ -1151,6 +1223,55 @@ class _CPUOps(_Ops):
         self._spread_ready = then_record
         # copies: the next sync writes these buffers again, and a rule may keep s in its state
         return (self._sbar.copy(), self._smax.copy()) if with_stat else (None, None)
+
+    def adopt_global(self, S: RunSetup, state) -> bool:
+        """The generated update kernel (:func:`global_numba_source`) where Numba is installed,
+        the rule traces, and the calls of this process with that kernel have had enough syncs
+        of every run to win back loading it (about 10 ms from the cache; it saves ~0.1 ms of
+        NumPy calls per sync): a short call costs nothing extra, a sweep of them loads it
+        once the syncs add up."""
+        self._global = None
+        if self._compiled is None:
+            return False
+        program = _global_program(S, state)
+        if program is None:
+            return False
+        source, small, _, consts = global_numba_source(program)
+        if source not in _GLOBAL_KERNELS:
+            seen = _GLOBAL_SYNCS.get(source, 0) + S.steps // max(1, int(np.max(S.schedule.max_gap)))
+            if seen < _GLOBAL_KERNEL_MIN_SYNCS:
+                if len(_GLOBAL_SYNCS) > 256:
+                    _GLOBAL_SYNCS.clear()
+                _GLOBAL_SYNCS[source] = seen
+                return False
+            if len(_GLOBAL_KERNELS) > 64:
+                _GLOBAL_KERNELS.clear()
+            _GLOBAL_KERNELS[source] = self._compiled.compile_generated(source, "savic_global_update")
+        self._global = (program, _GLOBAL_KERNELS[source], np.array([consts], dtype=self.dt).reshape(1, len(consts)))
+        self._gamma_runs = _rows(self.gamma.reshape(self.R), (self.R,), self.dt)
+        return True
+
+    def update_global(self, state, D, s_mean, beta, e):
+        program, kernel, consts = self._global
+        R, d, dt = self.R, self.d, self.dt
+        K, small_state, big = _global_inputs(program, state, D, beta, e, np, dt)
+        rows = (R, 1, d)
+        D_new, c = np.empty(rows, dtype=dt), np.empty(rows, dtype=dt)
+        big_new = [np.empty(rows, dtype=dt) for _ in big]
+        big = [_rows(b, rows, dt) for b in big]
+        hi, lo = np.empty(R, dtype=dt), np.empty(R, dtype=dt)
+        args = (_rows(D, rows, dt), *big, _rows(s_mean, rows, dt), self._gamma_runs, K, consts, D_new, *big_new, c,
+                hi, lo)
+        if R * d >= 2 * _MIN_WORK_PER_THREAD:
+            self._launch(kernel, *args)
+        else:  # handing half of so little work to a worker thread costs more than it saves
+            kernel(*args)
+        self._D = D_new
+        if self._affine:
+            self._c = c
+        else:
+            self.scaling_changed(D_new)
+        return _global_state(program, state, big_new, small_state), D_new, hi, lo
 
     def initial_grad_squared(self, rng):
         """``g ⊙ g`` at ``x⁰`` with the oracle's first draw (the statistic of ``D̂⁰``)."""
@@ -1398,6 +1519,25 @@ def local_kernel_source(program: RuleProgram, inline_grad: bool, noisy: bool, gi
     return ins, outs, "\n".join(pre + [rule_body] + post), small
 
 
+def global_kernel_source(program: RuleProgram):
+    """Parameters and body of the generated GPU kernel for global scaling's update at a sync.
+
+    Per element of ``(runs, 1, d)``: the traced update of the state from the clients' mean
+    statistic ``s``, ``D̂ = clip(diagonal(state))`` and the ratio ``D̂/D̂_prev`` (whose per-run
+    maximum and minimum are the drift). One launch where the rule's code takes one per
+    operation.
+
+    Returns ``(in_params, out_params, body, small_names)``.
+    """
+    rule_body, small, state_params = program.cuda_body()
+    ins = "T D_prev, " + "".join(f"T {p}_prev, " for p in state_params) + "T s" + "".join(f", T {k}" for k in small)
+    outs = "T D" + "".join(f", T {p}" for p in state_params) + ", T ratio"
+    pre = ["const T D_old = D_prev;"] + [f"const T {p}_old = {p}_prev;" for p in state_params]
+    pre.append("const T s_ = s;")
+    post = ["D = D_new;", "ratio = D_new / D_old;"]
+    return ins, outs, "\n".join(pre + [rule_body] + post), small
+
+
 def local_numba_source(program: RuleProgram, inline_grad: bool, noisy: bool, given_s: bool):
     """Python source of the generated CPU kernel for local-scaling steps (compiled by Numba).
 
@@ -1490,6 +1630,55 @@ def local_numba_source(program: RuleProgram, inline_grad: bool, noisy: bool, giv
     return "\n".join(src) + "\n", small, state_params, consts
 
 
+def global_numba_source(program: RuleProgram):
+    """Python source of the generated CPU kernel for global scaling's update at a sync.
+
+    ``savic_global_update(D, <big state…>, s, gamma, K, C, D_new, <new big state…>, c, hi, lo)``
+    per run and coordinate (all big arrays ``(runs, 1, d)``): the traced update of the state
+    from the clients' mean statistic ``s``, ``D̂_new = clip(diagonal(state))``, ``c = γ/D̂_new``
+    (what the affine steps read) and the ratio ``D̂_new/D̂``; ``hi, lo`` (runs,) receive its
+    largest and smallest value, NaN when any is NaN (as ``np.max``). ``K`` (runs, ·) holds the
+    small parameters, ``C`` (1, ·) the constants in the run's dtype. The same operations in the
+    same order as :func:`~savic_theory.simulator.engine.update_scaling` followed by
+    ``_CPUOps.scaling_changed``, so the same numbers.
+
+    Returns ``(source, small parameter names, big state names, constants)``.
+    """
+    (lines,), small, state_params, consts = program.numba_bodies([None])
+    new = [f"{p}_out" for p in state_params]
+    args = ["D"] + state_params + ["s", "gamma", "K", "C", "D_out"] + new + ["c", "hi", "lo"]
+    src = [f"def savic_global_update({', '.join(args)}):",
+           "    R, d = D.shape[0], D.shape[2]"]
+    src += [f"    c{i} = C[0, {i}]" for i in range(len(consts))]
+    src += ["    qr = np.empty(d, dtype=D.dtype)",
+            "    for r in range(R):"]
+    src += [f"        {k} = K[r, {i}]" for i, k in enumerate(small)]
+    src += ["        gam = gamma[r]",
+            "        Dr = D[r, 0]",
+            "        sr = s[r, 0]",
+            "        Do = D_out[r, 0]",
+            "        cr = c[r, 0]"]
+    src += [f"        {p}r = {p}[r, 0]" for p in state_params]
+    src += [f"        {p}o = {p}_out[r, 0]" for p in state_params]
+    body = ["D_old = Dr[j]", "s_ = sr[j]"] + [f"{p}_old = {p}r[j]" for p in state_params]
+    body += lines
+    body += ["Do[j] = D_new"] + [f"{p}o[j] = {p}_new" for p in state_params]
+    body += ["cr[j] = gam / D_new", "qr[j] = D_new / D_old"]
+    src.append("        for j in range(d):")  # elementwise only: it vectorises
+    src += ["            " + line for line in body]
+    src += ["        h = -np.inf",
+            "        lw = np.inf",
+            "        bad = False",
+            "        for j in range(d):",  # the reductions, NaN-aware, on the cached row
+            "            q = qr[j]",
+            "            h = q if q > h else h",
+            "            lw = q if q < lw else lw",
+            "            bad |= q != q",
+            "        hi[r] = np.nan if bad else h",
+            "        lo[r] = np.nan if bad else lw"]
+    return "\n".join(src) + "\n", small, state_params, consts
+
+
 class _GPUOps(_Ops):
     """The array work of one fused run on a CUDA device through CuPy kernels."""
 
@@ -1574,6 +1763,30 @@ class _GPUOps(_Ops):
         s = g * g if statistic is None else statistic(g)
         self._k_step_given(g, self.gamma, D, self.x)
         return s
+
+    def adopt_global(self, S: RunSetup, state) -> bool:
+        """The generated update kernel (:func:`global_kernel_source`) wherever the rule traces."""
+        program = _global_program(S, state)
+        if program is None:
+            return False
+        ins, outs, body, small = global_kernel_source(program)
+        self._global = (program, _cuda_elementwise(ins, outs, body, "savic_global_update"), small)
+        return True
+
+    def update_global(self, state, D, s_mean, beta, e):
+        cp = self.cp
+        program, kernel, small_names = self._global
+        env = {"beta": beta, "e": e}
+        env.update({node.name: c for c, node in zip(state, program.state_in)})
+        params, small_state = program.small_values(env, cp)
+        rows = (self.R, 1, self.d)
+        big = [c for c, node in zip(state, program.state_in) if node.big]
+        D_new, ratio = cp.empty(rows, dtype=self.dt), cp.empty(rows, dtype=self.dt)
+        big_new = [cp.empty(rows, dtype=self.dt) for _ in big]
+        kernel(D, *big, s_mean, *(cp.asarray(params[k], dtype=self.dt) for k in small_names), D_new, *big_new, ratio)
+        self._D = D_new
+        hi, lo = to_numpy(cp.max(ratio, axis=(1, 2))), to_numpy(cp.min(ratio, axis=(1, 2)))
+        return _global_state(program, state, big_new, small_state), D_new, hi, lo
 
     # local scaling ---------------------------------------------------------------------------------------
     def adopt_local(self, program: RuleProgram, state: list, D):
