@@ -32,6 +32,16 @@ def test_baselines_compute_the_simulators_iterates(loop):
     assert gap <= (1e-5 if loop == "numpy float32" else cpu.CHECK_RTOL), gap
 
 
+def test_the_numpy_loop_records_the_simulators_history():
+    """Six of the seven history quantities, G as the simulator takes it (the clients' mean)."""
+    prob = cpu.problem(TINY)
+    ref = cpu._simulate(prob, TINY)
+    _, hist = baselines.numpy_loop(**cpu._loop_args(prob, TINY), record_every=TINY["H"])
+    for i, key in enumerate(("dist_sq", "f_gap", "consensus", "alpha_hat", "Gamma_hat", "G_hat")):
+        want = ref.history[key].T  # (runs, records)
+        np.testing.assert_allclose(hist[..., i], want, rtol=1e-9, atol=1e-12 * np.max(np.abs(want)), err_msg=key)
+
+
 @pytest.mark.parametrize("change", [dict(beta=0.9), dict(e=0.1), dict(H=4)])
 def test_a_baseline_computing_something_else_is_caught(change):
     """A loop run with another β, clip level (0.1 lies inside D̂'s range here) or sync period
@@ -48,7 +58,10 @@ def test_compare_checks_then_reports_every_ratio():
     pytest.importorskip("torch")
     out = cpu.compare(TINY, repeats=1, slow_repeats=1, log=lambda *_: None)
     assert set(out["checks_relative_gap"]) == {"reference loop", "numpy loop", "numpy loop, γ/D̂ once per sync",
-                                               "torch loop (autograd=True)", "torch loop (autograd=False)"}
-    assert all(0 <= g <= cpu.CHECK_RTOL for g in out["checks_relative_gap"].values())
+                                               "torch loop (autograd=True)", "torch loop (autograd=False)",
+                                               "fused, NumPy ufuncs only", "fused (float32)", "numpy loop (float32)",
+                                               "fused, local scaling"}
+    assert all(0 <= g <= (cpu.FLOAT32_RTOL if "float32" in name else cpu.CHECK_RTOL)
+               for name, g in out["checks_relative_gap"].items())
     assert all(np.isfinite(v) and v > 0 for v in out["ratios"].values())
     assert {r["method"] for r in out["rows"]} >= {"simulate, fused (float64)", "NumPy per-client loop (float64)"}

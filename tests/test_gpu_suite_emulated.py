@@ -448,6 +448,36 @@ def test_a_section_failing_part_way_keeps_its_rows(tiny_suite, tmp_path, monkeyp
     assert json.loads((tmp_path / "gpu.json").read_text())["end_to_end"] == expected
 
 
+def test_the_scaling_plot_is_drawn_as_points_come_and_survives_failed_points(tiny_suite, tmp_path, monkeypatch):
+    """The plot is redrawn after every scaling point, so a run cut off part-way keeps a plot of
+    what it measured; a failed point (a ``note``) and a method measured only at some points are
+    left out of their lines, and a section that failed keeps the plot of its partial rows."""
+    from benchmarks import cpu, gpu
+    from benchmarks.__main__ import run_gpu
+
+    drawn = []
+    real_plot = cpu.plot_scaling
+    monkeypatch.setattr(cpu, "plot_scaling", lambda curves, path, title: drawn.append(
+        sum(len(p) for p in curves.values())) or real_plot(curves, path, title))
+
+    def sweep(sweeps, repeats=3, log=print, on_point=None):
+        curves = {"runs": [{"runs": 1, "coordinates": 8, "fused float64": 0.1, "reference float64": 0.3},
+                           {"runs": 2, "coordinates": 16, "note": "OutOfMemoryError (emulated)"}]}
+        on_point(curves)
+        curves["dim"] = [{"dim": 4, "coordinates": 8, "fused float64": 0.1},
+                         {"dim": 8, "coordinates": 16, "fused float64": 0.2, "reference float64": 0.4}]
+        on_point(curves)
+        raise RuntimeError("stopped (emulated)")
+
+    monkeypatch.setattr(gpu, "scaling", sweep)
+    result = run_gpu(tmp_path, quick=True)
+    assert result["scaling"]["error"] == "RuntimeError: stopped (emulated)"
+    assert drawn == [2, 4, 4]  # after each point, then once more at the end from the partial rows
+    assert (tmp_path / "gpu_scaling.png").stat().st_size > 0 and not list(tmp_path.glob(".*"))
+    with pytest.raises(ValueError, match="no measured point"):
+        real_plot({"runs": [{"runs": 1, "coordinates": 8, "note": "failed"}]}, tmp_path / "x.png", "")
+
+
 def test_a_point_failing_otherwise_is_noted_too(tiny_suite, monkeypatch):
     """Not only out of memory: any error of one point (a library's allocation failure) is its
     row's note, and the rows before and after it are measured."""
@@ -515,6 +545,8 @@ def test_gpu_tests_run_on_the_emulation(test_gpu_module):
         t.test_gpu_rules_mixed_on_the_run_axis(scaling)
     for rule, scaling, form in itertools.product(RULES, SCALINGS, t.FORMS):
         t.test_gpu_float32(rule, scaling, form)
+    for rule, (dtype, rtol) in itertools.product(("rmsprop", "adam", "oasis"), (("float64", t.RTOL), ("float32", 1e-5))):
+        t.test_gpu_global_update_kernel_agrees_with_cpu_reference(rule, dtype, rtol)
     for dtype, ctype in ((np.float64, "double"), (np.float32, "float")):
         t.test_client_mean_kernel_is_numpys_sequential_mean(dtype, ctype)
     t.test_problem_instances_on_the_run_axis_on_gpu()
@@ -523,7 +555,8 @@ def test_gpu_tests_run_on_the_emulation(test_gpu_module):
     assert tested == {"test_gpu_agrees_with_cpu_reference", "test_gpu_same_draws_probes_and_divergence",
                       "test_gpu_float32", "test_client_mean_kernel_is_numpys_sequential_mean",
                       "test_problem_instances_on_the_run_axis_on_gpu", "test_gpu_rules_mixed_on_the_run_axis",
-                      "test_kernels_index_past_two_to_the_31"}, "a new test in test_gpu.py: add it here"
+                      "test_kernels_index_past_two_to_the_31", "test_gpu_global_update_kernel_agrees_with_cpu_reference"}, \
+        "a new test in test_gpu.py: add it here"
 
 
 # ------------------------------------------------------------------- benchmarks/nn_throughput.py

@@ -356,6 +356,15 @@ from savic_theory.simulator._cpu_kernels import _nan_max, _nan_min
 """
 
 
+@functools.lru_cache(maxsize=1)
+def _helpers_stamp() -> str:
+    """A line naming this module's version by a hash of its source: the generated module calls
+    ``_nan_max``/``_nan_min`` from here, and Numba's cache of a generated module would not see a
+    change to them, so a changed helper gives every generated module a new name."""
+    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    return f"# helpers: savic_theory.simulator._cpu_kernels {digest} (Numba {numba.__version__})\n\n"
+
+
 @functools.lru_cache(maxsize=64)
 def compile_generated(source: str, name: str):
     """The generated kernel ``name`` defined by ``source``, compiled by Numba.
@@ -367,7 +376,7 @@ def compile_generated(source: str, name: str):
     compilation of a kernel takes about a second, a cached one loads in a fraction of that.
     Where that folder cannot be written the kernel is compiled in memory for this process.
     """
-    text = _HEADER + "@njit(cache=True, nogil=True, error_model='numpy')\n" + source
+    text = _HEADER + _helpers_stamp() + "@njit(cache=True, nogil=True, error_model='numpy')\n" + source
     digest = hashlib.sha256(text.encode()).hexdigest()[:20]
     module_name = f"savic_kernel_{digest}"
     folder = kernel_cache_dir()

@@ -47,6 +47,7 @@ True
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -327,7 +328,9 @@ class RuleProgram:
         results, seen = [], set()
         for o in self.outputs:
             v = vals[id(o)]
-            if o.big and id(v) in seen:  # two outputs share one buffer: give each its own
+            # two outputs sharing one buffer, or an output that is an input the caller keeps
+            # writing (the statistic s, kept in the state as it is): give each its own
+            if o.big and (id(v) in seen or id(o) not in owned):
                 w = pool.take()
                 w[...] = v
                 v = w
@@ -654,6 +657,19 @@ _GLOBAL_KERNEL_MIN_SYNCS = 128
 _GLOBAL_KERNELS: dict = {}
 _GLOBAL_SYNCS: dict = {}
 
+
+@contextlib.contextmanager
+def eager_kernels():
+    """Inside it, a call loads every generated kernel it can use (for timing a sweep's steady
+    state: otherwise a process loads the global update's kernel part-way through, once its calls
+    have had ``_GLOBAL_KERNEL_MIN_SYNCS`` syncs between them)."""
+    global _GLOBAL_KERNEL_MIN_SYNCS
+    before, _GLOBAL_KERNEL_MIN_SYNCS = _GLOBAL_KERNEL_MIN_SYNCS, 0
+    try:
+        yield
+    finally:
+        _GLOBAL_KERNEL_MIN_SYNCS = before
+
 #: below this many coordinates per thread a kernel call runs on one thread (splitting costs
 #: tens of microseconds, which a call this small does not win back)
 _MIN_WORK_PER_THREAD = 1 << 15
@@ -703,12 +719,24 @@ def _thread_pool():
 
 
 def _compiled_kernels():
-    """The Numba kernels of :mod:`._cpu_kernels`, or ``None`` where Numba is not installed."""
+    """The Numba kernels of :mod:`._cpu_kernels`, or ``None`` where Numba is not installed or
+    cannot set them up (say, no writable folder for its cache: a warning, once, says so)."""
     try:
         from . import _cpu_kernels
     except ImportError:
         return None
+    except Exception as exc:  # Numba is there but failed: the NumPy path gives the same numbers
+        _warn_once(f"savic_theory: the compiled CPU kernels are not available ({type(exc).__name__}: {exc}); "
+                   "the NumPy path runs instead")
+        return None
     return _cpu_kernels
+
+
+@functools.lru_cache(maxsize=8)
+def _warn_once(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def _probe_state_shapes(rule, full):
