@@ -128,6 +128,11 @@ def resolve(config: dict | None = None, overrides: dict | None = None) -> dict:
         if not isinstance(source, dict):
             raise TypeError("a config must be a table of tables: [problem], [rule], [run]")
         for table, values in source.items():
+            if table not in DEFAULTS and not isinstance(values, dict):  # a key above every table
+                owners = [f"[{t}]" for t in DEFAULTS if table in DEFAULTS[t]]
+                where = (f"put it under {' or '.join(owners)}" if owners
+                         else f"the tables are {', '.join(f'[{t}]' for t in DEFAULTS)}")
+                raise ValueError(f"{table} is not in a table: {where}")
             if table not in DEFAULTS:
                 raise ValueError(f"unknown config table [{table}]; known: {', '.join(DEFAULTS)}")
             if not isinstance(values, dict):

@@ -232,3 +232,24 @@ def test_scaling_help_shows_its_default_as_an_option_value():
     assert "[--scaling {global,local,both}]" in text
     assert "each with --runs runs (default: both)" in text
     assert "['global', 'local']" not in text and "one run each" not in text
+
+
+
+@pytest.mark.parametrize("argv", [
+    ["--gamma", "0.5", "--e", "0.01", "--steps", "300", "--runs", "4", "--scaling", "global"],
+    ["--gamma", "2.2", "--e", "0.01", "--sync-every", "5", "--steps", "300", "--runs", "3", "--scaling", "global"],
+], ids=["all runs diverge at a sync", "one run diverges at a sync"])
+def test_the_printed_max_drift_is_that_of_drift_csv(tmp_path, capsys, argv):
+    """The console line leaves out the syncs at and after a run's ``diverged_at``, as drift.csv does
+    (adam's D̂ jumps by a factor of 10⁵ and more at the sync where its run diverges)."""
+    out = tmp_path / "o"
+    assert main(["simulate", *argv, "--no-progress", "--out", str(out)]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    summary = json.loads((out / "summary.json").read_text())
+    (point,) = summary["adam-global"]["points"]
+    assert point["diverged"] > 0
+    drift = [float(r["drift"]) for r in rows(out / "drift.csv")]
+    if point["diverged"] == point["runs"]:
+        assert drift == [] and "max drift" not in line and "no sync before a divergence, no drift" in line
+    else:
+        assert f"over runs and syncs max drift {max(drift):.4f}" in line

@@ -349,6 +349,22 @@ def test_import_and_overflow_errors_are_one_line(monkeypatch, capsys, error):
     assert one_line(capsys) == f"savic simulate: error: {error}"
 
 
+@pytest.mark.parametrize("error", [RuntimeError("boom"), NameError("name 'boom' is not defined"),
+                                   AttributeError("'NoneType' object has no attribute 'boom'")])
+def test_an_internal_error_keeps_its_traceback_and_exits_3(monkeypatch, capsys, error):
+    """An exception that no input explains is a bug: its traceback, then a last line saying so,
+    and status 3, apart from 1 (`savic verify` found a bound violated) and 2 (bad input)."""
+    def fails(args):
+        raise error
+
+    monkeypatch.setattr("savic_theory.cli.simulate.run", fails)
+    assert main(["simulate", *SMALL]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "Traceback (most recent call last):" and f"{type(error).__name__}: {error}" in err
+    assert err[-1] == (f"savic simulate: internal error, a bug in savic ({type(error).__name__}: {error}; "
+                       "the traceback above shows where)")
+
+
 # ----------------------------------------------------------------------------- other messages
 def test_version(capsys):
     with pytest.raises(SystemExit) as exc:

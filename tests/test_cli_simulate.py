@@ -74,6 +74,9 @@ BAD_CONFIGS = {
     "bad rule": ('[rule]\nname = "lion"\n', "rule.name must be one of"),
     "not toml": ("[run\nsteps = 3", "not valid TOML"),
     "table not a table": ("run = 3\n", "[run] must be a table"),
+    "key not in a table": ("steps = 10\n[run]\nruns = 2\n", "steps is not in a table: put it under [run]"),
+    "key of two tables not in a table": ("seed = 1\n", "seed is not in a table: put it under [problem] or [run]"),
+    "unknown key not in a table": ("stepz = 10\n", "stepz is not in a table: the tables are [problem], [rule], [run]"),
     "zero sync": ("[run]\nsync_every = 0\n", "run.sync_every must be >= 1"),
 }
 

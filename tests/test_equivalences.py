@@ -68,7 +68,7 @@ def test_sync_every_step_is_minibatch_sgd_with_one_preconditioner(rule):
 
 @pytest.mark.parametrize("scaling", SCALINGS)
 def test_adam_is_rmsprop_with_bias_correction_schedule(scaling):
-    """Adam(β) = rmsprop with β̃_{k+1} = (β − β^{k+1})/(1 − β^{k+1}) on D² (the spec's note)."""
+    """Adam(β) = rmsprop with β̃_k = (β − β^{k+1})/(1 − β^{k+1}) on D², k counting rmsprop's updates."""
     beta = 0.9
     prob = Quadratic.random(dim=5, n_clients=3, heterogeneity=1.0, noise=0.2, seed=6)
     kw = dict(gamma=0.05, steps=30, sync_every=3, scaling=scaling, runs=4, seed=1)

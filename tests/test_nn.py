@@ -509,6 +509,7 @@ def test_savic_help_does_not_import_torch():
 @pytest.mark.parametrize("raw,exc,match", [
     ({"train": {"local_stepz": 1}}, ValueError, "train.local_stepz"),
     ({"trian": {}}, ValueError, r"\[trian\]"),
+    ({"rounds": 3}, ValueError, r"^rounds is not in a table: put it under \[train\]$"),
     ({"train": {"rounds": "3"}}, TypeError, "train.rounds"),
     ({"train": {"rounds": 0}}, ValueError, "train.rounds"),
     ({"train": {"methods": ["adam"]}}, ValueError, r"train.methods\[0\]"),

@@ -531,6 +531,14 @@ def test_cli_verify_quick(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["config.toml", "plots", "report.json", "report.md"]
 
 
+def test_cli_verify_counts_one_case_in_the_singular(tmp_path, capsys):
+    out = tmp_path / "v"
+    assert main(["verify", "--suite", "quick", "--theorem", "heterogeneous", "--no-progress", "--out", str(out)]) == 0
+    assert len(json.loads((out / "report.json").read_text())["cases"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith("no bound violated (1 case, ")
+    assert "** — 1 case, one-sided" in (out / "report.md").read_text()
+
+
 def test_overall_verdict_is_the_weakest_of_the_checks(tmp_path):
     """'holds' means every check holds strictly; one check within noise makes it 'attained'."""
     from savic_theory.verify.report import overall_verdict

@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 from ._common import WORK_STAMPS, UserError, work_folder
@@ -294,7 +295,7 @@ def _run(parser, args, argv) -> int:
     except RuntimeError as exc:
         detail = _cpu_allocation_failure(exc)
         if detail is None:
-            raise
+            return _report_internal_error(args, exc)
         return _report_out_of_memory(args, detail)
     except (UserError, ValueError, TypeError, FileNotFoundError, KeyError, OSError, OverflowError,
             ImportError) as exc:
@@ -303,6 +304,19 @@ def _run(parser, args, argv) -> int:
             msg = f"missing or unknown key: {msg}"
         _report(args.command, f"error: {msg}" + _kept_after_error(args))
         return 2
+    except Exception as exc:  # anything else is a bug in savic, not in the input
+        return _report_internal_error(args, exc)
+
+
+def _report_internal_error(args: argparse.Namespace, exc: BaseException) -> int:
+    """Print the traceback of ``exc``, an exception no input explains (a bug), then a last line
+    that says so and what was kept; the exit status, 3."""
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    what = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    _report(args.command, f"internal error, a bug in savic ({what}; the traceback above shows where)"
+            + _kept_after_error(args), errors_alike=False)
+    return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

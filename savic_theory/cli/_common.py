@@ -268,6 +268,9 @@ def config_values(path: str | os.PathLike, table: str, parser: argparse.Argument
 
     data = load_config(path)
     other = sorted(set(data) - {table})
+    loose = [k for k in other if not isinstance(data[k], dict)]
+    if loose:
+        raise UserError(f"{path}: {loose[0]} is not in a table: put it under [{table}]")
     if other:
         raise UserError(f"{path}: unknown config table [{other[0]}]; this command reads only [{table}]")
     values = data.get(table, {})

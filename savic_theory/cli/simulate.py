@@ -10,7 +10,8 @@ atomically, into ``--out``: ``config.toml`` (the resolved config, re-runnable), 
 none synced), ``summary.json`` and ``plot.png``. A run that diverges has history and drift rows
 only before its divergence; ``summary.json`` gives each run's ``status`` and ``diverged_at``.
 Prints one line per rule, scaling and grid point, for the first 20 of them (``summary.json``
-has every point). ``--resume`` continues an interrupted run of the same config; with no
+has every point), from the same rows: a diverged run's α̂, Γ̂ and drift count only before its
+divergence. ``--resume`` continues an interrupted run of the same config; with no
 interrupted run it is an error when ``--out`` does not exist (a mistyped folder) and runs afresh
 into a finished one.
 """
@@ -112,18 +113,33 @@ def execute(cfg: dict, args: argparse.Namespace) -> int:
 
 
 def point_line(block: Block, point: int, res: SimulationResult) -> str:
-    """The console line of one grid point: its distance to x*, divergences, α̂, Γ̂ and drift."""
+    """The console line of one grid point: its distance to x*, divergences, α̂, Γ̂ and drift.
+
+    As in ``history.csv`` and ``drift.csv``, a diverged run counts only with its records and
+    syncs before its ``diverged_at``."""
     sl = block.runs_of(point)
+    at = block.per_run(res.diverged_at)[0, sl]
+
+    def before_divergence(values, times):
+        """``values`` of this point's runs, NaN from each run's divergence on."""
+        v = block.per_run(values, len(times))[:, sl].astype(np.float64)
+        t = np.asarray(times).reshape(-1, 1)
+        return np.where((at >= 0) & (t >= at), np.nan, v)
+
     dist = block.per_run(res.history["dist_sq"], len(res.steps))[:, sl]
     n_div = int(np.sum(block.per_run(res.status)[0, sl] == "diverged"))
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of diverged runs
         final = np.nanmean(dist[-1]) if n_div < block.runs else float("nan")
-        alpha = np.nanmin(block.per_run(res.history["alpha_hat"], len(res.steps))[:, sl])
-        Gamma = np.nanmax(block.per_run(res.history["Gamma_hat"], len(res.steps))[:, sl])
-        drift = block.per_run(res.drift, len(res.sync_steps))[:, sl]
-        drift_text = f"over runs and syncs max drift {np.nanmax(drift):.4f}" if np.isfinite(drift).any() \
-            else "no sync, no drift"
+        alpha = np.nanmin(before_divergence(res.history["alpha_hat"], res.steps))
+        Gamma = np.nanmax(before_divergence(res.history["Gamma_hat"], res.steps))
+        drift = before_divergence(res.drift, res.sync_steps)
+        if np.isfinite(drift).any():
+            drift_text = f"over runs and syncs max drift {np.nanmax(drift):.4f}"
+        elif np.isfinite(block.per_run(res.drift, len(res.sync_steps))[:, sl]).any():
+            drift_text = "no sync before a divergence, no drift"
+        else:
+            drift_text = "no sync, no drift"
     grid = " ".join(f"{k}={v:g}" for k, v in block.points[point].items() if v == v) if len(block.points) > 1 else ""
     label = " ".join(filter(None, (block.rule, f"{block.scaling:>6}", grid)))
     if n_div == 0:

@@ -16,7 +16,7 @@ them after an interruption, with the same numbers as an uninterrupted run, and r
 leftover work folder is removed and the run starts afresh; with ``--resume`` and none, the run
 simply starts. The work folder is removed once ``--out`` is written. Every option can also
 come from the ``[verify]`` table of a TOML file (``--config``). Exit status: 0 when no bound is
-violated, 1 when one is, 2 on bad input.
+violated, 1 when one is, 2 on bad input, 3 on an internal error (a bug).
 """
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def _print_summary(report) -> None:
         print(f"adversarial {a.rule}/{a.theorem}: {a.verdict}; late ratio {a.ratio_late_confirmed:.3g} "
               f"(confirmed), max D̂/min D̂ {_g(a.dhat_spread)}{asked}, instance {a.params_text()}{missed}")
     print(f"{'no bound violated' if report.passed else 'A BOUND IS VIOLATED'} "
-          f"({len(report.cases)} cases, {report.elapsed:.1f} s)")
+          f"({len(report.cases)} case{'' if len(report.cases) == 1 else 's'}, {report.elapsed:.1f} s)")
 
 
 def _verdict_text(d) -> str:

@@ -151,6 +151,12 @@ class NNConfig:
             raise TypeError("a config must be a table of tables: [data], [model], [train], [method.NAME]")
         tables = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
         unknown = set(raw) - set(tables) - {"method"}
+        loose = sorted(k for k in unknown if not isinstance(raw[k], dict))
+        if loose:
+            owners = [f"[{t}]" for t, klass in tables.items() if loose[0] in {f.name for f in dataclasses.fields(klass)}]
+            where = (f"put it under {' or '.join(owners)}" if owners
+                     else "the tables are [data], [model], [train], [method.NAME]")
+            raise ValueError(f"{loose[0]} is not in a table: {where}")
         if unknown:
             raise ValueError(f"unknown config table [{sorted(unknown)[0]}]; known: data, model, train, method")
         parts = {name: _build(klass, raw.get(name, {}), name) for name, klass in tables.items()}

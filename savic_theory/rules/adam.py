@@ -2,7 +2,8 @@
 
 ``v₀ = 0``, ``v_k = β_k v_{k−1} + (1−β_k) s_k`` with ``s₁ = S(x⁰)``, ``c_k = β_k c_{k−1} + (1−β_k)``
 (so ``c_k = 1 − β^k`` for constant β), ``D̂ = clip(√(v_k / c_k))``. For constant β this is the
-rmsprop rule on ``D²`` with the schedule ``β̃_k = (β − β^k)/(1 − β^k)``.
+rmsprop rule on ``D²`` whose update ``k − 1`` uses ``(β − β^k)/(1 − β^k)``: Adam's update ``k``
+(``k ≥ 2``; its update 1 is rmsprop's initialisation).
 """
 from __future__ import annotations
 

@@ -81,8 +81,9 @@ class Report:
     def to_markdown(self) -> str:
         """Tables of theorems, lemmas, cases and local scaling."""
         s = self.summary()
+        n = len(self.cases)
         lines = [f"# `savic verify`: suite `{self.suite}`", "",
-                 f"**{'NO BOUND VIOLATED' if self.passed else 'SOME BOUND VIOLATED'}** — {len(self.cases)} cases, "
+                 f"**{'NO BOUND VIOLATED' if self.passed else 'SOME BOUND VIOLATED'}** — {n} case{'' if n == 1 else 's'}, "
                  f"one-sided confidence level {self.level}, {self.elapsed:.1f} s."
                  + (f" A violation in a case needs a lower confidence limit above its bound with a Bonferroni "
                     f"correction over the steps, the tests and the cases of the suite: if every bound holds, "
