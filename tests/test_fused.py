@@ -362,15 +362,21 @@ def test_generated_global_update_kernel_takes_nan_and_inf_as_the_rules_code_does
         np.testing.assert_array_equal(np.broadcast_to(got, np.shape(want)), want)
 
 
+class _Kept(NamedTuple):
+    v: object
+    w: object
+
+
+def _keeps_s_rule() -> ScalingRule:
+    """A rule whose state stores the statistic ``s`` itself, twice (one array at the start)."""
+    return ScalingRule("keeps-s", Statistic.GRAD_SQUARED, lambda s, beta, xp: _Kept(s, s),
+                       lambda st, s, beta, xp: _Kept(st.w + s, s), lambda st, xp: xp.sqrt(st.v),
+                       BetaSchedule(0.9), check_e(0.5), 0)
+
+
 def test_generated_global_update_does_not_alias_the_state(global_kernel):
     """A rule whose state keeps the statistic itself (two components, one array at the start)."""
-    class Kept(NamedTuple):
-        v: object
-        w: object
-
-    rule = ScalingRule("keeps-s", Statistic.GRAD_SQUARED, lambda s, beta, xp: Kept(s, s),
-                       lambda st, s, beta, xp: Kept(st.w + s, s), lambda st, xp: xp.sqrt(st.v),
-                       BetaSchedule(0.9), check_e(0.5), 0)
+    rule = _keeps_s_rule()
     prob = problem("diagonal", seed=1)
     kw = dict(gamma=0.2, steps=12, sync_every=1, runs=2, x0=np.full(prob.dim, 2.0))
     fast, ref = both(prob, rule, **kw)
@@ -1119,13 +1125,7 @@ def test_rule_keeping_the_statistic_in_its_state_is_not_aliased(scaling, fused_m
     """A rule whose state stores ``s`` itself (twice): in global scaling the compiled sync
     kernel's output buffer is written again at the next sync, in local scaling the replay
     writes every step's ``g ⊙ g`` into one buffer, so what the state keeps must be a copy."""
-    class Kept(NamedTuple):
-        v: object
-        w: object
-
-    rule = ScalingRule("keeps-s", Statistic.GRAD_SQUARED, lambda s, beta, xp: Kept(s, s),
-                       lambda st, s, beta, xp: Kept(st.w + s, s), lambda st, xp: xp.sqrt(st.v),
-                       BetaSchedule(0.9), check_e(0.5), 0)
+    rule = _keeps_s_rule()
     prob = problem("diagonal", seed=1)
     kw = dict(gamma=0.2, steps=12, sync_every=3, runs=2, x0=np.full(prob.dim, 2.0), scaling=scaling,
               noise=noise, seed=4)
