@@ -59,13 +59,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 16,           # logistic: minibatch size (0: full gradients)
         "seed": 0,                  # problem generator seed
     },
-    "rule": {"name": "adam", "beta": 0.99, "e": 1e-2},
+    "rule": {"name": "adam", "beta": 0.99, "e": 1e-2, "probes": "auto"},
     "run": {
         "gamma": 0.05,
         "steps": 2000,
         "sync_every": 10,
         "scaling": ["global", "local"],
         "runs": 8,
+        "paired": False,            # runs with the same index share their draws across grid points
         "seed": 0,
         "record_every": 0,          # 0: automatic (about 500 records)
         "dtype": "float64",
@@ -80,6 +81,7 @@ CHOICES = {
     ("problem", "client_spectra"): ("identical", "random"),
     ("problem", "split"): ("iid", "dirichlet", "shards"),
     ("rule", "name"): tuple(RULES),
+    ("rule", "probes"): ("auto", "rademacher", "exact"),
     ("run", "dtype"): ("float64", "float32"),
     ("run", "backend"): ("numpy", "cupy", "array_api_strict"),
 }
@@ -267,11 +269,15 @@ HELP = {
     ("rule", "name"): "scaling rule",
     ("rule", "beta"): "β of the rule's moving average, in [0, 1)",
     ("rule", "e"): "clip level e > 0 (α = e)",
+    ("rule", "probes"): "oasis's statistic: rademacher (Hutchinson probes z ⊙ (∇²f z)), exact (the "
+                        "Hessian diagonal) or auto (exact when the gradients are noise-free and full-batch)",
     ("run", "gamma"): "step size γ",
     ("run", "steps"): "number of local steps T",
     ("run", "sync_every"): "H: clients average every H steps",
     ("run", "scaling"): "global, local, or both (each with `runs` runs)",
     ("run", "runs"): "runs per grid point, all drawn in one batched call per rule and scaling",
+    ("run", "paired"): "common random numbers: run i of every grid point of a rule and scaling gets "
+                       "the same noise, minibatches and probes, so grid points compare run by run",
     ("run", "seed"): "seed of the random stream (noise, minibatches, probes) that each batched call "
                      "draws all its runs from",
     ("run", "record_every"): "record the history every this many steps (0 = about 500 records)",

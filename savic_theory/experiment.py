@@ -7,10 +7,15 @@ call per rule name and scaling variant (a "block"), so that a sweep is one launc
 Every block's call is seeded with ``run.seed`` and draws the noise, minibatches and probes of
 all its runs, of every grid point, from that one random stream (the runs of point ``i`` are the
 batch's runs ``i·runs … (i+1)·runs − 1``). The same config therefore reproduces every number
-exactly, a resumed experiment included; but a point's numbers are not a function of the point
-alone: the same point run alone, or in a grid with other values or another order, gets other
-draws, and runs with the same index at different points do not share their noise (they are not
-paired). Compare grid points by their statistics over runs, not run by run.
+exactly, a resumed experiment included. By default a point's numbers are not a function of the
+point alone: the same point run alone, or in a grid with other values or another order, gets
+other draws, and runs with the same index at different points do not share their noise (they
+are not paired): compare grid points by their statistics over runs. With ``run.paired = true``
+the call's ``common_draws`` gives run ``j`` of every point the same draws (noise, minibatches,
+probes: common random numbers), those of run ``j`` of a single point with ``runs`` runs and the
+same seed; grid points of a block then compare run by run, and a difference between two points
+has the variance of a paired difference. Pairing holds within a block (one rule and scaling);
+blocks are separate calls.
 
 Finished blocks are kept in a hidden work folder beside the result folder, so an interrupted
 experiment resumes where it stopped (``resume=True``); the result folder appears only when every
@@ -108,9 +113,11 @@ def _rule_of(block: Block):
 def _run_block(problem, block: Block, cfg: dict, progress: bool) -> SimulationResult:
     r = cfg["run"]
     batched = len(block.points) > 1 or block.runs > 1
+    paired = np.tile(np.arange(block.runs), len(block.points)) if r["paired"] and batched else None
     return simulate(problem, _rule_of(block), gamma=block.column("gamma"), steps=r["steps"],
                     sync_every=block.column("sync_every").astype(np.int64), scaling=block.scaling,
                     runs=len(block.points) * block.runs if batched else None, seed=r["seed"],
+                    common_draws=paired, probes=cfg["rule"]["probes"],
                     record_every=r["record_every"] or None, dtype=r["dtype"], backend=r["backend"],
                     progress=progress)
 

@@ -78,6 +78,8 @@ BAD_CONFIGS = {
     "key of two tables not in a table": ("seed = 1\n", "seed is not in a table: put it under [problem] or [run]"),
     "unknown key not in a table": ("stepz = 10\n", "stepz is not in a table: the tables are [problem], [rule], [run]"),
     "zero sync": ("[run]\nsync_every = 0\n", "run.sync_every must be >= 1"),
+    "paired not a bool": ("[run]\npaired = 1\n", "run.paired must be of type bool, got 1"),
+    "unknown probes": ('[rule]\nprobes = "gaussian"\n', "rule.probes must be one of auto, rademacher, exact"),
 }
 
 
@@ -129,6 +131,41 @@ def test_scaling_both_in_a_config_means_what_the_flag_means(tmp_path, capsys):
     assert set(json.loads((by_file / "summary.json").read_text())) == {"adam-global", "adam-local"}
     assert (by_file / "history.csv").read_text() == (by_flag / "history.csv").read_text()
     capsys.readouterr()
+
+
+def _history_of(folder: Path, gamma: str) -> np.ndarray:
+    """``history.csv``'s recorded values (dist_sq …) of the grid point with step size ``gamma``,
+    as (runs × records, keys), in file order."""
+    with (folder / "history.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["gamma"] == gamma and r["scaling"] == "global"]
+    return np.array([[float(r["dist_sq"]), float(r["f_gap"]), float(r["consensus"])] for r in rows])
+
+
+def test_paired_grid_points_share_the_draws_of_a_single_point(tmp_path):
+    """``run.paired``: each grid point's runs get the draws of the same runs of a one-point call,
+    so a point's numbers no longer depend on the grid around it. 1e-12 relative: the same
+    arithmetic on the same numbers (the batch only changes how many runs share a kernel call)."""
+    base = "[problem]\ndim = 4\nclients = 3\nnoise = 0.3\n[run]\nsteps = 30\nruns = 3\nscaling = \"global\"\n"
+    for name, extra in (("paired", "gamma = [0.02, 0.03]\npaired = true\n"),
+                        ("unpaired", "gamma = [0.02, 0.03]\n"), ("alone", "gamma = 0.03\n")):
+        (tmp_path / f"{name}.toml").write_text(base + extra)
+        assert main(["simulate", "--config", str(tmp_path / f"{name}.toml"), "--no-progress",
+                     "--out", str(tmp_path / name)]) == 0
+    alone = _history_of(tmp_path / "alone", "0.03")
+    np.testing.assert_allclose(_history_of(tmp_path / "paired", "0.03"), alone, rtol=1e-12)
+    assert not np.allclose(_history_of(tmp_path / "unpaired", "0.03"), alone, rtol=1e-3)
+    assert "paired = true" in (tmp_path / "paired" / "config.toml").read_text()
+
+
+def test_probes_option_chooses_the_oasis_statistic(tmp_path):
+    """On a dense quadratic the exact Hessian diagonal and Rademacher probes differ; with noise,
+    ``auto`` means probes."""
+    common = ["--rule", "oasis", "--form", "dense", "--scaling", "global", *SMALL]
+    for probes in ("exact", "rademacher", "auto"):
+        assert main(["simulate", *common, "--probes", probes, "--out", str(tmp_path / probes)]) == 0
+    text = {p: (tmp_path / p / "history.csv").read_text() for p in ("exact", "rademacher", "auto")}
+    assert text["auto"] == text["rademacher"] != text["exact"]
+    assert 'probes = "exact"' in (tmp_path / "exact" / "config.toml").read_text()
 
 
 def test_help_documents_every_option_with_default():

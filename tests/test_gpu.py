@@ -172,3 +172,15 @@ def test_problem_instances_on_the_run_axis_on_gpu():
         gpu = simulate(prob, per_run_rule("rmsprop"), x0=cp.zeros(prob.dim), fused=True, **kw)
         ref = simulate(prob, per_run_rule("rmsprop"), fused=False, **kw)
         assert_same_result(gpu, ref, RTOL, ignore=("backend",))
+
+
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_gpu_common_draws_agree_with_cpu_reference(scaling):
+    """``common_draws`` on the device: the grouped host draws reach the kernels."""
+    prob = problem("diagonal", seed=3)
+    x0 = np.full(prob.dim, 2.0)
+    kw = dict(gamma=np.array([0.1, 0.2, 0.1]), steps=31, sync_every=3, scaling=scaling, noise=0.3,
+              seed=11, common_draws=[0, 1, 0])
+    gpu = simulate(prob, per_run_rule("adam"), x0=cp.asarray(x0), fused=True, **kw)
+    ref = simulate(prob, per_run_rule("adam"), x0=x0, fused=False, **kw)
+    assert_close(gpu.x, ref.x, RTOL, "x")

@@ -52,7 +52,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                           help="which scaling to simulate: global, local, or both, each with --runs runs "
                                "(default: both)")
             elif isinstance(default, bool):
-                kw.update(type=lambda s: s.lower() in ("1", "true", "yes"))
+                kw.update(action=argparse.BooleanOptionalAction)
             elif isinstance(default, (int, float)):
                 kw.update(type=type(default), metavar=type(default).__name__.upper())
             else:

@@ -18,6 +18,7 @@ from .._backend import dtype_of, namespace, namespace_name, to_numpy
 from ..problems._base import Problem
 from ..rules import ScalingRule, Statistic, as_rule, clip
 from .result import HISTORY_KEYS, SimulationResult
+from .draws import SharedDraws, draw_groups
 from .schedule import SyncSchedule
 
 #: the leading HISTORY_KEYS, those of the iterate (dist_sq, f_gap, consensus): not finite = diverged
@@ -32,7 +33,7 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
              scaling: str = "global", x0=None, noise=None, seed=0, *, runs: int | None = None,
              sync_at=None, record_every: int | None = None, dtype="float64", backend=None,
              keep_iterates: bool = False, init_probes: int = 1, probes: str = "auto",
-             progress: bool = False,
+             common_draws=None, progress: bool = False,
              divergence_factor: float = 1e12, fused="auto") -> SimulationResult:
     r"""Run SAVIC (Local SGD with diagonal scaling) on ``problem``, many runs at once.
 
@@ -83,6 +84,14 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
         expectation ``diag ∇²f_m`` computed exactly. ``"auto"`` uses the exact diagonal when the
         gradient oracle is deterministic (noise-free, full batch) so that a noise-free run is
         deterministic, and Rademacher probes otherwise. Both coincide for diagonal Hessians.
+    common_draws : array of ints (runs,), optional
+        Group labels: runs with equal labels receive the same random draws (noise, minibatches,
+        probes) at every step, so that runs differing only in ``gamma``, ``β``, ``H`` or rule are
+        compared on the same randomness (common random numbers: a paired difference has a
+        smaller variance). Each group's draws are those one run would get in a call of ``G``
+        runs (``G`` distinct labels, ranked in sorted order); ``arange(runs)`` gives exactly the
+        draws of ``None``. Every run draws at every step, the same arrays whatever its
+        parameters, so a group stays paired to the end (a diverged run included).
     divergence_factor : float
         A run whose ``‖x̄−x*‖²`` exceeds ``divergence_factor · max(1, ‖x⁰−x*‖²)``, or whose
         ``‖x̄−x*‖²``, ``f(x̄)−f*`` or consensus error is not finite, or any recorded value NaN,
@@ -111,7 +120,7 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
     S = prepare(problem, rule, gamma, steps, sync_every, scaling, x0, noise, seed, runs=runs,
                 sync_at=sync_at, record_every=record_every, dtype=dtype, backend=backend,
                 keep_iterates=keep_iterates, init_probes=init_probes, probes=probes,
-                progress=progress, divergence_factor=divergence_factor)
+                common_draws=common_draws, progress=progress, divergence_factor=divergence_factor)
     # --- dispatch to the fused fast path (simulator/fused.py); this loop stays the reference ---
     if fused is not False:
         from .fused import simulate_fused
@@ -379,6 +388,7 @@ class Recorder:
             "steps": S.steps, "record_every": S.record_every, "runs": R,
             "seed": int(S.seed) if _is_integer(S.seed) else None, "dtype": np.dtype(S.dtype).name,
             "backend": namespace_name(xp), "batched": S.batched,
+            "common_draws": S.rng.groups.copy() if isinstance(S.rng, SharedDraws) else None,
         }
         D_host = np.array(to_numpy(xp.broadcast_to(D, (R, S.M if S.local else 1, S.d))), dtype=np.float64)
         if (xbar_recorded and self.frozen_x is None and np.dtype(S.dtype) == np.float64
@@ -426,7 +436,7 @@ class RunSetup:
     dtype: Any
     oracle: Any
     exact_probe: bool
-    rng: np.random.Generator
+    rng: np.random.Generator | SharedDraws
     seed: Any
     keep_iterates: bool
     progress: bool
@@ -507,7 +517,7 @@ class RunSetup:
 
 def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None, noise=None, seed=0, *,
             runs=None, sync_at=None, record_every=None, dtype="float64", backend=None,
-            keep_iterates=False, init_probes=1, probes="auto", progress=False,
+            keep_iterates=False, init_probes=1, probes="auto", common_draws=None, progress=False,
             divergence_factor=1e12) -> RunSetup:
     """Check the arguments of :func:`simulate` (same parameters) and resolve them; every bad
     input raises here, with a message naming the parameter."""
@@ -552,6 +562,7 @@ def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None
         "sync schedule": schedule.runs,
         "problem instances": problem.instances if problem.batched else None,
         "x0": x0_host.shape[0] if x0_host.ndim == 2 else None,
+        "common_draws": None if common_draws is None else draw_groups(common_draws, None).size,
     }
     if runs is not None:
         _positive_int("runs", runs)
@@ -569,6 +580,8 @@ def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None
     exact_probe = probes == "exact" or (probes == "auto" and oracle.deterministic)
     schedule.bind(R)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if common_draws is not None:
+        rng = SharedDraws(rng, draw_groups(common_draws, R))
     return RunSetup(problem, rule, scaling, steps, record_every, init_probes, gamma_arr,
                     divergence_factor, schedule, x0_host, R, batched, xp, dt, dtype, oracle,
                     exact_probe, rng, seed, keep_iterates, progress)
