@@ -18,25 +18,26 @@ on its own and this cannot happen.
 The evaluator: client ``m`` steps ``x_m ← x_m − γD̂⁻¹(A_m x_m − b_m + ξ_m)`` with
 ``ξ_m ~ N(0, (σ²/d) I)`` independent over clients and steps (the noise of
 ``savic_theory/problems/quadratic.py`` and of ``verify.exact.exact_dist_sq``), the clients average
-every ``H`` steps and ``D̂`` changes only then. ``_stacked_exact`` propagates the mean and the
-covariance of the stacked client state ``(x_1, …, x_M)`` step by step (the reference);
-``_exact`` uses that after a sync every client holds ``x̄``, so a round is the affine map
-``x̄ ← G x̄ + c`` plus independent noise, and only the mean and covariance of ``x̄`` (``d`` numbers
-and ``d × d``) travel from round to round: the same numbers to round-off, fast enough for the
-30 000 steps the instance needs.
+every ``H`` steps and ``D̂`` changes only then. ``_stacked_exact`` here propagates the mean and
+the covariance of the stacked client state ``(x_1, …, x_M)`` step by step (the reference);
+``verify.exact.exact_dist_sq_dense`` uses that after a sync every client holds ``x̄``, so a round
+is the affine map ``x̄ ← G x̄ + c`` plus independent noise, and only the mean and covariance of
+``x̄`` (``d`` numbers and ``d × d``) travel from round to round: the same numbers to round-off,
+fast enough for the 30 000 steps the instance needs.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import numpy as np
+import pytest
 from scipy.stats import norm, ortho_group
 
 from savic_theory import Quadratic, rules, simulate
 from savic_theory.rules import ScalingRule, Statistic
 from savic_theory.rules._base import BetaSchedule
 from savic_theory.theory import THEOREMS
-from savic_theory.verify.exact import exact_dist_sq
+from savic_theory.verify.exact import exact_dist_sq, exact_dist_sq_dense
 from savic_theory.verify.stats import lower_limit, mean_and_se
 
 RTOL = 1e-9  # float64 round-off of the recursions and of the bound
@@ -77,54 +78,6 @@ def _stacked_exact(A, b, gamma, steps, H, noise, Ds, x0=None):
         if (t + 1) % H == 0:
             z, C = avg @ z, avg @ C @ avg.T
             rnd += 1
-    return out
-
-
-def _round_maps(A, b, gamma, H, noise, D):
-    """For a round with scaling ``D`` started from ``x̄`` on every client: after ``j = 0 … H`` steps
-    ``x̄_j = G_j x̄ + c_j + (noise with covariance N_j)``; returns ``G (H+1, d, d)``, ``c (H+1, d)``,
-    ``tr N (H+1,)`` and ``N_H``."""
-    M, d = b.shape
-    Dinv = 1.0 / D
-    B = np.eye(d) - gamma * Dinv[None, :, None] * A  # (M, d, d): one client step
-    c_step, noise_step = gamma * Dinv * b, gamma**2 * noise / d * np.diag(Dinv**2)
-    Bj, cj, Nj = np.broadcast_to(np.eye(d), (M, d, d)).copy(), np.zeros((M, d)), np.zeros((M, d, d))
-    G, c, N = [np.eye(d)], [np.zeros(d)], [np.zeros((d, d))]
-    for _ in range(H):
-        cj = np.einsum("mij,mj->mi", B, cj) + c_step
-        Nj = B @ Nj @ np.swapaxes(B, 1, 2) + noise_step
-        Bj = B @ Bj
-        G.append(Bj.mean(0))
-        c.append(cj.mean(0))
-        N.append(Nj.sum(0) / M**2)  # independent clients: Cov of their mean
-    G, c, N = np.array(G), np.array(c), np.array(N)
-    return G, c, np.trace(N, axis1=1, axis2=2), N[H]
-
-
-def _exact(A, b, gamma, steps, H, noise, Ds, x0=None):
-    """``_stacked_exact`` from the mean ``x̄`` and covariance ``S`` of ``x̄`` at the syncs (after a sync
-    every client holds ``x̄``): inside a round ``E‖x̄_j − x*‖² = ‖G_j x̄ + c_j − x*‖² + tr(G_j S G_jᵀ)
-    + tr N_j``, and the sync sets ``x̄ ← G_H x̄ + c_H``, ``S ← G_H S G_Hᵀ + N_H``."""
-    A, b = np.asarray(A, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    M, d = b.shape
-    Ds = _as_rounds(Ds, d)
-    x_star = np.linalg.solve(A.sum(0), b.sum(0))
-    xb = np.zeros(d) if x0 is None else np.asarray(x0, dtype=np.float64).copy()
-    S = np.zeros((d, d))
-    out = np.empty(steps + 1)
-    out[0] = float(np.sum((xb - x_star) ** 2))
-    maps, t, rnd = {}, 0, 0
-    while t < steps:
-        row = min(rnd, len(Ds) - 1)
-        if row not in maps:
-            maps[row] = _round_maps(A, b, gamma, H, noise, Ds[row])
-        G, c, trN, N_H = maps[row]
-        n = min(H, steps - t)
-        e = np.einsum("jab,b->ja", G[1:n + 1], xb) + c[1:n + 1] - x_star
-        out[t + 1:t + n + 1] = (np.sum(e * e, axis=1) + np.einsum("jab,bc,jac->j", G[1:n + 1], S, G[1:n + 1])
-                                + trN[1:n + 1])
-        xb, S = G[H] @ xb + c[H], G[H] @ S @ G[H].T + N_H
-        t, rnd = t + H, rnd + 1
     return out
 
 
@@ -200,7 +153,7 @@ def test_evaluator_is_the_diagonal_exact_expectation_on_diagonal_hessians():
         ref = exact_dist_sq(lam, b, g, T, H, noise, D=Ds, x0=x0)
         A = np.stack([np.diag(row) for row in lam])
         np.testing.assert_allclose(_stacked_exact(A, b, g, T, H, noise, Ds, x0), ref, rtol=1e-12)
-        np.testing.assert_allclose(_exact(A, b, g, T, H, noise, Ds, x0), ref, rtol=1e-12)
+        np.testing.assert_allclose(exact_dist_sq_dense(A, b, g, T, H, noise, Ds, x0), ref, rtol=1e-12)
 
 
 def test_the_two_evaluators_agree_on_dense_heterogeneous_hessians():
@@ -211,7 +164,21 @@ def test_the_two_evaluators_agree_on_dense_heterogeneous_hessians():
         Ds = np.exp(rng.uniform(0.0, 1.5, (T // H + 2, d)))
         args = (A, b, 0.2 / float(np.linalg.eigvalsh(A).max()), T, H, float(rng.uniform(0, 0.3)), Ds,
                 rng.standard_normal(d))
-        np.testing.assert_allclose(_exact(*args), _stacked_exact(*args), rtol=1e-12)
+        np.testing.assert_allclose(exact_dist_sq_dense(*args), _stacked_exact(*args), rtol=1e-12)
+
+
+def test_dense_evaluator_names_bad_input():
+    A = np.array([[[2.0, 0.5], [0.5, 1.0]], [[1.0, 0.0], [0.0, 3.0]]])
+    b = np.ones((2, 2))
+    assert exact_dist_sq_dense(A, b, 0.1, 3).shape == (4,)
+    for kw, pattern in [(dict(A=A[0]), "A must be an array \\(M, d, d\\)"), (dict(b=b[:, :1]), "b must have shape"),
+                        (dict(A=A + np.array([[0.0, 0.1], [0.0, 0.0]])), "A must be symmetric"),
+                        (dict(A=-A), "A must be positive definite"), (dict(A=A * np.nan), "A and b must be finite"),
+                        (dict(sync_every=0), "sync_every must be"), (dict(gamma=0.0), "gamma must be > 0"),
+                        (dict(D=np.ones(3)), "D must have shape"), (dict(x0=np.ones(3)), "x0 must be")]:
+        args = dict(dict(A=A, b=b, gamma=0.1, steps=3), **kw)
+        with pytest.raises(ValueError, match=pattern):
+            exact_dist_sq_dense(**args)
 
 
 def test_evaluator_replays_a_noise_free_rmsprop_run_on_a_dense_quadratic():
@@ -225,7 +192,7 @@ def test_evaluator_replays_a_noise_free_rmsprop_run_on_a_dense_quadratic():
     Ds = [simulate(p, rule, gamma=g, steps=max(1, k * H), sync_every=H, noise=0.0).D[0] for k in range(T // H)]
     res = simulate(p, rule, gamma=g, steps=T, sync_every=H, noise=0.0, record_every=1)
     assert np.max(Ds) / np.min(Ds) > 2  # D̂ is not a multiple of I
-    np.testing.assert_allclose(_exact(A, b, g, T, H, 0.0, Ds), res.history["dist_sq"], rtol=1e-10)
+    np.testing.assert_allclose(exact_dist_sq_dense(A, b, g, T, H, 0.0, Ds), res.history["dist_sq"], rtol=1e-10)
     np.testing.assert_allclose(_drift(Ds, len(Ds) - 1), np.maximum(1.0, res.drift[: len(Ds) - 1]), rtol=1e-12)
 
 
@@ -255,7 +222,7 @@ def test_evaluator_matches_monte_carlo_runs_with_noise():
     for res, D, x0 in ((oasis, D_oasis, None), (prescribed, Ds, np.ones(3))):
         dist = res.history["dist_sq"]
         mean, se = mean_and_se(dist)
-        ex = _exact(A, b, g, T, H, p.noise, D, x0)
+        ex = exact_dist_sq_dense(A, b, g, T, H, p.noise, D, x0)
         assert np.all(np.abs(mean - ex) <= z * se + 1e-12 * ex), float(np.max(np.abs(mean - ex) / se))
 
 
@@ -309,7 +276,7 @@ def test_heterogeneous_dense_instance_exceeds_the_theorem_without_its_drift_fact
     assert THM.holds(delta=0.0, **sc, **nums)
     assert nums["L"] / nums["mu"] > 1e5 and nums["zeta2"] > 0  # ill-conditioned, and heterogeneous
     assert all(not np.allclose(np.diag(np.diag(Am)), Am, atol=1e-3) for Am in A)
-    ex = _exact(A, b, sc["gamma"], T_CE, H_CE, NOISE_CE, _rounds(), x0)
+    ex = exact_dist_sq_dense(A, b, sc["gamma"], T_CE, H_CE, NOISE_CE, _rounds(), x0)
     t = np.arange(T_CE + 1)
     ratio = ex / THM.evaluate(t=t, delta=0.0, **sc, **nums)
     assert 1.35 < ratio[-1] < 1.36 and ratio.max() == ratio[-1], ratio[-1]
@@ -331,11 +298,11 @@ def test_the_same_instance_with_identical_clients_exceeds_both_theorems():
     heterogeneous theorem's ``γ_max`` (0.177), by 1.59 for the identical one's (``α/(4L) = 0.25``)."""
     A, b, x0, nums, sc = _counterexample(identical=True)
     assert nums["zeta2"] == 0.0 and np.allclose(A[0], A[1])
-    ex = _exact(A, b, sc["gamma"], T_CE, H_CE, NOISE_CE, _rounds(), x0)
+    ex = exact_dist_sq_dense(A, b, sc["gamma"], T_CE, H_CE, NOISE_CE, _rounds(), x0)
     for name in ("heterogeneous", "identical"):
         thm = THEOREMS[name]
         g = float(thm.gamma_max(delta=0.0, **{**sc, **nums}))
-        ex_g = ex if g == sc["gamma"] else _exact(A, b, g, T_CE, H_CE, NOISE_CE, _rounds(), x0)
+        ex_g = ex if g == sc["gamma"] else exact_dist_sq_dense(A, b, g, T_CE, H_CE, NOISE_CE, _rounds(), x0)
         ratio = ex_g[-1] / float(thm.evaluate(t=T_CE, delta=0.0, **{**sc, "gamma": g}, **nums))
         assert {"heterogeneous": 1.34 < ratio < 1.36, "identical": 1.58 < ratio < 1.6}[name], (name, ratio)
 
@@ -354,7 +321,7 @@ def test_simulated_runs_of_the_counterexample_exceed_the_bound():
     assert np.all(res.drift[N1 - 1] == 100.0) and np.all(np.delete(drift, N1 - 1) == 1.0)
     dist, steps = res.history["dist_sq"], np.asarray(res.steps)
     mean, se = mean_and_se(dist)
-    ex = _exact(A, b, sc["gamma"], T_CE, H_CE, NOISE_CE, _rounds(), x0)[steps]
+    ex = exact_dist_sq_dense(A, b, sc["gamma"], T_CE, H_CE, NOISE_CE, _rounds(), x0)[steps]
     assert np.all(np.abs(mean - ex) <= 5 * se + 1e-9 * ex)
     lower = float(lower_limit(dist[-1], level=1 - 1e-6))
     bound = float(THM.evaluate(t=T_CE, delta=0.0, **sc, **nums))
@@ -391,7 +358,7 @@ def test_random_dense_instances_with_random_scaling_stay_below_the_bound():
     worst = late = 0.0
     for (A, b, x0, noise, Ds, nums, frac), gm in zip(cases, g_max):
         g = frac * float(gm)
-        ex = _exact(A, b, g, T, nums["H"], noise, Ds, x0)
+        ex = exact_dist_sq_dense(A, b, g, T, nums["H"], noise, Ds, x0)
         bound = THM.evaluate(t=np.arange(1, T + 1), gamma=g, delta=0.0, **nums)
         worst, late = max(worst, float(np.max(ex[1:] / bound))), max(late, float(np.max(ex[2:] / bound[1:])))
     assert 0.999 < worst <= 1.0 + RTOL and late < 0.9, (worst, late)  # an equality at t = 1, 0.88 after

@@ -3,8 +3,8 @@
 ``verify(suite)`` runs every case of a suite (one batched simulation each), checks its theorem
 at every step and every lemma along the same trajectories, and returns a :class:`Report`
 (JSON, Markdown, plots). ``adversarial(...)`` searches each rule's assumption class for the
-instance that maximises observed/bound; ``exact_dist_sq`` gives the exact expectation where D̂
-does not depend on the noise. Given a :class:`~savic_theory.verify.resume.WorkArea`, both keep
+instance that maximises observed/bound; ``exact_dist_sq`` (diagonal Hessians) and
+``exact_dist_sq_dense`` give the exact expectation where D̂ does not depend on the noise. Given a :class:`~savic_theory.verify.resume.WorkArea`, both keep
 each case and search as it finishes and reuse those already kept, so an interrupted run resumes
 with the same numbers. ``savic verify`` is the command-line front end.
 
@@ -22,13 +22,14 @@ import time
 from ..theory.lemmas import RULE_BOUNDS
 from .adversarial import AdversarialResult, reproduce, search
 from .checks import CaseResult, Check, run_case
-from .exact import exact_dist_sq
+from .exact import exact_dist_sq, exact_dist_sq_dense
 from .report import Report
 from .resume import WorkArea
 from .suite import PROBLEMS, SUITES, Case, get_problem, select_cases
 
 __all__ = ["verify", "adversarial", "Report", "Case", "CaseResult", "Check", "AdversarialResult",
-           "SUITES", "PROBLEMS", "get_problem", "run_case", "search", "reproduce", "exact_dist_sq"]
+           "SUITES", "PROBLEMS", "get_problem", "run_case", "search", "reproduce", "exact_dist_sq",
+           "exact_dist_sq_dense"]
 
 
 def verify(suite="default", *, level: float = 0.99, theorems=None, progress: bool = True,
