@@ -101,7 +101,8 @@ def run_gpu(out: Path, quick: bool, command: str = "python -m benchmarks gpu") -
     result = {"machine": info, "command": command}
 
     def section(key, title, fn):
-        """``result[key] = fn(keep)``; ``keep(rows so far)`` saves them as they come."""
+        """``result[key] = fn(keep)``; ``keep(rows so far)`` saves them as they come (every section
+        but the two-run agreement check saves row by row)."""
         print(title)
         partial = []
 
@@ -133,7 +134,8 @@ def run_gpu(out: Path, quick: bool, command: str = "python -m benchmarks gpu") -
 
     section("dense", "dense A_m and eigenbasis gradients:", dense_suite)
     section("rules_axis", "rules on the run axis, 16 clients × d = 100 (one call against one call per rule):",
-            lambda keep: rules_axis.compare(rules_axis.GPU_CONFIG, repeats=1 if quick else 3, backend="cupy"))
+            lambda keep: rules_axis.compare(rules_axis.GPU_CONFIG, repeats=1 if quick else 3, backend="cupy",
+                                            keep=keep))
     plot_title = f"GPU time per step ({info['gpu']}): adam, global, H = 10"
 
     def scaling_point(keep):

@@ -38,9 +38,10 @@ def _rule(name, cfg):
     return rules.identity() if name == "identity" else rules.make(name, beta=cfg["beta"], e=cfg["e"])
 
 
-def compare(cfg=CONFIG, repeats=5, log=print, backend=None) -> dict:
+def compare(cfg=CONFIG, repeats=5, log=print, backend=None, keep=None) -> dict:
     """Median ms per step (whole calls, set-up included) of the mixed call and the per-rule calls
-    (``backend``: as for ``simulate``; ``"cupy"`` times the GPU path)."""
+    (``backend``: as for ``simulate``; ``"cupy"`` times the GPU path). ``keep``, when given, is
+    called with the result so far after every row (a suite stopped midway keeps those rows)."""
     prob = cpu.problem(cfg)
     n = cfg["runs"]
     kw = dict(gamma=cfg["gamma"], steps=cfg["steps"], sync_every=cfg["H"], record_every=cfg["H"],
@@ -75,4 +76,6 @@ def compare(cfg=CONFIG, repeats=5, log=print, backend=None) -> dict:
             log(f"{label:28s} {scaling:6s}: one call {row['mixed_ms_per_step']:.3f} ms/step "
                 f"({row['mixed_path']}), one call per rule {row['separate_ms_per_step']:.3f} ms/step")
             rows.append(row)
+            if keep is not None:
+                keep({"config": cfg, "repeats": repeats, "rows": list(rows)})
     return {"config": cfg, "repeats": repeats, "rows": rows}

@@ -427,6 +427,7 @@ def test_a_failing_section_keeps_the_others(tiny_suite, tmp_path, monkeypatch, c
     assert snapshots[-1] == (sorted(sections + ["failed_rows", "scaling"]), 2)
     assert result["failed_rows"] == {"end_to_end": [1, 1]}
     assert any("bandwidth_incomplete" in keys for keys, _ in snapshots)
+    assert any("rules_axis_incomplete" in keys for keys, _ in snapshots)
     assert json.loads((tmp_path / "gpu.json").read_text())["end_to_end"] == result["end_to_end"]
     assert "end_to_end failed: RuntimeError" in capsys.readouterr().out
 
@@ -543,6 +544,7 @@ def test_gpu_tests_run_on_the_emulation(test_gpu_module):
     for scaling in SCALINGS:
         t.test_gpu_same_draws_probes_and_divergence(scaling)
         t.test_gpu_rules_mixed_on_the_run_axis(scaling)
+        t.test_gpu_common_draws_agree_with_cpu_reference(scaling)
     for rule, scaling, form in itertools.product(RULES, SCALINGS, t.FORMS):
         t.test_gpu_float32(rule, scaling, form)
     for rule, (dtype, rtol) in itertools.product(("rmsprop", "adam", "oasis"), (("float64", t.RTOL), ("float32", 1e-5))):
@@ -555,7 +557,8 @@ def test_gpu_tests_run_on_the_emulation(test_gpu_module):
     assert tested == {"test_gpu_agrees_with_cpu_reference", "test_gpu_same_draws_probes_and_divergence",
                       "test_gpu_float32", "test_client_mean_kernel_is_numpys_sequential_mean",
                       "test_problem_instances_on_the_run_axis_on_gpu", "test_gpu_rules_mixed_on_the_run_axis",
-                      "test_kernels_index_past_two_to_the_31", "test_gpu_global_update_kernel_agrees_with_cpu_reference"}, \
+                      "test_kernels_index_past_two_to_the_31", "test_gpu_global_update_kernel_agrees_with_cpu_reference",
+                      "test_gpu_common_draws_agree_with_cpu_reference"}, \
         "a new test in test_gpu.py: add it here"
 
 

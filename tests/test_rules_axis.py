@@ -235,7 +235,9 @@ def test_rules_benchmark_on_the_emulated_gpu_path(fake_cupy):
     from benchmarks import rules_axis
 
     cfg = dict(rules_axis.GPU_CONFIG, runs=2, clients=3, dim=4, steps=10)
-    out = rules_axis.compare(cfg, repeats=1, log=lambda *a: None, backend=fake_cupy)
+    kept = []
+    out = rules_axis.compare(cfg, repeats=1, log=lambda *a: None, backend=fake_cupy, keep=kept.append)
+    assert [len(k["rows"]) for k in kept] == [1, 2, 3, 4] and kept[-1]["rows"] == out["rows"]
     assert [(r["sweep"], r["scaling"]) for r in out["rows"]] == [
         (label, scaling) for label in rules_axis.SWEEPS for scaling in ("global", "local")]
     # the mixed call against the per-rule calls, noise-free: RTOL (1e-12), this file's tolerance
