@@ -29,7 +29,10 @@ at which it synchronised; only the header when no run did), ``summary.json`` and
 run that diverged has rows in both CSV files only for the steps before its ``diverged_at`` (no
 NaN rows); ``summary.json`` gives, per grid point, each run's ``status`` (``"ok"`` or
 ``"diverged"``) and ``diverged_at`` (the first recorded step at which the divergence was
-detected, ``null`` if none) and the number of diverged runs.
+detected, ``null`` if none) and the number of diverged runs. In a paired experiment with
+several grid points, each point of a block also has ``paired_vs_best``: its final ``‖x̄ − x*‖²``
+minus that of the block's best point (lowest mean), run ``j`` against run ``j``, as a mean, a
+standard error and the number of pairs without a diverged run.
 """
 from __future__ import annotations
 
@@ -245,9 +248,13 @@ def _point_label(point: dict) -> str:
 
 
 def _summary(block: Block, res: SimulationResult) -> dict:
-    """Per grid point: mean ± std over runs of the final values, and the runs' statuses."""
+    """Per grid point: mean ± std over runs of the final values, and the runs' statuses; in a
+    paired block of several points also each point's run-by-run difference from the best one."""
     status = block.per_run(res.status)[0]
     diverged_at = block.per_run(res.diverged_at)[0]
+    paired = res.params.get("common_draws") is not None and len(block.points) > 1
+    best = _best_point(block, res) if paired else None
+    last = block.per_run(res.history["dist_sq"], len(res.steps))[-1]
     points = []
     for i, point in enumerate(block.points):
         sl = block.runs_of(i)
@@ -259,10 +266,25 @@ def _summary(block: Block, res: SimulationResult) -> dict:
                        "diverged": int(np.sum(status[sl] == "diverged")), "runs": block.runs,
                        "status": [str(s) for s in status[sl]],
                        "diverged_at": [int(t) if t >= 0 else None for t in diverged_at[sl]]})
+        if paired:
+            points[-1]["paired_vs_best"] = _paired_difference(last[sl], last[block.runs_of(best)], best, i)
     return {"rule": block.rule, "scaling": block.scaling, "elapsed_s": res.elapsed,
             "constants": {k: np.asarray(v).tolist() for k, v in res.problem.constants.as_dict().items()
                           if k != "x_star"},
             "points": points}
+
+
+def _paired_difference(final, best_final, best: int, point: int) -> dict:
+    """Final ``‖x̄ − x*‖²`` of a point minus that of the best point, run ``j`` against run ``j``
+    (both drew the same noise): mean, its standard error (``std/√n``, ``ddof = 1``) and the
+    number ``n`` of pairs in which neither run diverged."""
+    diff = final - best_final
+    ok = np.isfinite(diff)
+    n = int(np.sum(ok))
+    mean = float(np.mean(diff[ok])) if n else None
+    se = float(np.std(diff[ok], ddof=1) / np.sqrt(n)) if n > 1 else None
+    return {"best_point": best, "dist_sq_diff_mean": 0.0 if point == best else mean,
+            "dist_sq_diff_se": 0.0 if point == best else se, "pairs": n}
 
 
 def _nanstat(fn, v):

@@ -155,6 +155,19 @@ def test_paired_grid_points_share_the_draws_of_a_single_point(tmp_path):
     np.testing.assert_allclose(_history_of(tmp_path / "paired", "0.03"), alone, rtol=1e-12)
     assert not np.allclose(_history_of(tmp_path / "unpaired", "0.03"), alone, rtol=1e-3)
     assert "paired = true" in (tmp_path / "paired" / "config.toml").read_text()
+    # summary.json: each point's run-by-run difference from the best point, from the same numbers
+    points = json.loads((tmp_path / "paired" / "summary.json").read_text())["adam-global"]["points"]
+    finals = {g: _history_of(tmp_path / "paired", g).reshape(3, 31, 3)[:, -1, 0] for g in ("0.02", "0.03")}
+    best = points[0]["paired_vs_best"]["best_point"]
+    other = 1 - best
+    diff = finals[("0.02", "0.03")[other]] - finals[("0.02", "0.03")[best]]
+    assert points[best]["paired_vs_best"]["dist_sq_diff_mean"] == 0.0
+    got = points[other]["paired_vs_best"]
+    assert got["pairs"] == 3 and got["best_point"] == best
+    np.testing.assert_allclose([got["dist_sq_diff_mean"], got["dist_sq_diff_se"]],
+                               [diff.mean(), diff.std(ddof=1) / np.sqrt(3)], rtol=1e-12)
+    unpaired = json.loads((tmp_path / "unpaired" / "summary.json").read_text())["adam-global"]["points"]
+    assert "paired_vs_best" not in unpaired[0]
 
 
 def test_probes_option_chooses_the_oasis_statistic(tmp_path):
