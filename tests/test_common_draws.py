@@ -113,6 +113,17 @@ def test_shared_draws_match_the_generator_row_by_row():
     assert np.array_equal(ints[0], ints[2])
     with pytest.raises(ValueError, match="leading axis"):
         shared.standard_normal(size=(2, 5))
+    # a permutation of the runs: every run its own group, but not in order (the rows are taken)
+    perm = SharedDraws(np.random.default_rng(0), draw_groups([5, 2, 9], 3))
+    assert not perm.one_per_run
+    np.testing.assert_array_equal(perm.standard_normal(size=(3, 4)),
+                                  np.random.default_rng(0).standard_normal((3, 4))[[1, 0, 2]])
+    # in order: passed through
+    ordered = SharedDraws(np.random.default_rng(0), draw_groups([4, 7, 9], 3))
+    assert ordered.one_per_run
+    np.testing.assert_array_equal(ordered.integers(0, 5, size=(3, 6)), np.random.default_rng(0).integers(0, 5, size=(3, 6)))
+    with pytest.raises(ValueError, match="leading axis"):
+        ordered.standard_normal(size=(2, 5))
 
 
 @pytest.mark.parametrize("labels, error, match", [

@@ -41,6 +41,8 @@ class SharedDraws:
         self.rng = rng
         self.groups = np.asarray(groups, dtype=np.intp)
         self.n_groups = int(self.groups.max()) + 1
+        #: every run its own group, in order: the draws are the generator's, passed through
+        self.one_per_run = bool(np.array_equal(self.groups, np.arange(self.groups.size)))
 
     def _shape(self, size) -> tuple:
         size = (size,) if np.ndim(size) == 0 else tuple(size)
@@ -50,6 +52,9 @@ class SharedDraws:
         return (self.n_groups, *size[1:])
 
     def standard_normal(self, size=None, dtype=np.float64, out=None):
+        if self.one_per_run:
+            self._shape(size if out is None else out.shape)
+            return self.rng.standard_normal(size=size, dtype=dtype, out=out)
         if out is not None:
             rows = self.rng.standard_normal(size=self._shape(out.shape), dtype=dtype)
             np.take(rows, self.groups, axis=0, out=out)
@@ -57,4 +62,7 @@ class SharedDraws:
         return self.rng.standard_normal(size=self._shape(size), dtype=dtype)[self.groups]
 
     def integers(self, low, high=None, size=None, dtype=np.int64, endpoint=False):
+        if self.one_per_run:
+            self._shape(size)
+            return self.rng.integers(low, high, size=size, dtype=dtype, endpoint=endpoint)
         return self.rng.integers(low, high, size=self._shape(size), dtype=dtype, endpoint=endpoint)[self.groups]
