@@ -12,10 +12,13 @@ point alone: the same point run alone, or in a grid with other values or another
 other draws, and runs with the same index at different points do not share their noise (they
 are not paired): compare grid points by their statistics over runs. With ``run.paired = true``
 the call's ``common_draws`` gives run ``j`` of every point the same draws (noise, minibatches,
-probes: common random numbers), those of run ``j`` of a single point with ``runs`` runs and the
-same seed; grid points of a block then compare run by run, and a difference between two points
-has the variance of a paired difference. Pairing holds within a block (one rule and scaling);
-blocks are separate calls.
+probes: common random numbers); grid points of a block then compare run by run, and a
+difference between two points has the variance of a paired difference. Pairing holds within a
+block (one rule and scaling); blocks are separate calls. A point's draws are then those of run
+``j`` of the point alone (a single-point call with ``runs`` runs and the same seed), with one
+exception: in global scaling a rule with Hutchinson probes draws them only at steps where some
+run of the call syncs, so in a grid over ``sync_every`` the probes of the point alone fall on
+other steps (the pairing inside the grid is unaffected).
 
 Finished blocks are kept in a hidden work folder beside the result folder, so an interrupted
 experiment resumes where it stopped (``resume=True``); the result folder appears only when every

@@ -4,7 +4,9 @@ Options come from a TOML config file (``--config``) and flags, flags winning. Li
 config (``run.gamma``, ``run.sync_every``, ``rule.beta``, ``rule.e``, ``rule.name``) are grids,
 run as one batched call per rule and scaling, seeded with ``--seed``: a grid point's runs draw
 from that call's one random stream with the other points' runs, so the same config reproduces
-every number exactly, while the same point alone or in another grid gets other draws. Writes,
+every number exactly, while the same point alone or in another grid gets other draws; with
+``--paired`` run j of every point gets the same draws (common random numbers) and
+``summary.json`` gives each point's paired difference from the best point (``paired_vs_best``). Writes,
 atomically, into ``--out``: ``config.toml`` (the resolved config, re-runnable), ``history.csv``
 (one row per run and recorded step), ``drift.csv`` (one row per run and sync; only the header if
 none synced), ``summary.json`` and ``plot.png``. A run that diverges has history and drift rows

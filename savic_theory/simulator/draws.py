@@ -44,6 +44,13 @@ class SharedDraws:
         #: every run its own group, in order: the draws are the generator's, passed through
         self.one_per_run = bool(np.array_equal(self.groups, np.arange(self.groups.size)))
 
+    def __getattr__(self, name):
+        # a Problem's oracle may draw only what can be shared by runs: say so instead of an AttributeError
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise TypeError(f"common_draws shares the draws standard_normal and integers; this problem's "
+                        f"oracle calls Generator.{name}, which has no shared form")
+
     def _shape(self, size) -> tuple:
         size = (size,) if np.ndim(size) == 0 else tuple(size)
         if not size or size[0] != self.groups.size:

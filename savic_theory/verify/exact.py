@@ -119,7 +119,7 @@ def exact_dist_sq_dense(A, b, gamma: float, steps: int, sync_every: int = 1, noi
         raise ValueError(f"b must have shape (M, d) = {(M, d)}, got {b.shape}")
     if not (np.all(np.isfinite(A)) and np.all(np.isfinite(b))):
         raise ValueError("A and b must be finite")
-    if not np.allclose(A, np.swapaxes(A, 1, 2), rtol=1e-12, atol=0.0):
+    if not np.allclose(A, np.swapaxes(A, 1, 2), rtol=0.0, atol=1e-12 * np.max(np.abs(A))):
         raise ValueError("A must be symmetric (each A_m a Hessian)")
     if np.min(np.linalg.eigvalsh(A)) <= 0:
         raise ValueError("A must be positive definite (every f_m strongly convex)")
