@@ -277,7 +277,9 @@ HELP = {
     ("run", "scaling"): "global, local, or both (each with `runs` runs)",
     ("run", "runs"): "runs per grid point, all drawn in one batched call per rule and scaling",
     ("run", "paired"): "common random numbers: run i of every grid point of a rule and scaling gets "
-                       "the same noise, minibatches and probes, so grid points compare run by run",
+                       "the same noise, minibatches and probes, so grid points compare run by run "
+                       "(global-scaling OASIS over a grid of sync_every draws its probes at every "
+                       "run's syncs, so there a point differs from the point run alone)",
     ("run", "seed"): "seed of the random stream (noise, minibatches, probes) that each batched call "
                      "draws all its runs from",
     ("run", "record_every"): "record the history every this many steps (0 = about 500 records)",
