@@ -122,7 +122,7 @@ def test_pairing_shrinks_the_spread_of_a_difference(prob):
 
 
 def test_shared_draws_match_the_generator_row_by_row():
-    groups = draw_groups([3, 1, 3], 3)
+    groups = draw_groups([3, 1, 3])
     assert groups.tolist() == [1, 0, 1]
     shared = SharedDraws(np.random.default_rng(0), groups)
     out = np.empty((3, 2, 5))
@@ -138,12 +138,12 @@ def test_shared_draws_match_the_generator_row_by_row():
     with pytest.raises(ValueError, match="leading axis"):
         shared.standard_normal(size=(2, 5))
     # a permutation of the runs: every run its own group, but not in order (the rows are taken)
-    perm = SharedDraws(np.random.default_rng(0), draw_groups([5, 2, 9], 3))
+    perm = SharedDraws(np.random.default_rng(0), draw_groups([5, 2, 9]))
     assert not perm.one_per_run
     np.testing.assert_array_equal(perm.standard_normal(size=(3, 4)),
                                   np.random.default_rng(0).standard_normal((3, 4))[[1, 0, 2]])
     # in order: passed through
-    ordered = SharedDraws(np.random.default_rng(0), draw_groups([4, 7, 9], 3))
+    ordered = SharedDraws(np.random.default_rng(0), draw_groups([4, 7, 9]))
     assert ordered.one_per_run
     np.testing.assert_array_equal(ordered.integers(0, 5, size=(3, 6)), np.random.default_rng(0).integers(0, 5, size=(3, 6)))
     with pytest.raises(ValueError, match="leading axis"):

@@ -14,17 +14,15 @@ import numpy as np
 __all__ = ["SharedDraws", "draw_groups"]
 
 
-def draw_groups(labels, runs: int | None) -> np.ndarray:
+def draw_groups(labels) -> np.ndarray:
     """``labels`` (one integer per run) as group indices ``0 … G − 1`` in the order of the sorted
-    labels; errors name ``common_draws``."""
+    labels; errors name ``common_draws`` (its length is checked with the other run axes)."""
     a = np.asarray(labels)
     if a.ndim == 1 and a.size == 0:
         raise ValueError("common_draws must not be empty (one group label per run)")
     if a.dtype == np.bool_ or a.dtype.kind not in "iu" or a.ndim != 1:
         raise TypeError("common_draws must be a 1-D array of integers (one group label per run), "
                         f"got {labels!r}")
-    if runs is not None and a.size != runs:
-        raise ValueError(f"common_draws has {a.size} labels for {runs} runs")
     return np.unique(a, return_inverse=True)[1].reshape(-1)
 
 

@@ -555,6 +555,7 @@ def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None
     if not np.all(np.isfinite(x0_host)):
         raise ValueError("x0 contains NaN or inf")
 
+    groups = None if common_draws is None else draw_groups(common_draws)
     sizes = {
         "runs": runs,
         "gamma": gamma_arr.shape[0] if gamma_arr.ndim == 1 else None,
@@ -562,7 +563,7 @@ def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None
         "sync schedule": schedule.runs,
         "problem instances": problem.instances if problem.batched else None,
         "x0": x0_host.shape[0] if x0_host.ndim == 2 else None,
-        "common_draws": None if common_draws is None else draw_groups(common_draws, None).size,
+        "common_draws": None if groups is None else groups.size,
     }
     if runs is not None:
         _positive_int("runs", runs)
@@ -580,8 +581,8 @@ def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None
     exact_probe = probes == "exact" or (probes == "auto" and oracle.deterministic)
     schedule.bind(R)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    if common_draws is not None:
-        rng = SharedDraws(rng, draw_groups(common_draws, R))
+    if groups is not None:
+        rng = SharedDraws(rng, groups)  # its length is R: checked with the run axes above
     return RunSetup(problem, rule, scaling, steps, record_every, init_probes, gamma_arr,
                     divergence_factor, schedule, x0_host, R, batched, xp, dt, dtype, oracle,
                     exact_probe, rng, seed, keep_iterates, progress)
