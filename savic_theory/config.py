@@ -33,7 +33,7 @@ import math
 import numbers
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from .problems import Quadratic
 from .rules import RULES
@@ -87,6 +87,18 @@ CHOICES = {
 }
 
 
+def key_not_in_table(key: str, tables: Mapping[str, Iterable[str]], otherwise: str) -> str:
+    """The message for ``key`` written above every table of a config file: the tables of
+    ``tables`` (name -> its keys) that hold such a key, or ``otherwise`` when none does."""
+    owners = [f"[{t}]" for t, keys in tables.items() if key in keys]
+    return f"{key} is not in a table: {'put it under ' + ' or '.join(owners) if owners else otherwise}"
+
+
+def unknown_key(name: str, known: Iterable[str]) -> str:
+    """The message for a key ``name`` (``table.key``) that its table does not have."""
+    return f"unknown key {name}; known keys: {', '.join(known)}"
+
+
 def load_config(path: str | Path) -> dict:
     """Read a TOML config file (errors name the file)."""
     path = Path(path)
@@ -131,17 +143,15 @@ def resolve(config: dict | None = None, overrides: dict | None = None) -> dict:
             raise TypeError("a config must be a table of tables: [problem], [rule], [run]")
         for table, values in source.items():
             if table not in DEFAULTS and not isinstance(values, dict):  # a key above every table
-                owners = [f"[{t}]" for t in DEFAULTS if table in DEFAULTS[t]]
-                where = (f"put it under {' or '.join(owners)}" if owners
-                         else f"the tables are {', '.join(f'[{t}]' for t in DEFAULTS)}")
-                raise ValueError(f"{table} is not in a table: {where}")
+                raise ValueError(key_not_in_table(
+                    table, DEFAULTS, f"the tables are {', '.join(f'[{t}]' for t in DEFAULTS)}"))
             if table not in DEFAULTS:
                 raise ValueError(f"unknown config table [{table}]; known: {', '.join(DEFAULTS)}")
             if not isinstance(values, dict):
                 raise TypeError(f"[{table}] must be a table of keys")
             for key, value in values.items():
                 if key not in DEFAULTS[table]:
-                    raise ValueError(f"unknown key {table}.{key}; known keys: {', '.join(DEFAULTS[table])}")
+                    raise ValueError(unknown_key(f"{table}.{key}", DEFAULTS[table]))
                 out[table][key] = _check(table, key, value)
                 if table == "problem":
                     given.add(key)

@@ -66,6 +66,8 @@ BAD = {
     "verify key not in a table": (["verify", "--config", "{cfg}"], "level = 0.9\n[verify]\nsuite = 'quick'\n",
                                   "level is not in a table: put it under [verify]"),
     "run key not in a table": (["run", "{cfg}"], "steps = 10\n", "steps is not in a table: put it under [run]"),
+    "verify unknown key not in a table": (["verify", "--config", "{cfg}"], "levle = 0.9\n",
+                                          "levle is not in a table: this command reads only [verify]"),
     "verify range": (["verify", "--config", "{cfg}"], "[verify]\nlevel = 1.5\n", "--level must be in [0.5, 1)"),
     "verify rules": (["verify", "--config", "{cfg}"], "[verify]\nrules = ['adam', 'lion']\n", "unknown rule(s) in --rules: lion"),
     "verify not toml": (["verify", "--config", "{cfg}"], "[verify\n", "not valid TOML"),

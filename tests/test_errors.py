@@ -355,3 +355,63 @@ def test_constants_that_overflow_are_an_error_not_inf():
     prob = Quadratic.random(dim=4, n_clients=2, heterogeneity=1e200, seed=0)
     with pytest.raises(ValueError, match=r"^the problem's constants overflow float64 \(x\* has entries up to"):
         prob.constants
+
+
+@pytest.mark.parametrize("kw,error,match", [
+    ({"seed": -1}, ValueError, "seed must be a non-negative integer"),
+    ({"seed": "a"}, TypeError, "seed must be"),
+    ({"seed": 1.5}, TypeError, "seed must be"),
+    ({"keep_iterates": "no"}, TypeError, "keep_iterates must be True or False"),
+    ({"progress": "no"}, TypeError, "progress must be True or False"),
+    ({"x0": np.array([1 + 2j, 0.0])}, TypeError, "x0 must be an array of real numbers, got complex"),
+    ({"x0": [1 + 2j, 0.0]}, TypeError, "x0 must be an array of real numbers, got complex"),
+    ({"steps": 10**30}, ValueError, r"steps must be at most 2\*\*62"),
+    ({"gamma": 1e39, "dtype": "float32"}, ValueError, "gamma = 1e\\+39 does not fit float32"),
+])
+def test_seed_flags_x0_steps_and_gamma_range(prob, kw, error, match):
+    args = {"gamma": 0.1, "steps": 3, **kw}
+    with pytest.raises(error, match=match):
+        simulate(prob, rules.identity(), **args)
+
+
+def test_a_gamma_whose_step_overflows_diverges_without_warnings(prob):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning from the fused path's γ/D̂
+        res = simulate(prob, rules.rmsprop(), gamma=1e308, steps=5)
+    assert np.all(np.asarray(res.status) == "diverged")
+
+
+@pytest.mark.parametrize("steps,error", [(-3, ValueError), (0, ValueError), ("5", TypeError), (2**62 + 1, ValueError)])
+def test_sync_schedule_checks_steps(steps, error):
+    from savic_theory.simulator.schedule import SyncSchedule
+    with pytest.raises(error, match="steps must"):
+        SyncSchedule(steps, 2)
+
+
+def test_complexity_plan_beyond_int64_is_an_error():
+    from savic_theory.theory import THEOREMS
+    nums = dict(L=1.0, mu=0.1, alpha=1.0, Gamma=1.0, delta=0.0, M=4, H=2, sigma2=0.1, r0=1.0, A_nu=0.0, B_nu=1.0)
+    plan = THEOREMS["complexity[identical]"].plan(eps=1e-14, **nums)  # about 1e17 steps: fits
+    assert 0 < plan["steps"] < 2**62 and plan["rounds"] == np.ceil(plan["steps"] / 2)
+    with pytest.raises(ValueError, match="does not fit a 64-bit integer"):
+        THEOREMS["complexity[identical]"].plan(eps=1e-16, **nums)
+
+
+@pytest.mark.parametrize("args,match", [
+    ((0.5, 1.0, 1.0, 0.1), "kappa .* must be >= 1"),
+    ((0.0, 1.0, 1.0, 0.1), "kappa"),
+    ((10.0, 0.0, 1.0, 0.1), "q must be"),
+    ((10.0, 1.0, -1.0, 0.1), "scale must be"),
+    ((10.0, 1.0, 1.0, -0.1), "heterogeneity must be"),
+])
+def test_adversarial_instance_parameters_checked(args, match):
+    from savic_theory.verify.adversarial import instance_problem
+    with pytest.raises(ValueError, match=match):
+        instance_problem(*args)
+
+
+def test_adversarial_reproduce_names_missing_keys():
+    from savic_theory.verify.adversarial import reproduce
+    with pytest.raises(ValueError, match="params lacks kappa"):
+        reproduce({})

@@ -264,23 +264,24 @@ def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 def config_values(path: str | os.PathLike, table: str, parser: argparse.ArgumentParser,
                   lists: tuple[str, ...] = ()) -> dict[str, Any]:
     """The ``[table]`` of the TOML file ``path`` as option values, each checked against its option."""
-    from ..config import load_config
+    from ..config import key_not_in_table, load_config, unknown_key
 
     data = load_config(path)
     other = sorted(set(data) - {table})
     loose = [k for k in other if not isinstance(data[k], dict)]
+    actions = _options(parser)
     if loose:
-        raise UserError(f"{path}: {loose[0]} is not in a table: put it under [{table}]")
+        raise UserError(f"{path}: " + key_not_in_table(loose[0], {table: actions},
+                                                       f"this command reads only [{table}]"))
     if other:
         raise UserError(f"{path}: unknown config table [{other[0]}]; this command reads only [{table}]")
     values = data.get(table, {})
     if not isinstance(values, dict):
         raise UserError(f"{path}: [{table}] must be a table of keys")
-    actions = _options(parser)
     out = {}
     for key, value in values.items():
         if key not in actions:
-            raise UserError(f"unknown key {table}.{key}; known keys: {', '.join(actions)}")
+            raise UserError(unknown_key(f"{table}.{key}", actions))
         out[key] = _option_value(f"{table}.{key}", value, actions[key], key in lists)
     return out
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import key_not_in_table, unknown_key
 from ..problems.data import SPLITS
 from ..rules import RULES
 from .data import DATASETS
@@ -153,10 +154,8 @@ class NNConfig:
         unknown = set(raw) - set(tables) - {"method"}
         loose = sorted(k for k in unknown if not isinstance(raw[k], dict))
         if loose:
-            owners = [f"[{t}]" for t, klass in tables.items() if loose[0] in {f.name for f in dataclasses.fields(klass)}]
-            where = (f"put it under {' or '.join(owners)}" if owners
-                     else "the tables are [data], [model], [train], [method.NAME]")
-            raise ValueError(f"{loose[0]} is not in a table: {where}")
+            keys = {t: [f.name for f in dataclasses.fields(klass)] for t, klass in tables.items()}
+            raise ValueError(key_not_in_table(loose[0], keys, "the tables are [data], [model], [train], [method.NAME]"))
         if unknown:
             raise ValueError(f"unknown config table [{sorted(unknown)[0]}]; known: data, model, train, method")
         parts = {name: _build(klass, raw.get(name, {}), name) for name, klass in tables.items()}
@@ -174,7 +173,7 @@ class NNConfig:
             out = {}
             for key, value in values.items():
                 if key not in allowed:
-                    raise ValueError(f"unknown key method.{name}.{key}; known keys: {', '.join(allowed)}")
+                    raise ValueError(unknown_key(f"method.{name}.{key}", allowed))
                 out[key] = _check_method_value(f"method.{name}.{key}", key, value, parts["train"].precision)
             checked[name] = out
         if parts["data"].batch_size == 0 and parts["data"].augment:
@@ -242,7 +241,7 @@ def _build(klass, values, table: str):
     kwargs = {}
     for key, value in values.items():
         if key not in fields_:
-            raise ValueError(f"unknown key {table}.{key}; known keys: {', '.join(fields_)}")
+            raise ValueError(unknown_key(f"{table}.{key}", fields_))
         kwargs[key] = _check(f"{table}.{key}", fields_[key], value)
     return klass(**kwargs)
 

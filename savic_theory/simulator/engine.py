@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 
 from .._backend import dtype_of, namespace, namespace_name, to_numpy
-from ..problems._base import Problem
+from .._validation import check_bool
+from ..problems._base import Problem, as_generator
 from ..rules import ScalingRule, Statistic, as_rule, clip
 from .result import HISTORY_KEYS, SimulationResult
 from .draws import SharedDraws, draw_groups
-from .schedule import SyncSchedule
+from .schedule import MAX_STEPS, SyncSchedule
 
 #: the leading HISTORY_KEYS, those of the iterate (dist_sq, f_gap, consensus): not finite = diverged
 _ITERATE_KEYS = HISTORY_KEYS.index("consensus") + 1
@@ -61,7 +62,7 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
         Start point of every client (zeros by default). A CuPy array selects the GPU.
     noise : float, optional
         Replace the problem's additive gradient noise ``σ² = E‖ξ‖²``.
-    seed : int or numpy.random.SeedSequence
+    seed : int, numpy.random.SeedSequence or numpy.random.Generator
         Seed of the host generator that draws all noise, minibatches and probes.
     runs : int, optional
         Number of independent runs (default: from the array parameters, else one run).
@@ -91,7 +92,10 @@ def simulate(problem: Problem, rule: ScalingRule | str, gamma, steps: int, sync_
         smaller variance). Each group's draws are those one run would get in a call of ``G``
         runs (``G`` distinct labels, ranked in sorted order); ``arange(runs)`` gives exactly the
         draws of ``None``. Every run draws at every step, the same arrays whatever its
-        parameters, so a group stays paired to the end (a diverged run included).
+        parameters, so a group stays paired to the end (a diverged run included). One
+        exception: in global scaling OASIS draws its probes only at steps where some run of the
+        call syncs, so with different ``sync_every`` (or ``sync_at``) per run a group's probes
+        differ from those of one run alone; they are still shared within the group.
     divergence_factor : float
         A run whose ``‖x̄−x*‖²`` exceeds ``divergence_factor · max(1, ‖x⁰−x*‖²)``, or whose
         ``‖x̄−x*‖²``, ``f(x̄)−f*`` or consensus error is not finite, or any recorded value NaN,
@@ -530,6 +534,9 @@ def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None
     if scaling not in SCALINGS:
         raise ValueError(f"unknown scaling {scaling!r}; expected one of {', '.join(SCALINGS)}")
     steps = _positive_int("steps", steps)
+    if steps > MAX_STEPS:
+        raise ValueError(f"steps must be at most 2**62, got {steps}")
+    keep_iterates, progress = check_bool("keep_iterates", keep_iterates), check_bool("progress", progress)
     if record_every is None:
         record_every = max(1, steps // 500)
     record_every = _positive_int("record_every", record_every)
@@ -580,7 +587,10 @@ def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None
         raise ValueError(f"probes must be 'auto', 'rademacher' or 'exact', got {probes!r}")
     exact_probe = probes == "exact" or (probes == "auto" and oracle.deterministic)
     schedule.bind(R)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if not np.all(gamma_arr <= np.finfo(dt).max):  # γ enters every step in the run's dtype
+        raise ValueError(f"gamma = {np.max(gamma_arr):g} does not fit {np.dtype(dt).name} "
+                         f"(at most {np.finfo(dt).max:.4g})")
+    rng = as_generator(seed)
     if groups is not None:
         rng = SharedDraws(rng, groups)  # its length is R: checked with the run axes above
     return RunSetup(problem, rule, scaling, steps, record_every, init_probes, gamma_arr,
@@ -611,6 +621,12 @@ def _is_real_array(a) -> bool:
 
 
 def _as_host(a) -> np.ndarray:
+    try:
+        complex_ = np.iscomplexobj(a)
+    except ValueError:  # ragged: reported below
+        complex_ = False
+    if complex_:
+        raise TypeError("x0 must be an array of real numbers, got complex values")
     try:
         return np.array(to_numpy(a) if not isinstance(a, (list, tuple)) else a, dtype=np.float64)
     except (TypeError, ValueError) as exc:

@@ -1164,7 +1164,8 @@ class _CPUOps(_Ops):
         if not self._affine:
             return
         if self._kernels is not None:  # the kernels form P and q on the fly from c = γ/D̂
-            c = np.divide(self.gamma, D)  # (runs, 1, d); (runs, M, d) for a static local D̂
+            with np.errstate(over="ignore"):  # γ/D̂ may overflow: that run diverges in its first step
+                c = np.divide(self.gamma, D)  # (runs, 1, d); (runs, M, d) for a static local D̂
             self._c = np.ascontiguousarray(np.broadcast_to(c, (self.R, c.shape[1], self.d)))
             return
         if self._P is None:

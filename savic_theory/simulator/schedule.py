@@ -6,7 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._validation import check_int
+
 __all__ = ["SyncSchedule"]
+
+MAX_STEPS = 2**62
 
 
 class SyncSchedule:
@@ -24,6 +28,9 @@ class SyncSchedule:
     """
 
     def __init__(self, steps: int, sync_every=1, sync_at=None):
+        steps = check_int("steps", steps, 1)
+        if steps > MAX_STEPS:  # step counters and tables are int64
+            raise ValueError(f"steps must be at most 2**62, got {steps}")
         self.steps = steps
         self._table = None
         self._period = None

@@ -260,6 +260,10 @@ class ComplexityTheorem(Theorem):
         g = _evaluate(self.extras["gamma_eps"], {**numbers, "gamma_max": gmax}, "gamma_eps")
         steps = np.ceil(_evaluate(self.bound, {**numbers, "gamma": g}, "T_eps") - 1e-9)
         steps = np.maximum(steps, 1)
+        if np.any(~(steps < 2.0**62)):  # also NaN; int64 would wrap to nonsense
+            worst = float(np.max(np.where(np.isnan(steps), np.inf, steps)))
+            raise ValueError(f"T_eps = {worst:.3g} steps does not fit a 64-bit integer "
+                             f"(eps = {numbers.get('eps')!r} is too small for these constants)")
         rounds = np.ceil(steps / np.asarray(numbers["H"], dtype=np.float64))
         return {"gamma": np.asarray(g, dtype=np.float64), "steps": steps.astype(np.int64),
                 "rounds": rounds.astype(np.int64)}

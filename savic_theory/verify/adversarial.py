@@ -41,7 +41,7 @@ import numpy as np
 from scipy.optimize import differential_evolution, minimize
 
 from .. import rules as _rules
-from .._validation import check_int
+from .._validation import check_int, check_nonnegative, check_positive
 from ..problems.quadratic import Quadratic
 from ..simulator import simulate
 from ..theory import RULE_BOUNDS, THEOREMS, drift_factors
@@ -207,10 +207,19 @@ def instance_problem(kappa: float, q: float, scale: float, heterogeneity: float,
     >>> p.identical, round(p.L / p.mu)
     (True, 100)
     """
-    nat = {"kappa": np.array([kappa], dtype=np.float64), "q": np.array([q], dtype=np.float64),
-           "scale": np.array([scale], dtype=np.float64), "heterogeneity": np.array([heterogeneity], dtype=np.float64)}
+    kappa = check_positive("kappa", kappa, "the condition number L/μ")
+    if kappa < 1:
+        raise ValueError(f"kappa (the condition number L/μ) must be >= 1, got {kappa!r}")
+    values = {"kappa": kappa, "q": check_positive("q", q, "the spectrum's shape exponent"),
+              "scale": check_nonnegative("scale", scale, "the size of the minimisers"),
+              "heterogeneity": check_nonnegative("heterogeneity", heterogeneity)}
+    nat = {k: np.array([v], dtype=np.float64) for k, v in values.items()}
     lam, xs = _instances(nat, check_int("d", d, 2), check_int("M", M, 1), check_int("draw_seed", draw_seed, 0))
     return Quadratic(A=lam[0], b=lam[0] * xs[0], noise=noise)
+
+
+_REPRODUCE_KEYS = ("kappa", "q", "scale", "heterogeneity", "gamma_frac", "beta", "e_rel", "H", "confirm_seeds",
+                   "d", "M", "draw_seed", "noise", "rule", "e", "gamma", "steps", "confirm_seed")
 
 
 def reproduce(params: dict):
@@ -225,6 +234,10 @@ def reproduce(params: dict):
     >>> simulate(prob, rule, **kw).history["dist_sq"].shape[1] == r.params["confirm_seeds"]
     True
     """
+    missing = [k for k in _REPRODUCE_KEYS if k not in params]
+    if missing:
+        raise ValueError(f"params lacks {', '.join(missing)}: pass a search result's params "
+                         f"(AdversarialResult.params, or its entry in report.json)")
     nat = {k: np.atleast_1d(np.asarray(params[k], dtype=np.float64))
            for k in ("kappa", "q", "scale", "heterogeneity", "gamma_frac", "beta", "e_rel")}
     nat["H"] = np.atleast_1d(np.asarray(params["H"], dtype=np.int64))
