@@ -392,6 +392,8 @@ def test_runner_interrupted_then_resumed_gives_the_same_results(tmp_path):
     assert [r["status"] for r in partial["runs"]].count("done") == 6
     assert {(r["method"], r["status"], r["rounds"]) for r in partial["runs"] if r["status"] != "done"} == {
         ("adam-local", "running", 2)}
+    cell = partial["table"]["dirichlet"]["adam-local"]  # the unfinished run stays out of the means
+    assert (cell["runs"], cell["unfinished"], cell["diverged"], cell["test_acc"]["n"]) == (1, 1, 0, 0)
     summary = run_experiment(cfg, tmp_path / "cut", progress=False, resume=True)
     assert not (tmp_path / "cut/runs/dirichlet/adam-local/seed0/checkpoint.pt").exists()
 

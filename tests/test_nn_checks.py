@@ -478,6 +478,37 @@ def test_a_damaged_checkpoint_is_named_on_resume(tmp_path, capsys, damage):
     assert hist["status"] == "done" and [r["round"] for r in hist["history"]] == [0, 1, 2]
 
 
+@pytest.mark.parametrize("damage", ["no state", "x cut short"])
+def test_a_checkpoint_that_does_not_fit_the_run_is_named_on_resume(tmp_path, capsys, damage):
+    """A readable checkpoint edited or damaged inside (a key gone, a tensor of another size) is a
+    one-line error naming the file too, not an internal error."""
+    cfg, out, ckpt = _cut_after_one_round(tmp_path)
+    sd = torch.load(ckpt, weights_only=True)
+    if damage == "no state":
+        del sd["state"]
+    else:
+        sd["x"] = sd["x"][:-3]
+    torch.save(sd, ckpt)
+    assert main(["nn", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"savic nn: error: --resume: {ckpt}") and err.count("\n") == 1, err
+    assert {"no state": "does not fit this run (KeyError: 'state'); delete it to train this run from round 0",
+            "x cut short": f": checkpoint's x has shape ({sd['x'].numel()},), this run's model needs ("}[damage] in err
+
+
+def test_resume_removes_what_a_killed_process_half_wrote(tmp_path, capsys):
+    """A process killed while writing leaves atomic_write's temporaries; --resume removes them."""
+    cfg, out, ckpt = _cut_after_one_round(tmp_path)
+    stale = [ckpt.parent / ".checkpoint.pt.abc123.part", out / ".summary.json.x1.part",
+             out / "figures" / ".rounds.png.y2.part"]
+    for p in stale:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half")
+    assert main(["nn", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 0
+    capsys.readouterr()
+    assert not any(p.exists() for p in stale)
+
+
 def test_a_gpu_index_is_refused_under_torchrun(tmp_path, capsys, monkeypatch):
     """``train.device = "cuda:N"`` put every torchrun process on GPU N; with several processes it
     is an error that points to ``cuda`` (each process on GPU LOCAL_RANK). CUDA is emulated."""

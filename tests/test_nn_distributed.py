@@ -99,3 +99,52 @@ def test_two_gloo_processes_match_the_single_process_run(tmp_path):
         # the client generators continue from the same states whatever the layout
         assert all(torch.equal(a, b) for a, b in zip(c_dist["generators"], c_one["generators"]))
         assert c_dist["k"] == c_one["k"] and c_dist["round"] == c_one["round"] == 2
+
+
+# Process 1 alone fails in round 2 (as out of memory would): a sitecustomize on its path
+# patches Trainer.run_round when the runner is imported.
+_FAIL_ON_RANK_1 = '''
+import os, sys, importlib.abc
+if os.environ.get("RANK") == "1":
+    class _Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "savic_theory.nn.runner":
+                sys.meta_path.remove(self)
+                from savic_theory.nn import engine
+                plain = engine.Trainer.run_round
+                def run_round(self):
+                    if self.round == 1:
+                        raise MemoryError("made to fail on process 1")
+                    return plain(self)
+                engine.Trainer.run_round = run_round
+            return None
+    sys.meta_path.insert(0, _Finder())
+'''
+
+
+def _torchrun(tmp_path, *args, env=None):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           "-m", "savic_theory", "nn", *args, "--no-progress"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def test_an_error_on_one_process_ends_the_job_with_its_message(tmp_path):
+    """No process waits for one that failed: the failing one says why, the others that it stopped."""
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(_FAIL_ON_RANK_1)
+    cfg_path = tmp_path / "dist.toml"
+    cfg_path.write_text(CONFIG)
+    path = os.pathsep.join([str(tmp_path / "inject"), os.environ.get("PYTHONPATH", "")])
+    proc = _torchrun(tmp_path, str(cfg_path), "--out", str(tmp_path / "out"), env={"PYTHONPATH": path})
+    assert proc.returncode != 0
+    assert "savic nn (process 1 of 2): error: out of memory (made to fail on process 1)" in proc.stderr
+    assert "internal error" not in proc.stderr, proc.stderr[-4000:]
+
+
+def test_report_error_under_torchrun_is_one_line_not_a_hang(tmp_path):
+    cfg_path = tmp_path / "dist.toml"
+    cfg_path.write_text(CONFIG)
+    proc = _torchrun(tmp_path, str(cfg_path), "--out", str(tmp_path / "nothing"), "--report")
+    assert proc.returncode != 0
+    assert f"savic nn: error: {tmp_path / 'nothing'} holds no experiment (no config.toml) to report on" in proc.stderr

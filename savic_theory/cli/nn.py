@@ -56,16 +56,35 @@ def run(args: argparse.Namespace) -> int:
     comm = device = None
     if distributed_env():
         comm, device = init_distributed(cfg.train.device)
+    lead = comm is None or comm.rank == 0
     try:
-        lead = comm is None or comm.rank == 0
         run_experiment(cfg, out, resume=args.resume, progress=not args.no_progress, comm=comm, device=device,
                        log=print if lead else None, report=args.report)
-        if lead:
-            print(f"wrote {out}: results.csv, summary.json, figures/rounds.png, figures/scaling.png")
-    finally:
-        if comm is not None:
-            import torch.distributed as dist
+    except Exception as exc:
+        # No barrier on the way out: the others may be inside a collective that this process
+        # will never join. Its exit breaks their connections, and torchrun ends the job.
+        if comm is not None and _peer_stopped(exc):
+            raise UserError("another process of this job stopped (its own message says why); "
+                            "--resume continues from the last checkpoints") from None
+        raise
+    if comm is not None:
+        import torch.distributed as dist
 
-            dist.barrier()  # leave together: no process tears down while another still talks
-            dist.destroy_process_group()
+        dist.barrier()  # leave together: no process tears down while another still talks
+        dist.destroy_process_group()
+    if lead:
+        print(f"wrote {out}: results.csv, summary.json, figures/rounds.png, figures/scaling.png")
     return 0
+
+
+#: what a collective says when a process of the job has gone (gloo's words; NCCL's errors
+#: are DistBackendError)
+_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Socket closed")
+
+
+def _peer_stopped(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective failing because another process ended."""
+    import torch.distributed as dist
+
+    return isinstance(exc, dist.DistBackendError) or (
+        isinstance(exc, RuntimeError) and any(w in str(exc) for w in _GONE))

@@ -335,13 +335,23 @@ class Trainer:
         if len(gens) != self.M or any(st.numel() != size for st in gens):  # damaged, or edited by hand
             raise ValueError(f"checkpoint does not hold {self.M} generator states of {size} bytes, as the "
                              f"{self.device.type} generators of this run need")
-        self.x = sd["x"].to(self.device, self.dtype).expand(len(self.clients), -1).clone()
+        x = sd["x"]
+        if not torch.is_tensor(x) or tuple(x.shape) != (self.P,):
+            raise ValueError(f"checkpoint's x has shape {tuple(getattr(x, 'shape', ()))}, this run's model "
+                             f"needs ({self.P},)")
+        self.x = x.to(self.device, self.dtype).expand(len(self.clients), -1).clone()
         if sd["state"] is not None:
             values = []
-            for value in sd["state"].values():
+            mine = list(self.state) if self.state is not None else [None] * len(sd["state"])
+            if len(mine) != len(sd["state"]):
+                raise ValueError(f"checkpoint's scaling state has {len(sd['state'])} parts, this run's {len(mine)}")
+            for (key, value), own in zip(sd["state"].items(), mine):
                 if torch.is_tensor(value):
                     # a copy: the rounds to come must not change the checkpoint handed in
                     value = value[self.clients.start:self.clients.stop] if self.local else value
+                    if torch.is_tensor(own) and value.shape != own.shape:
+                        raise ValueError(f"checkpoint's scaling state {key} has shape {tuple(value.shape)}, this "
+                                         f"run's {tuple(own.shape)}")
                     value = value.to(self.device, self.dtype, copy=True)
                 values.append(value)
             self.state = type(self.scaling.init(torch.zeros(1, dtype=self.dtype)))(*values)

@@ -144,8 +144,8 @@ def run_experiment(cfg: NNConfig, out: str | os.PathLike, *, resume: bool = Fals
     comm = comm or LocalComm()
     lead = comm.rank == 0
     out = Path(out)
-    if report:
-        return comm.broadcast_object(_report(cfg, out) if lead else None)
+    if report:  # process 0 writes; its error reaches every process (none waits for a broadcast)
+        return _collective(comm, lambda: _report(cfg, out))
     made = _collective(comm, lambda: _prepare_out(cfg, out, resume))
     try:
         summary = _run_all(cfg, out, resume, progress, comm, device, on_round, log)
@@ -251,6 +251,12 @@ def _run_one(cfg, out, data, images, split, method_name, seed, comm, device, dty
             trainer.load_state_dict(payload)
         except ValueError as exc:  # another device type, method, ...: name the file
             raise ValueError(f"--resume: {run_dir / 'checkpoint.pt'}: {exc}") from None
+        except (OSError, MemoryError, torch.OutOfMemoryError):  # the disk or the machine, not the file
+            raise
+        except Exception as exc:  # keys missing, tensors of other shapes: a damaged or edited file
+            raise ValueError(f"--resume: {run_dir / 'checkpoint.pt'} does not fit this run ({type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); delete "
+                             f"it to train this run from round 0, or use another --out") from None
         if trainer.round > 0 and _diverged(trainer.history[-1]):  # cut off before its history said so
             status = "diverged"
     else:
@@ -304,6 +310,9 @@ def _diverged(record: dict) -> bool:
 def _read_run(run_dir: Path, resume: bool):
     hist = run_dir / "history.json"
     ckpt = run_dir / "checkpoint.pt"
+    if resume:  # a killed process's half-written checkpoint or history (atomic_write's temporaries)
+        for part in run_dir.glob(".*.part"):
+            part.unlink(missing_ok=True)
     if resume and hist.is_file():
         payload = _read_history(hist)
         if payload.get("status") in ("done", "diverged"):
@@ -359,6 +368,8 @@ def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | _Extended | N
             raise ValueError(f"{out} already holds an experiment; pass --resume to continue it or choose "
                              "another --out")
         old = _check_extends_config(cfg, saved)
+        for part in [*out.glob(".*.part"), *(out / "figures").glob(".*.part")]:  # left by a killed process
+            part.unlink(missing_ok=True)
         if old is not None:  # added (or reordered) seeds, methods or splits: the folder's config grows
             import tomli_w
 
@@ -512,11 +523,14 @@ def _write_results(cfg: NNConfig, out: Path, histories: dict, figures: bool = Tr
             rows = [r for r in runs if r["split"] == split and r["method"] == method]
             if not rows:
                 continue
-            kept = [r for r in rows if r["status"] != "diverged"]  # a diverged run's numbers mean nothing
+            # a diverged run's numbers mean nothing; an unfinished one's (--report of an
+            # interrupted experiment) are of an earlier round than the others'
+            kept = [r for r in rows if r["status"] == "done"]
             table.setdefault(split, {})[method] = {
                 k: _stats([r["final"][k] for r in kept]) for k in REPORTED} | {
                 "best_test_acc": _stats([r["best_test_acc"] for r in kept]),
-                "runs": len(rows), "diverged": len(rows) - len(kept)}
+                "runs": len(rows), "diverged": sum(r["status"] == "diverged" for r in rows),
+                "unfinished": sum(r["status"] not in ("done", "diverged") for r in rows)}
     summary = {"runs": runs, "table": table, "config": cfg.to_dict()}
     write_json(out / "summary.json", finite_or_none(summary))
     if not figures:
