@@ -415,3 +415,16 @@ def test_adversarial_reproduce_names_missing_keys():
     from savic_theory.verify.adversarial import reproduce
     with pytest.raises(ValueError, match="params lacks kappa"):
         reproduce({})
+
+
+@pytest.mark.parametrize("kw", [
+    {"seed": np.int64(3)}, {"seed": np.random.SeedSequence(3)}, {"seed": np.random.default_rng(3)},
+    {"seed": [1, 2]}, {"keep_iterates": np.bool_(True)}, {"progress": np.bool_(False)}, {"gamma": 1},
+    {"x0": np.array([1.0, 2.0], dtype=np.float32)}, {"dtype": np.float32}, {"backend": "array_api_strict"},
+])
+def test_valid_seeds_flags_and_arrays_still_run(prob, kw):
+    args = {"gamma": 0.1, "steps": 3, **kw}
+    if kw.get("backend") == "array_api_strict":
+        pytest.importorskip("array_api_strict")
+    res = simulate(prob, rules.adam(), **args)
+    assert np.all(np.asarray(res.status) == "ok")

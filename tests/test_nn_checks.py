@@ -478,7 +478,7 @@ def test_a_damaged_checkpoint_is_named_on_resume(tmp_path, capsys, damage):
     assert hist["status"] == "done" and [r["round"] for r in hist["history"]] == [0, 1, 2]
 
 
-@pytest.mark.parametrize("damage", ["no state", "x cut short"])
+@pytest.mark.parametrize("damage", ["no state", "x cut short", "state None", "v cut short"])
 def test_a_checkpoint_that_does_not_fit_the_run_is_named_on_resume(tmp_path, capsys, damage):
     """A readable checkpoint edited or damaged inside (a key gone, a tensor of another size) is a
     one-line error naming the file too, not an internal error."""
@@ -486,6 +486,11 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_named_on_resume(tmp_path, cap
     sd = torch.load(ckpt, weights_only=True)
     if damage == "no state":
         del sd["state"]
+    elif damage == "state None":
+        sd["state"] = None
+    elif damage == "v cut short":
+        key = next(k for k, v in sd["state"].items() if torch.is_tensor(v))
+        sd["state"][key] = sd["state"][key][..., :-1]
     else:
         sd["x"] = sd["x"][:-3]
     torch.save(sd, ckpt)
@@ -493,6 +498,8 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_named_on_resume(tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith(f"savic nn: error: --resume: {ckpt}") and err.count("\n") == 1, err
     assert {"no state": "does not fit this run (KeyError: 'state'); delete it to train this run from round 0",
+            "state None": ": checkpoint has no scaling state, this run's method adam-global has",
+            "v cut short": ": checkpoint's scaling state ",
             "x cut short": f": checkpoint's x has shape ({sd['x'].numel()},), this run's model needs ("}[damage] in err
 
 
@@ -565,3 +572,37 @@ def test_full_batches_of_unequal_clients_are_refused_before_any_run(tmp_path):
     with pytest.raises(ValueError, match=r"^data\.batch_size = 0 .* split 'dirichlet' gives from \d+ to \d+$"):
         run_experiment(cfg, tmp_path / "o", progress=False, on_round=lambda *run: trained.append(run))
     assert trained == [] and not (tmp_path / "o").exists()
+
+
+def test_the_shipped_nn_configs_load_and_the_cpu_sweep_differs_only_as_documented():
+    """Every nn config in configs/ is valid; the step-size sweep and the tuned run are
+    configs/nn-fmnist-cpu.toml with only gamma (times the file's factor), seeds and methods changed,
+    so docs/nn-results.md's comparison of the three is a comparison of step sizes and seeds alone."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    load = lambda p: NNConfig.from_dict(tomllib.loads(p.read_text())).to_dict()  # noqa: E731
+    paths = sorted(root.glob("nn-*.toml")) + sorted((root / "nn-fmnist-cpu-tune").glob("*.toml"))
+    assert len(paths) >= 8
+    configs = {p: load(p) for p in paths}
+    base = configs[root / "nn-fmnist-cpu.toml"]
+
+    def without(cfg, *keys):
+        cfg = json.loads(json.dumps(cfg))
+        for key in keys:
+            cfg["train"].pop(key)
+        for values in cfg["method"].values():
+            values.pop("gamma")
+        return cfg
+
+    for name, factor in (("x0.33", 1 / 3), ("x1", 1.0), ("x3", 3.0), ("x10", 10.0)):
+        cfg = configs[root / "nn-fmnist-cpu-tune" / f"{name}.toml"]
+        assert without(cfg, "seeds", "methods") == without(base, "seeds", "methods")
+        assert cfg["train"]["seeds"] == [0]
+        assert cfg["train"]["methods"] == ["local_sgd", "rmsprop-global", "adam-global", "oasis-global"]
+        for method, values in base["method"].items():
+            assert cfg["method"][method]["gamma"] == pytest.approx(values["gamma"] * factor, rel=2e-3)
+    tuned = configs[root / "nn-fmnist-cpu-tuned.toml"]
+    assert without(tuned, "seeds") == without(base, "seeds") and tuned["train"]["seeds"] == [1, 2]
+    assert {m: v["gamma"] for m, v in tuned["method"].items()} == {
+        "local_sgd": 0.1, "rmsprop": 1e-3, "adam": 1e-3, "oasis": 3e-3}

@@ -114,7 +114,8 @@ if os.environ.get("RANK") == "1":
                 plain = engine.Trainer.run_round
                 def run_round(self):
                     if self.round == 1:
-                        raise MemoryError("made to fail on process 1")
+                        raise {"MemoryError": MemoryError, "ValueError": ValueError}[os.environ["FAIL_WITH"]](
+                            "made to fail on process 1")
                     return plain(self)
                 engine.Trainer.run_round = run_round
             return None
@@ -129,17 +130,25 @@ def _torchrun(tmp_path, *args, env=None):
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
-def test_an_error_on_one_process_ends_the_job_with_its_message(tmp_path):
-    """No process waits for one that failed: the failing one says why, the others that it stopped."""
+@pytest.mark.parametrize("error", ["MemoryError", "ValueError"])
+def test_an_error_on_one_process_ends_the_job_with_its_message(tmp_path, error):
+    """No process waits for one that failed: the failing one says why (also an error of a kind
+    that every process would meet alike, printed once per machine when it is), the others that
+    it stopped, unless torchrun ends them first."""
     (tmp_path / "inject").mkdir()
     (tmp_path / "inject" / "sitecustomize.py").write_text(_FAIL_ON_RANK_1)
     cfg_path = tmp_path / "dist.toml"
     cfg_path.write_text(CONFIG)
     path = os.pathsep.join([str(tmp_path / "inject"), os.environ.get("PYTHONPATH", "")])
-    proc = _torchrun(tmp_path, str(cfg_path), "--out", str(tmp_path / "out"), env={"PYTHONPATH": path})
+    proc = _torchrun(tmp_path, str(cfg_path), "--out", str(tmp_path / "out"),
+                     env={"PYTHONPATH": path, "FAIL_WITH": error})
     assert proc.returncode != 0
-    assert "savic nn (process 1 of 2): error: out of memory (made to fail on process 1)" in proc.stderr
+    said = {"MemoryError": "out of memory (made to fail on process 1)", "ValueError": "made to fail on process 1"}
+    assert f"savic nn (process 1 of 2): error: {said[error]}" in proc.stderr, proc.stderr[-4000:]
     assert "internal error" not in proc.stderr, proc.stderr[-4000:]
+    others = [line for line in proc.stderr.splitlines() if line.startswith("savic nn: error:")]
+    assert all(line.startswith("savic nn: error: another process of this job stopped (its own message says why; "
+                               "here: ") for line in others), others
 
 
 def test_report_error_under_torchrun_is_one_line_not_a_hang(tmp_path):

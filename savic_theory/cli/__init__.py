@@ -302,7 +302,9 @@ def _run(parser, args, argv) -> int:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, KeyError):
             msg = f"missing or unknown key: {msg}"
-        _report(args.command, f"error: {msg}" + _kept_after_error(args))
+        # under torchrun, an error of one process alone (savic_alike False) is printed by it
+        _report(args.command, f"error: {msg}" + _kept_after_error(args),
+                errors_alike=getattr(exc, "savic_alike", True))
         return 2
     except Exception as exc:  # anything else is a bug in savic, not in the input
         return _report_internal_error(args, exc)

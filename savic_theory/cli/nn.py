@@ -64,8 +64,11 @@ def run(args: argparse.Namespace) -> int:
         # No barrier on the way out: the others may be inside a collective that this process
         # will never join. Its exit breaks their connections, and torchrun ends the job.
         if comm is not None and _peer_stopped(exc):
-            raise UserError("another process of this job stopped (its own message says why); "
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"another process of this job stopped (its own message says why; here: {first}); "
                             "--resume continues from the last checkpoints") from None
+        if comm is not None and not getattr(exc, "savic_alike", False):
+            exc.savic_alike = False  # maybe this process's alone: it prints it (savic_theory.cli)
         raise
     if comm is not None:
         import torch.distributed as dist
@@ -77,14 +80,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-#: what a collective says when a process of the job has gone (gloo's words; NCCL's errors
-#: are DistBackendError)
-_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Socket closed")
+#: what a collective says when a process of the job has gone (gloo's words, and NCCL's for a
+#: peer whose connection closed); any other collective error is reported as it is
+_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Socket closed",
+         "remote process exited")
 
 
 def _peer_stopped(exc: BaseException) -> bool:
     """Whether ``exc`` is a collective failing because another process ended."""
-    import torch.distributed as dist
-
-    return isinstance(exc, dist.DistBackendError) or (
-        isinstance(exc, RuntimeError) and any(w in str(exc) for w in _GONE))
+    return isinstance(exc, RuntimeError) and any(w in str(exc) for w in _GONE)

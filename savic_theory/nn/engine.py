@@ -340,18 +340,25 @@ class Trainer:
             raise ValueError(f"checkpoint's x has shape {tuple(getattr(x, 'shape', ()))}, this run's model "
                              f"needs ({self.P},)")
         self.x = x.to(self.device, self.dtype).expand(len(self.clients), -1).clone()
+        if (sd["state"] is None) != (self.state is None):
+            raise ValueError(f"checkpoint {'has no' if sd['state'] is None else 'has a'} scaling state, "
+                             f"this run's method {self.method.name} {'has' if sd['state'] is None else 'has none'}")
         if sd["state"] is not None:
             values = []
-            mine = list(self.state) if self.state is not None else [None] * len(sd["state"])
+            mine = list(self.state)
             if len(mine) != len(sd["state"]):
                 raise ValueError(f"checkpoint's scaling state has {len(sd['state'])} parts, this run's {len(mine)}")
             for (key, value), own in zip(sd["state"].items(), mine):
+                if torch.is_tensor(value) and torch.is_tensor(own):
+                    # the whole tensor (all M clients' rows in local scaling), so that every
+                    # process of a distributed run finds the same fault
+                    want = (self.M, *own.shape[1:]) if self.local else tuple(own.shape)
+                    if tuple(value.shape) != want:
+                        raise ValueError(f"checkpoint's scaling state {key} has shape {tuple(value.shape)}, this "
+                                         f"run needs {want}")
                 if torch.is_tensor(value):
                     # a copy: the rounds to come must not change the checkpoint handed in
                     value = value[self.clients.start:self.clients.stop] if self.local else value
-                    if torch.is_tensor(own) and value.shape != own.shape:
-                        raise ValueError(f"checkpoint's scaling state {key} has shape {tuple(value.shape)}, this "
-                                         f"run's {tuple(own.shape)}")
                     value = value.to(self.device, self.dtype, copy=True)
                 values.append(value)
             self.state = type(self.scaling.init(torch.zeros(1, dtype=self.dtype)))(*values)

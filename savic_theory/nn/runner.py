@@ -22,8 +22,13 @@ A run is ``diverged``, and stops, after the first round whose ``batch_loss`` or 
 
 The JSON files are strict JSON: a NaN or infinite metric (round 0 has no ``batch_loss`` or
 ``drift``; a diverged run has no losses and no test accuracy) is written as ``null``. The
-mean/std over seeds in ``summary.json`` leave out diverged runs (``runs`` and ``diverged`` say
-how many runs a method has and how many of them diverged).
+mean/std over seeds in ``summary.json`` take the finished runs only (``runs``, ``diverged`` and
+``unfinished`` say how many runs a method has, how many of them diverged and how many are still
+running, as under ``--report`` of an interrupted experiment).
+
+Under torchrun an error that every process meets alike (a bad input, the data, the result
+folder) carries ``savic_alike = True``, so the CLI prints it once per machine; any other error
+may be one process's alone and is printed by the process it hits.
 """
 from __future__ import annotations
 
@@ -174,8 +179,9 @@ def _run_all(cfg, out, resume, progress, comm, device, on_round, log):
         torch.set_num_threads(cfg.train.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    images = load_run_images(cfg)
-    _check_split_sizes(cfg, images, comm.world)
+    with _alike():  # the same files and checks on every process
+        images = load_run_images(cfg)
+        _check_split_sizes(cfg, images, comm.world)
     dtype = torch.float64 if cfg.train.precision == "fp64" else torch.float32
     runs = cfg.runs()
     bar = _progress(len(runs) * cfg.train.rounds, "savic nn", enabled=progress and lead)
@@ -251,9 +257,7 @@ def _run_one(cfg, out, data, images, split, method_name, seed, comm, device, dty
             trainer.load_state_dict(payload)
         except ValueError as exc:  # another device type, method, ...: name the file
             raise ValueError(f"--resume: {run_dir / 'checkpoint.pt'}: {exc}") from None
-        except (OSError, MemoryError, torch.OutOfMemoryError):  # the disk or the machine, not the file
-            raise
-        except Exception as exc:  # keys missing, tensors of other shapes: a damaged or edited file
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:  # a damaged or edited file
             raise ValueError(f"--resume: {run_dir / 'checkpoint.pt'} does not fit this run ({type(exc).__name__}: "
                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); delete "
                              f"it to train this run from round 0, or use another --out") from None
@@ -310,9 +314,8 @@ def _diverged(record: dict) -> bool:
 def _read_run(run_dir: Path, resume: bool):
     hist = run_dir / "history.json"
     ckpt = run_dir / "checkpoint.pt"
-    if resume:  # a killed process's half-written checkpoint or history (atomic_write's temporaries)
-        for part in run_dir.glob(".*.part"):
-            part.unlink(missing_ok=True)
+    if resume:  # a killed process's half-written checkpoint or history
+        _remove_stale_parts(run_dir, ("checkpoint.pt", "history.json"))
     if resume and hist.is_file():
         payload = _read_history(hist)
         if payload.get("status") in ("done", "diverged"):
@@ -368,8 +371,8 @@ def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | _Extended | N
             raise ValueError(f"{out} already holds an experiment; pass --resume to continue it or choose "
                              "another --out")
         old = _check_extends_config(cfg, saved)
-        for part in [*out.glob(".*.part"), *(out / "figures").glob(".*.part")]:  # left by a killed process
-            part.unlink(missing_ok=True)
+        _remove_stale_parts(out, ("config.toml", "results.csv", "summary.json"))  # left by a killed process
+        _remove_stale_parts(out / "figures", ("rounds.png", "scaling.png"))
         if old is not None:  # added (or reordered) seeds, methods or splits: the folder's config grows
             import tomli_w
 
@@ -478,8 +481,28 @@ def _collective(comm, fn):
             payload = ("error", exc)
     payload = comm.broadcast_object(payload)
     if payload[0] == "error":
+        payload[1].savic_alike = True  # every process raises it: printed once per machine
         raise payload[1]
     return payload[1]
+
+
+@contextlib.contextmanager
+def _alike():
+    """Mark an error of the enclosed code as one every process meets alike (see the module text)."""
+    try:
+        yield
+    except Exception as exc:
+        exc.savic_alike = True
+        raise
+
+
+def _remove_stale_parts(folder: Path, names) -> None:
+    """Remove the temporaries (``.NAME.XXXXXXXX.part`` files) that ``atomic_write`` leaves for
+    ``names`` in ``folder`` when its process is killed mid-write; nothing else."""
+    for name in names:
+        for part in folder.glob(f".{name}.*.part"):
+            if part.is_file() and not part.is_symlink():
+                part.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ results

@@ -587,9 +587,9 @@ def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None
         raise ValueError(f"probes must be 'auto', 'rademacher' or 'exact', got {probes!r}")
     exact_probe = probes == "exact" or (probes == "auto" and oracle.deterministic)
     schedule.bind(R)
-    if not np.all(gamma_arr <= np.finfo(dt).max):  # γ enters every step in the run's dtype
-        raise ValueError(f"gamma = {np.max(gamma_arr):g} does not fit {np.dtype(dt).name} "
-                         f"(at most {np.finfo(dt).max:.4g})")
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype  # checked by dtype_of
+    if not np.all(gamma_arr <= np.finfo(name).max):  # γ enters every step in the run's dtype
+        raise ValueError(f"gamma = {np.max(gamma_arr):g} does not fit {name} (at most {np.finfo(name).max:.4g})")
     rng = as_generator(seed)
     if groups is not None:
         rng = SharedDraws(rng, groups)  # its length is R: checked with the run axes above
