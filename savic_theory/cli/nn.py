@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from pathlib import Path
 
 from ._common import UserError, check_output_path
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         # will never join. Its exit breaks their connections, and torchrun ends the job.
         if comm is not None and _peer_stopped(exc):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # gloo's source location, its advice
             raise UserError(f"another process of this job stopped (its own message says why; here: {first}); "
                             "--resume continues from the last checkpoints") from None
         if comm is not None and not getattr(exc, "savic_alike", False):
