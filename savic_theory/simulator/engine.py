@@ -20,7 +20,7 @@ from ..problems._base import Problem, as_generator
 from ..rules import ScalingRule, Statistic, as_rule, clip
 from .result import HISTORY_KEYS, SimulationResult
 from .draws import SharedDraws, draw_groups
-from .schedule import MAX_STEPS, SyncSchedule
+from .schedule import SyncSchedule
 
 #: the leading HISTORY_KEYS, those of the iterate (dist_sq, f_gap, consensus): not finite = diverged
 _ITERATE_KEYS = HISTORY_KEYS.index("consensus") + 1
@@ -533,9 +533,7 @@ def prepare(problem, rule, gamma, steps, sync_every=1, scaling="global", x0=None
                         f"of them (one per run), got {rule!r}")
     if scaling not in SCALINGS:
         raise ValueError(f"unknown scaling {scaling!r}; expected one of {', '.join(SCALINGS)}")
-    steps = _positive_int("steps", steps)
-    if steps > MAX_STEPS:
-        raise ValueError(f"steps must be at most 2**62, got {steps}")
+    steps = _positive_int("steps", steps)  # its upper bound: SyncSchedule, below
     keep_iterates, progress = check_bool("keep_iterates", keep_iterates), check_bool("progress", progress)
     if record_every is None:
         record_every = max(1, steps // 500)
