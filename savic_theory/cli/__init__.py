@@ -18,7 +18,7 @@ import threading
 import traceback
 from pathlib import Path
 
-from ._common import WORK_STAMPS, UserError, work_folder
+from ._common import WORK_STAMPS, UserError, first_line, work_folder
 
 SUBCOMMANDS = ("simulate", "verify", "bench", "nn", "run")
 
@@ -286,7 +286,7 @@ def _run(parser, args, argv) -> int:
         _report(args.command, f"{'terminated' if terminated else 'interrupted'}; {_interrupted(args)}")
         return 143 if terminated else 130
     except _out_of_memory() as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = first_line(exc)
         # torch's first sentence; numpy's only one ("Unable to allocate 745. GiB ...": a number's dot)
         detail = re.split(r"(?<![0-9])\. ", detail)[0].rstrip(".")
         if detail[1:2].islower():  # "Unable to ..." but not "CUDA ..."
@@ -299,7 +299,7 @@ def _run(parser, args, argv) -> int:
         return _report_out_of_memory(args, detail)
     except (UserError, ValueError, TypeError, FileNotFoundError, KeyError, OSError, OverflowError,
             ImportError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc, type(exc).__name__)
         if isinstance(exc, KeyError):
             msg = f"missing or unknown key: {msg}"
         # under torchrun, an error of one process alone (savic_alike False) is printed by it
@@ -314,7 +314,7 @@ def _report_internal_error(args: argparse.Namespace, exc: BaseException) -> int:
     """Print the traceback of ``exc``, an exception no input explains (a bug), then a last line
     that says so and what was kept; the exit status, 3."""
     traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    msg = first_line(exc)
     what = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
     _report(args.command, f"internal error, a bug in savic ({what}; the traceback above shows where)"
             + _kept_after_error(args), errors_alike=False)

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["UserError", "atomic_write", "atomic_dir", "check_output_path", "check_result_folder",
+__all__ = ["UserError", "first_line", "atomic_write", "atomic_dir", "check_output_path", "check_result_folder",
            "work_folder", "remove_stale_work", "remove_stale_parts", "write_json", "progress", "add_config_option",
            "config_values", "options_as_table", "RESULT_FILES", "RESULT_FOLDERS"]
 
@@ -34,6 +34,12 @@ RESULT_FOLDERS = {"plots": ".png"}
 #: one of these is in every result folder a command writes (simulate and run: summary.json,
 #: verify: report.json); config.toml alone, or with a report.md, may be the user's own
 RESULT_MARKS = frozenset({"summary.json", "report.json"})
+
+
+def first_line(exc: BaseException, default: str = "") -> str:
+    """The first line of ``exc``'s message (what a one-line report shows), ``default`` when empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else default
 
 
 @contextlib.contextmanager

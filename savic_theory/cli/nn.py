@@ -16,7 +16,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from ._common import UserError, check_output_path
+from ._common import UserError, check_output_path, first_line
 
 
 def add_parser(sub) -> None:
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         # No barrier on the way out: the others may be inside a collective that this process
         # will never join. Its exit breaks their connections, and torchrun ends the job.
         if comm is not None and _peer_stopped(exc):
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, type(exc).__name__)
             first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # gloo's source location, its advice
             raise UserError(f"another process of this job stopped (its own message says why; here: {first}); "
                             "--resume continues from the last checkpoints") from None

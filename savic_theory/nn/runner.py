@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from .._json import finite_or_none
-from ..cli._common import atomic_write, progress as _progress, write_json
+from ..cli._common import atomic_write, first_line, progress as _progress, write_json
 from .config import NNConfig, load_nn_config
 from .data import DeviceData, ImageSet, client_parts, load_images
 from .engine import METRICS, LocalComm, Trainer
@@ -259,7 +259,7 @@ def _run_one(cfg, out, data, images, split, method_name, seed, comm, device, dty
             raise ValueError(f"--resume: {run_dir / 'checkpoint.pt'}: {exc}") from None
         except (KeyError, TypeError, AttributeError, IndexError) as exc:  # a damaged or edited file
             raise ValueError(f"--resume: {run_dir / 'checkpoint.pt'} does not fit this run ({type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); delete "
+                             f"{first_line(exc, 'no detail')}); delete "
                              f"it to train this run from round 0, or use another --out") from None
         if trainer.round > 0 and _diverged(trainer.history[-1]):  # cut off before its history said so
             status = "diverged"
