@@ -506,14 +506,16 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_named_on_resume(tmp_path, cap
 def test_resume_removes_what_a_killed_process_half_wrote(tmp_path, capsys):
     """A process killed while writing leaves atomic_write's temporaries; --resume removes them."""
     cfg, out, ckpt = _cut_after_one_round(tmp_path)
-    stale = [ckpt.parent / ".checkpoint.pt.abc123.part", out / ".summary.json.x1.part",
-             out / "figures" / ".rounds.png.y2.part"]
-    for p in stale:
+    stale = [ckpt.parent / ".checkpoint.pt.abc12_xy.part", out / ".summary.json.k9k9k9k9.part",
+             out / "figures" / ".rounds.png.y2y2y2y2.part"]  # atomic_write's names: 8 of [a-z0-9_]
+    other = [out / ".summary.json.x.abcdefgh.part", out / "notes.part"]  # not atomic_write's for these files
+    for p in stale + other:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"half")
     assert main(["nn", str(cfg), "--out", str(out), "--no-progress", "--resume"]) == 0
     capsys.readouterr()
     assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in other)
 
 
 def test_a_gpu_index_is_refused_under_torchrun(tmp_path, capsys, monkeypatch):

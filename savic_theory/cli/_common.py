@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["UserError", "first_line", "atomic_write", "atomic_dir", "check_output_path", "check_result_folder",
-           "work_folder", "remove_stale_work", "remove_stale_parts", "write_json", "progress", "add_config_option",
+           "work_folder", "remove_stale_work", "remove_stale_parts", "remove_stale_write", "write_json", "progress", "add_config_option",
            "config_values", "options_as_table", "RESULT_FILES", "RESULT_FOLDERS"]
 
 
@@ -93,6 +93,20 @@ def atomic_dir(path: str | os.PathLike, option: str = "--out") -> Iterator[Path]
     except BaseException:
         _rmtree(tmp)
         raise
+
+
+def remove_stale_write(path: str | os.PathLike) -> None:
+    """Delete the temporary file that :func:`atomic_write` leaves for ``path`` when killed
+    mid-write: ``.<name>.XXXXXXXX.part`` (``XXXXXXXX`` as :func:`tempfile.mkstemp` draws it), a
+    plain file of exactly that form and nothing else."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}\.part")
+    for e in os.scandir(path.parent):
+        if pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(e.path)
 
 
 def remove_stale_parts(path: str | os.PathLike) -> None:

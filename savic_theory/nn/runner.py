@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from .._json import finite_or_none
-from ..cli._common import atomic_write, first_line, progress as _progress, write_json
+from ..cli._common import atomic_write, first_line, progress as _progress, remove_stale_write, write_json
 from .config import NNConfig, load_nn_config
 from .data import DeviceData, ImageSet, client_parts, load_images
 from .engine import METRICS, LocalComm, Trainer
@@ -315,7 +315,8 @@ def _read_run(run_dir: Path, resume: bool):
     hist = run_dir / "history.json"
     ckpt = run_dir / "checkpoint.pt"
     if resume:  # a killed process's half-written checkpoint or history
-        _remove_stale_parts(run_dir, ("checkpoint.pt", "history.json"))
+        for name in ("checkpoint.pt", "history.json"):
+            remove_stale_write(run_dir / name)
     if resume and hist.is_file():
         payload = _read_history(hist)
         if payload.get("status") in ("done", "diverged"):
@@ -371,8 +372,8 @@ def _prepare_out(cfg: NNConfig, out: Path, resume: bool) -> Path | _Extended | N
             raise ValueError(f"{out} already holds an experiment; pass --resume to continue it or choose "
                              "another --out")
         old = _check_extends_config(cfg, saved)
-        _remove_stale_parts(out, ("config.toml", "results.csv", "summary.json"))  # left by a killed process
-        _remove_stale_parts(out / "figures", ("rounds.png", "scaling.png"))
+        for name in ("config.toml", "results.csv", "summary.json", "figures/rounds.png", "figures/scaling.png"):
+            remove_stale_write(out / name)  # left by a killed process
         if old is not None:  # added (or reordered) seeds, methods or splits: the folder's config grows
             import tomli_w
 
@@ -494,15 +495,6 @@ def _alike():
     except Exception as exc:
         exc.savic_alike = True
         raise
-
-
-def _remove_stale_parts(folder: Path, names) -> None:
-    """Remove the temporaries (``.NAME.XXXXXXXX.part`` files) that ``atomic_write`` leaves for
-    ``names`` in ``folder`` when its process is killed mid-write; nothing else."""
-    for name in names:
-        for part in folder.glob(f".{name}.*.part"):
-            if part.is_file() and not part.is_symlink():
-                part.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ results
